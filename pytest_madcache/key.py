@@ -1,0 +1,229 @@
+"""Cache keys: what an image is built from, hashed by content.
+
+madengine keys on the Dockerfile *path*, so an edited Dockerfile still hits
+the old image.  We hash the Dockerfile's bytes and every file the engine would
+receive as build context (the same `.dockerignore` rules docker-py applies
+when it sends the context), so a changed byte changes the key while a touched
+mtime or an edited ignored file does not.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from docker.utils.build import exclude_paths
+
+__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "compute_key", "context_digest", "canonical_json", "KeyError_"]
+
+#: Bumped whenever the meaning of a key changes, so old entries stop matching.
+KEY_FORMAT = 1
+
+SECRET_PREFIX = "madcache-secret-v1:"
+
+
+class KeyError_(ValueError):
+    """Key material we cannot hash (an unsupported value, a missing file)."""
+
+
+def canonical(value: Any, where: str = "value") -> Any:
+    """Reduce a value to JSON types in a stable form, or raise naming `where`."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return repr(value)
+        return value
+    if isinstance(value, enum.Enum):
+        return canonical(value.value, where)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise KeyError_(f"{where}: dictionary key {k!r} of type {type(k).__name__} cannot be part of a cache key")
+            out[str(k)] = canonical(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        return sorted((canonical(v, where) for v in value), key=lambda x: json.dumps(x, sort_keys=True))
+    raise KeyError_(
+        f"{where}: value {value!r} of type {type(value).__name__} cannot be part of a cache key "
+        "(use str, int, float, bool, None, lists and dicts of those)"
+    )
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def secret_hash(value: Any) -> Dict[str, str]:
+    """What a secret contributes: a domain-separated sha256, never the value."""
+    digest = hashlib.sha256((SECRET_PREFIX + canonical_json(canonical(value))).encode()).hexdigest()
+    return {"secret_sha256": digest}
+
+
+# -- file content --------------------------------------------------------------
+
+# Hashing a large context on every lookup is wasted work when nothing changed:
+# remember digests by (path, size, mtime_ns, inode, ctime_ns) for this process.
+_FILE_DIGESTS: Dict[Tuple[str, int, int, int, int], str] = {}
+
+
+def file_digest(path: Path, st: Optional[os.stat_result] = None) -> str:
+    st = st or os.stat(path)
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    cached = _FILE_DIGESTS.get(memo)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+    digest = h.hexdigest()
+    _FILE_DIGESTS[memo] = digest
+    return digest
+
+
+def read_dockerignore(context: Path) -> List[str]:
+    path = context / ".dockerignore"
+    if not path.is_file():
+        return []
+    # The same parsing docker-py does before it builds the context tar.
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
+
+
+def context_digest(context: Path, dockerfile: Optional[str] = None) -> Tuple[str, int]:
+    """sha256 over (path, type, mode, content) of every file the engine receives.
+
+    Returns the digest and the number of entries hashed.  `dockerfile` is the
+    Dockerfile's path relative to the context (it is always sent).
+    """
+    context = Path(context)
+    if not context.is_dir():
+        raise KeyError_(f"build context {str(context)!r} is not a directory")
+    patterns = read_dockerignore(context)
+    included = sorted(exclude_paths(str(context), list(patterns), dockerfile=dockerfile))
+    h = hashlib.sha256()
+    count = 0
+    for rel in included:
+        full = context / rel
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue  # removed while we walked; the engine would not see it either
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISREG(st.st_mode):
+            kind, content = "f", file_digest(full, st)
+        elif stat.S_ISDIR(st.st_mode):
+            kind, content = "d", ""
+        elif stat.S_ISLNK(st.st_mode):
+            kind, content = "l", os.readlink(full)
+        else:
+            continue  # sockets, fifos: docker-py skips them too
+        h.update(canonical_json([rel.replace(os.sep, "/"), kind, oct(mode), content]).encode())
+        h.update(b"\n")
+        count += 1
+    return h.hexdigest(), count
+
+
+# -- keys ----------------------------------------------------------------------
+
+
+@dataclass
+class KeySpec:
+    """Everything that decides which image a test gets.
+
+    `secrets` names build args or additional-context entries whose values
+    are secret: they join the key as a hash only and are redacted everywhere.
+    """
+
+    image: str
+    model_tags: Sequence[str] = ()
+    additional_context: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    nodes: int = 1
+    dockerfile: Optional[Path] = None
+    context: Optional[Path] = None
+    secrets: Collection[str] = ()
+
+    def redacted_build_args(self) -> Dict[str, Any]:
+        return {k: ("***" if k in self.secrets else v) for k, v in self.build_args.items()}
+
+    def redacted_context(self) -> Dict[str, Any]:
+        return {k: ("***" if k in self.secrets else v) for k, v in self.additional_context.items()}
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """A key's digest and the components it was hashed from (secrets as hashes)."""
+
+    digest: str
+    components: Mapping[str, Any]
+
+    def __str__(self) -> str:
+        return self.digest
+
+    def diff(self, other_components: Mapping[str, Any]) -> List[str]:
+        """Names of the components that differ from another key's."""
+        names = set(self.components) | set(other_components)
+        return sorted(n for n in names if self.components.get(n) != other_components.get(n))
+
+
+def _hash_secrets(values: Mapping[str, Any], secrets: Collection[str], where: str) -> Dict[str, Any]:
+    out = {}
+    for k, v in values.items():
+        out[str(k)] = secret_hash(v) if k in secrets else canonical(v, f"{where}[{k!r}]")
+    return out
+
+
+def compute_key(spec: KeySpec) -> CacheKey:
+    """Hash a KeySpec into a CacheKey (sha256 of canonical JSON)."""
+    if not spec.image or not isinstance(spec.image, str):
+        raise KeyError_(f"image name {spec.image!r} must be a non-empty string")
+    if not isinstance(spec.nodes, int) or isinstance(spec.nodes, bool) or spec.nodes < 1:
+        raise KeyError_(f"nodes={spec.nodes!r} must be a whole number >= 1")
+    components: Dict[str, Any] = {
+        "format": KEY_FORMAT,
+        "image": spec.image,
+        "model_tags": sorted(str(t) for t in spec.model_tags),
+        "additional_context": _hash_secrets(spec.additional_context, spec.secrets, "additional context"),
+        "params": canonical(dict(spec.params), "parameters"),
+        "build_args": _hash_secrets(spec.build_args, spec.secrets, "build args"),
+        "nodes": spec.nodes,
+        "dockerfile_sha256": None,
+        "context_sha256": None,
+    }
+    context = Path(spec.context) if spec.context is not None else None
+    dockerfile = Path(spec.dockerfile) if spec.dockerfile is not None else None
+    if dockerfile is None and context is not None:
+        dockerfile = context / "Dockerfile"
+    if dockerfile is not None:
+        if not dockerfile.is_file():
+            raise KeyError_(f"Dockerfile {str(dockerfile)!r} does not exist")
+        components["dockerfile_sha256"] = file_digest(dockerfile)
+    if context is not None:
+        rel = None
+        if dockerfile is not None:
+            try:
+                rel = os.path.relpath(dockerfile.resolve(), context.resolve())
+            except ValueError:
+                rel = None
+        components["context_sha256"], _ = context_digest(context, rel)
+    digest = hashlib.sha256(canonical_json(components).encode()).hexdigest()
+    return CacheKey(digest=digest, components=components)

@@ -1,0 +1,313 @@
+"""Settings: one table of options, one resolver, one precedence.
+
+The `madcache` command, the pytest plugin and the Python API all resolve their
+settings here, so a value means the same thing wherever it is given.
+Precedence, highest first: flag > environment > ini/pyproject > default (the
+plugin puts a test's mark above all of them).  Every resolved value remembers
+where it came from, so an error can name the source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+__all__ = [
+    "Option",
+    "OPTIONS",
+    "Settings",
+    "SettingsError",
+    "parse_ttl",
+    "format_ttl",
+    "resolve",
+    "read_ini_file",
+    "default_cache_dir",
+]
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names value and source."""
+
+
+# -- parsers -----------------------------------------------------------------
+# Each parser takes the raw text and returns the value or raises ValueError
+# with a short reason ("expected ..."); the resolver adds value and source.
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a whole number >= 1") from None
+    if value < 1:
+        raise ValueError("expected a whole number >= 1")
+    return value
+
+
+def parse_positive_float(text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError("expected a number > 0 (gigabytes, e.g. 100 or 0.5)") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("expected a number > 0 (gigabytes, e.g. 100 or 0.5)")
+    return value
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TTL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_ttl(text: str) -> Optional[float]:
+    """`30m`, `48h`, `7d` (also s, w) -> seconds; `off`/`none`/`0` -> None."""
+    low = str(text).strip().lower()
+    if low in ("", "0", "off", "none", "never"):
+        return None
+    match = _TTL_RE.match(low)
+    if not match:
+        raise ValueError("expected a duration such as 30m, 48h or 7d (units s, m, h, d, w), or 'off'")
+    seconds = float(match.group(1)) * _TTL_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("expected a duration > 0, or 'off'")
+    return seconds
+
+
+def format_ttl(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "off"
+    for unit in ("w", "d", "h", "m"):
+        size = _TTL_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_path(text: str) -> Path:
+    if not str(text).strip():
+        raise ValueError("expected a directory path, got an empty string")
+    return Path(os.path.expanduser(str(text).strip()))
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """XDG: $XDG_CACHE_HOME/madcache, else ~/.cache/madcache."""
+    xdg = env.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path(os.path.expanduser("~")) / ".cache"
+    return base / "madcache"
+
+
+# -- the option table ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, environment variables, ini key, parser and default."""
+
+    name: str
+    flag: str
+    env: Tuple[str, ...]
+    ini: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: Optional[str] = None
+    is_switch: bool = False
+
+    def argparse_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for argparse / pytest's `addoption` (same API)."""
+        kwargs: Dict[str, Any] = {"dest": f"madcache_{self.name}", "help": self.help, "default": None}
+        if self.is_switch:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = "1"
+        else:
+            kwargs["metavar"] = self.metavar or self.name.upper()
+        return kwargs
+
+
+OPTIONS: Tuple[Option, ...] = (
+    Option(
+        "enabled", "--enable-cache", ("MADCACHE_ENABLED", "MADENGINE_CACHE_ENABLED"), "madcache_enabled",
+        parse_bool, False, "look images up in the cache before building, save them after", is_switch=True,
+    ),
+    Option(
+        "dir", "--cache-dir", ("MADCACHE_DIR", "MADENGINE_CACHE_DIR"), "madcache_dir",
+        parse_path, None, "cache directory (default: $XDG_CACHE_HOME/madcache or ~/.cache/madcache)", "DIR",
+    ),
+    Option(
+        "max_entries", "--cache-max-entries", ("MADCACHE_MAX_ENTRIES",), "madcache_max_entries",
+        parse_positive_int, 5, "keep at most N entries, least recently used evicted first (default 5)", "N",
+    ),
+    Option(
+        "max_size_gb", "--cache-max-size-gb", ("MADCACHE_MAX_SIZE_GB", "MADENGINE_CACHE_MAX_SIZE_GB"),
+        "madcache_max_size_gb", parse_positive_float, 100.0,
+        "keep at most this many GB of unique blobs (default 100)", "GB",
+    ),
+    Option(
+        "ttl", "--cache-ttl", ("MADCACHE_TTL",), "madcache_ttl",
+        parse_ttl, None, "evict entries unused for this long: 30m, 48h, 7d, or off (default off)", "TTL",
+    ),
+)
+
+OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings plus, for each, a description of where it came from."""
+
+    enabled: bool
+    dir: Path
+    max_entries: int
+    max_size_gb: float
+    ttl: Optional[float]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def max_size_bytes(self) -> int:
+        return int(self.max_size_gb * 1024**3)
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+
+def _flag_source(opt: Option) -> str:
+    return f"option {opt.flag}"
+
+
+def resolve(
+    flags: Optional[Mapping[str, Any]] = None,
+    env: Optional[Mapping[str, str]] = None,
+    ini: Optional[Mapping[str, Any]] = None,
+    ini_source: str = "ini file",
+) -> Settings:
+    """Resolve every option: flag > environment > ini > default.
+
+    `flags` maps option names (or `madcache_<name>` dests) to raw strings or
+    None; `ini` maps ini keys (`madcache_max_entries`) to raw values; `env`
+    defaults to `os.environ`.  Raises SettingsError naming value and source.
+    """
+    flags = dict(flags or {})
+    env = os.environ if env is None else env
+    ini = dict(ini or {})
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for opt in OPTIONS:
+        candidates: list = []
+        raw_flag = flags.get(opt.name, flags.get(f"madcache_{opt.name}"))
+        if raw_flag is not None:
+            candidates.append((raw_flag, _flag_source(opt)))
+        for var in opt.env:
+            if var in env:
+                candidates.append((env[var], f"environment variable {var}"))
+                break
+        raw_ini = ini.get(opt.ini)
+        if raw_ini not in (None, ""):
+            candidates.append((raw_ini, f"ini key {opt.ini} in {ini_source}"))
+        if candidates:
+            raw, source = candidates[0]
+            values[opt.name] = _parse(opt, raw, source)
+            sources[opt.name] = source
+        else:
+            values[opt.name] = opt.default
+            sources[opt.name] = "default"
+    if values["dir"] is None:
+        values["dir"] = default_cache_dir(env)
+    return Settings(sources=sources, **values)
+
+
+def _parse(opt: Option, raw: Any, source: str) -> Any:
+    if isinstance(raw, bool) and opt.parse is parse_bool:
+        return raw
+    try:
+        return opt.parse(str(raw))
+    except ValueError as exc:
+        raise SettingsError(f"invalid value {str(raw)!r} for {opt.flag} from {source}: {exc}") from None
+
+
+def parse_value(name: str, raw: Any, source: str) -> Any:
+    """Parse one value of option `name` (used for marks and sub-command flags)."""
+    return _parse(OPTIONS_BY_NAME[name], raw, source)
+
+
+# -- ini files, for the `madcache` command outside pytest -----------------------
+
+
+def _load_toml(path: Path) -> Mapping[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 only
+        import tomli as tomllib
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def read_ini_file(start: Optional[Path] = None) -> Tuple[Dict[str, Any], str]:
+    """Find pytest's ini file the way pytest does (nearest first) and read our keys.
+
+    Looks for pytest.ini, pyproject.toml ([tool.pytest.ini_options]), tox.ini
+    and setup.cfg ([tool:pytest]) from `start` upwards.  Returns the
+    `madcache_*` keys and the file's path (for error messages).
+    """
+    import configparser
+
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        for name in ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"):
+            path = directory / name
+            if not path.is_file():
+                continue
+            if name == "pyproject.toml":
+                try:
+                    data = _load_toml(path)
+                except Exception as exc:
+                    raise SettingsError(f"cannot read {path}: {exc}") from None
+                section = data.get("tool", {}).get("pytest", {}).get("ini_options")
+                if section is None:
+                    continue
+                return _ours(section), str(path)
+            parser = configparser.ConfigParser(interpolation=None)
+            try:
+                parser.read(path)
+            except configparser.Error as exc:
+                raise SettingsError(f"cannot read {path}: {exc}") from None
+            section_name = "tool:pytest" if name == "setup.cfg" else "pytest"
+            if not parser.has_section(section_name):
+                if name in ("pytest.ini", ".pytest.ini"):
+                    return {}, str(path)
+                continue
+            return _ours(dict(parser.items(section_name))), str(path)
+    return {}, "no ini file"
+
+
+def _ours(section: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in section.items() if k.startswith("madcache_")}
+
+
+def ini_keys() -> Iterable[Tuple[str, str]]:
+    """(ini key, help) pairs for pytest's `parser.addini`."""
+    return [(o.ini, o.help) for o in OPTIONS]
+
+
+def describe(settings: Settings, names: Sequence[str] = ("dir", "max_entries", "max_size_gb", "ttl")) -> str:
+    parts = []
+    for name in names:
+        value = getattr(settings, name)
+        if name == "ttl":
+            value = format_ttl(value)
+        parts.append(f"{name}={value} ({settings.source(name)})")
+    return ", ".join(parts)

@@ -1,0 +1,1169 @@
+"""The cache directory: content-addressed blobs, entries, an index, limits.
+
+Layout (everything, temp files included, stays inside the directory, so a
+read-only root filesystem with one writable cache volume is enough)::
+
+    madcache.json            layout marker and format version
+    index.json               derived from entries/*/meta.json; rebuilt if missing or corrupt
+    lock                     serialises changes to entries, index and blobs
+    blobs/sha256/<hex>       image layers (uncompressed tar, named by diffID) and configs
+    entries/<id>/meta.json   one entry: key, image, the manifest (blob digests), sizes
+    entries/<id>/used        its mtime is the entry's last use (touched without a lock)
+    keys/<key>.lock          single-flight: one build per key at a time
+    tmp/                     partial blobs and leases of saves in progress
+
+Why this shape: `docker load` is CPU-bound in dockerd (~100-190 MB/s here)
+while presence checks cost ~1 ms, and the engine accepts a load tar that
+omits layers it already has.  So entries share layer blobs, a hit with the
+image present loads nothing, and a hit with a partial engine sends only the
+missing layers, streamed from blobs without a temporary tar.
+
+Concurrency: the source of truth is the set of entry directories, each
+created by one atomic rename; the index is a derived view written
+atomically under the lock.  A save in progress holds a lease (a lock file
+under tmp/ listing the blobs it has published) so garbage collection never
+removes a blob that a running save is about to reference; a dead process's
+lease is free and is collected.  A crash at any point leaves the old or the
+new state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import (Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
+                    Tuple, Union)
+
+from filelock import FileLock, Timeout
+
+from .key import CacheKey
+from .progress import Progress
+
+__all__ = [
+    "Store", "Entry", "LoadResult", "Outcome", "Stats", "VerifyReport",
+    "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable",
+    "new_entry_id",
+]
+
+STORE_FORMAT = 1
+CHUNK = 1 << 20
+GB = 1024**3
+DEFAULT_LOCK_TIMEOUT = 600.0
+MAX_SMALL_MEMBER = 64 << 20  # manifest.json, configs: anything larger is not an image archive
+
+
+class StoreError(RuntimeError):
+    """The cache cannot do what was asked; the message says why."""
+
+
+class CacheUnwritable(StoreError):
+    """The cache directory cannot be written (read-only, permission denied, disk full)."""
+
+
+class LockTimeout(StoreError):
+    pass
+
+
+class EntryNotFound(StoreError, KeyError):
+    def __init__(self, entry_id: str, available: Sequence["Entry"] = ()) -> None:
+        self.entry_id = entry_id
+        self.available = list(available)
+        super().__init__(f"Cache entry '{entry_id}' not found")
+
+    def __str__(self) -> str:
+        lines = [f"Cache entry '{self.entry_id}' not found"]
+        if self.available:
+            lines += ["", "Available cache entries:"]
+            lines += [f"  - {e.id}: {e.image_ref} (tags: {', '.join(e.model_tags) or '-'})" for e in self.available]
+        else:
+            lines += ["", "The cache is empty."]
+        lines += ["", "Tip: Use 'madcache list' to see all available cache entries"]
+        return "\n".join(lines)
+
+
+class EntryCorrupt(StoreError):
+    """An entry's data is missing or does not match its digests; it has been dropped."""
+
+
+class _SaveConflict(StoreError):
+    """A blob vanished between publish and commit (collected by a concurrent prune)."""
+
+
+def new_entry_id(now: Optional[float] = None) -> str:
+    """madengine's id form: run_<unix time>_<8 hex>."""
+    return f"run_{int(now if now is not None else time.time())}_{secrets.token_hex(4)}"
+
+
+def _hex(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise StoreError(f"not a sha256 digest: {digest!r}")
+    return hexpart
+
+
+# -- entries -----------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One cached image: metadata plus the manifest that references blobs."""
+
+    id: str
+    key: str
+    image_name: str
+    image_tag: str
+    image_id: str
+    config: str  # config blob digest (== image_id)
+    layers: List[str]  # layer blob digests (diffIDs), lowest first
+    sizes: Dict[str, int]  # blob digest -> bytes
+    repo_tags: List[str] = field(default_factory=list)
+    model_tags: List[str] = field(default_factory=list)
+    nodes: int = 1
+    created: float = 0.0
+    last_used: float = 0.0
+    build_duration: Optional[float] = None
+    key_components: Dict[str, Any] = field(default_factory=dict)
+    run_config: Dict[str, Any] = field(default_factory=dict)
+    format: int = STORE_FORMAT
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.image_name}:{self.image_tag}"
+
+    @property
+    def blobs(self) -> List[str]:
+        return [self.config, *self.layers]
+
+    @property
+    def own_bytes(self) -> int:
+        """Bytes of every blob the entry references, shared or not."""
+        return sum(self.sizes.get(d, 0) for d in set(self.blobs))
+
+    def to_json(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data.pop("last_used")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], last_used: Optional[float] = None) -> "Entry":
+        known = {f for f in cls.__dataclass_fields__}
+        fields = {k: v for k, v in data.items() if k in known}
+        entry = cls(**fields)
+        entry.last_used = last_used if last_used is not None else entry.created
+        # Validate what we will later turn into paths.
+        for digest in entry.blobs:
+            _hex(digest)
+        if not entry.id.startswith("run_") or "/" in entry.id or entry.id in (".", ".."):
+            raise StoreError(f"bad entry id {entry.id!r}")
+        return entry
+
+
+@dataclass
+class LoadResult:
+    """How a hit reached the engine."""
+
+    how: str  # "present": nothing loaded; "delta": only missing layers; "full": everything
+    bytes_sent: int = 0
+    layers_sent: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What `get_or_build` did for one key."""
+
+    entry: Optional[Entry]
+    image_id: str
+    hit: bool
+    load: Optional[LoadResult] = None
+    build_duration: Optional[float] = None
+    waited: float = 0.0  # seconds spent waiting for another process building the same key
+    saved: bool = False
+    warning: Optional[str] = None
+
+
+@dataclass
+class Stats:
+    directory: str
+    entries: int
+    max_entries: int
+    total_bytes: int  # unique blob bytes referenced by entries
+    max_bytes: int
+    ttl: Optional[float]
+    blobs: int
+    shared_bytes_saved: int  # what separate tars would have cost on top
+
+    @property
+    def usage(self) -> float:
+        return 100.0 * self.total_bytes / self.max_bytes if self.max_bytes else 0.0
+
+
+@dataclass
+class VerifyReport:
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    bad_blobs: List[str] = field(default_factory=list)
+    missing_blobs: List[str] = field(default_factory=list)
+    dropped_entries: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.bad_blobs or self.missing_blobs or self.dropped_entries)
+
+
+# -- file helpers --------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, rename: readers see old or new."""
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _unwritable(exc: OSError, directory: Path) -> CacheUnwritable:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return CacheUnwritable(f"cannot write to the cache directory {directory}: {reason}")
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (the engine's save stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _safe_member(name: str) -> str:
+    """Normalise a tar member name; refuse absolute paths and `..`."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise StoreError(f"refusing image archive member {name!r} (absolute path or '..')")
+    return str(PurePosixPath(*[part for part in p.parts if part != "."]))
+
+
+# -- the store -------------------------------------------------------------------
+
+
+class Store:
+    """A cache directory with limits.  Safe to share between processes.
+
+    `engine` is a `pytest_madcache.engine.Engine`; only save/load need it, so
+    listing and pruning work where no engine runs.
+    """
+
+    def __init__(
+        self,
+        directory: Union[str, Path],
+        max_entries: int = 5,
+        max_size_bytes: int = 100 * GB,
+        ttl: Optional[float] = None,
+        engine: Any = None,
+        progress: Optional[bool] = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        log: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self.dir = Path(directory).expanduser()
+        self.max_entries = max_entries
+        self.max_size_bytes = max_size_bytes
+        self.ttl = ttl
+        self.engine = engine
+        self.progress = progress
+        self.lock_timeout = lock_timeout
+        self.log = log or (lambda message: None)
+        self._index_memo: Optional[Tuple[Tuple[int, int, int], Dict[str, Entry]]] = None
+        self._lock_depth = 0
+        self._ensure_layout()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> "Store":
+        return cls(settings.dir, max_entries=settings.max_entries, max_size_bytes=settings.max_size_bytes,
+                   ttl=settings.ttl, **kwargs)
+
+    # -- layout ----------------------------------------------------------------
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.dir / "blobs" / "sha256"
+
+    @property
+    def entry_dir(self) -> Path:
+        return self.dir / "entries"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.dir / "tmp"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blob_dir / _hex(digest)
+
+    def _ensure_layout(self) -> None:
+        marker = self.dir / "madcache.json"
+        if marker.is_file():
+            try:
+                fmt = json.loads(marker.read_text()).get("format")
+            except (OSError, ValueError):
+                fmt = STORE_FORMAT  # a torn marker is rewritten below
+            if fmt != STORE_FORMAT:
+                raise StoreError(f"{self.dir} holds a madcache store of format {fmt}; this version reads {STORE_FORMAT}")
+            if all(d.is_dir() for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys")):
+                return
+        try:
+            for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys"):
+                d.mkdir(parents=True, exist_ok=True)
+            if not marker.is_file():
+                atomic_write(marker, json.dumps({"format": STORE_FORMAT, "tool": "pytest-madcache"}).encode())
+        except OSError as exc:
+            if self.dir.is_dir() and (self.dir / "index.json").exists():
+                return  # readable but not writable: listing still works
+            raise _unwritable(exc, self.dir) from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The store lock: held for index, entry and blob-set changes, never for builds.
+
+        Re-entrant within one Store, so locked code may call helpers that lock.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        try:
+            lock = FileLock(str(self.dir / "lock"), timeout=self.lock_timeout)
+            with lock:
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
+        except Timeout:
+            raise LockTimeout(f"timed out after {self.lock_timeout:.0f}s waiting for {self.dir / 'lock'}") from None
+        except OSError as exc:
+            raise _unwritable(exc, self.dir) from None
+
+    @contextlib.contextmanager
+    def key_lock(self, key: str, timeout: Optional[float] = None) -> Iterator[float]:
+        """Single-flight per key; yields the seconds spent waiting for it."""
+        start = time.monotonic()
+        lock = FileLock(str(self.dir / "keys" / f"{_hex('sha256:' + key)}.lock"),
+                        timeout=self.lock_timeout * 6 if timeout is None else timeout)
+        try:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self.log(f"Waiting for another process building the same image (key {key[:12]})...")
+                lock.acquire()
+        except Timeout:
+            raise LockTimeout(f"timed out waiting for the build of key {key[:12]} in another process") from None
+        except OSError as exc:
+            raise _unwritable(exc, self.dir) from None
+        try:
+            yield time.monotonic() - start
+        finally:
+            lock.release()
+
+    # -- index -----------------------------------------------------------------
+
+    def _read_meta(self, entry_id: str) -> Optional[Entry]:
+        path = self.entry_dir / entry_id / "meta.json"
+        try:
+            data = json.loads(path.read_text())
+            try:
+                used = os.stat(self.entry_dir / entry_id / "used").st_mtime
+            except FileNotFoundError:
+                used = None
+            return Entry.from_json(data, used)
+        except (OSError, ValueError, TypeError, StoreError):
+            return None
+
+    def _entry_ids(self) -> List[str]:
+        try:
+            return sorted(n for n in os.listdir(self.entry_dir) if n.startswith("run_"))
+        except FileNotFoundError:
+            return []
+
+    def _index(self) -> Dict[str, Entry]:
+        """The index, read without a lock (it is replaced atomically), or rebuilt."""
+        path = self.dir / "index.json"
+        ids = self._entry_ids()
+        try:
+            st = os.stat(path)
+            memo_key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._index_memo and self._index_memo[0] == memo_key and sorted(self._index_memo[1]) == ids:
+                entries = self._index_memo[1]
+            else:
+                data = json.loads(path.read_bytes())
+                if data.get("format") != STORE_FORMAT:
+                    raise ValueError("format")
+                entries = {i: Entry.from_json(e) for i, e in data["entries"].items()}
+                self._index_memo = (memo_key, entries)
+            if sorted(entries) != ids:
+                raise ValueError("index does not match the entry directories")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, StoreError):
+            return self._rebuild_index()
+        return entries
+
+    def _rebuild_index(self) -> Dict[str, Entry]:
+        """Rebuild from entries/*/meta.json; drop entries whose metadata is unreadable."""
+        try:
+            with self.lock():
+                return self._write_index_locked(repair=True)
+        except CacheUnwritable:
+            # Read-only cache: serve what the metadata says, change nothing.
+            return {i: e for i in self._entry_ids() if (e := self._read_meta(i)) is not None}
+
+    def _write_index_locked(self, repair: bool = False) -> Dict[str, Entry]:
+        entries: Dict[str, Entry] = {}
+        for entry_id in self._entry_ids():
+            entry = self._read_meta(entry_id)
+            if entry is None or entry.id != entry_id:
+                if repair:
+                    self.log(f"Dropping cache entry {entry_id}: its metadata is unreadable")
+                    self._remove_entry_dir(entry_id)
+                continue
+            entries[entry_id] = entry
+        data = {"format": STORE_FORMAT, "entries": {i: e.to_json() for i, e in entries.items()}}
+        try:
+            atomic_write(self.dir / "index.json", json.dumps(data, indent=1, sort_keys=True).encode())
+        except OSError as exc:
+            raise _unwritable(exc, self.dir) from None
+        self._index_memo = None
+        return entries
+
+    def _with_last_used(self, entry: Entry) -> Entry:
+        try:
+            entry.last_used = os.stat(self.entry_dir / entry.id / "used").st_mtime
+        except OSError:
+            entry.last_used = entry.created
+        return entry
+
+    # -- queries -----------------------------------------------------------------
+
+    def entries(self) -> List[Entry]:
+        """All entries, most recently used first."""
+        out = [self._with_last_used(e) for e in self._index().values()]
+        return sorted(out, key=lambda e: (e.last_used, e.created), reverse=True)
+
+    def get(self, entry_id: str) -> Entry:
+        entry = self._index().get(entry_id)
+        if entry is None:
+            raise EntryNotFound(entry_id, self.entries())
+        return self._with_last_used(entry)
+
+    def lookup(self, key: Union[str, CacheKey]) -> Optional[Entry]:
+        """The newest entry saved under `key`, or None."""
+        digest = str(key)
+        found = [e for e in self._index().values() if e.key == digest]
+        if not found:
+            return None
+        return self._with_last_used(max(found, key=lambda e: e.created))
+
+    def unique_bytes(self, entries: Optional[Sequence[Entry]] = None) -> Dict[str, int]:
+        """Per entry, the bytes of blobs no other entry references."""
+        entries = list(self._index().values()) if entries is None else list(entries)
+        users: Dict[str, int] = {}
+        for e in entries:
+            for d in set(e.blobs):
+                users[d] = users.get(d, 0) + 1
+        return {e.id: sum(e.sizes.get(d, 0) for d in set(e.blobs) if users[d] == 1) for e in entries}
+
+    @staticmethod
+    def total_bytes(entries: Iterable[Entry]) -> int:
+        sizes: Dict[str, int] = {}
+        for e in entries:
+            for d in e.blobs:
+                sizes[d] = e.sizes.get(d, 0)
+        return sum(sizes.values())
+
+    def stats(self) -> Stats:
+        entries = list(self._index().values())
+        try:
+            blobs = sum(1 for n in os.listdir(self.blob_dir) if not n.startswith("."))
+        except FileNotFoundError:
+            blobs = 0
+        total = self.total_bytes(entries)
+        return Stats(
+            directory=str(self.dir), entries=len(entries), max_entries=self.max_entries,
+            total_bytes=total, max_bytes=self.max_size_bytes, ttl=self.ttl, blobs=blobs,
+            shared_bytes_saved=sum(e.own_bytes for e in entries) - total,
+        )
+
+    def touch(self, entry: Entry) -> None:
+        """Mark an entry used now; lock-free (utime is atomic), silent on a read-only cache."""
+        path = self.entry_dir / entry.id / "used"
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                path.touch()
+        except OSError:
+            pass
+        entry.last_used = time.time()
+
+    # -- save ------------------------------------------------------------------
+
+    def save(
+        self,
+        image_id: str,
+        key: Union[str, CacheKey],
+        *,
+        image_name: str,
+        image_tag: str = "latest",
+        model_tags: Sequence[str] = (),
+        nodes: int = 1,
+        build_duration: Optional[float] = None,
+        run_config: Optional[Mapping[str, Any]] = None,
+        replace: bool = True,
+    ) -> Entry:
+        """Store an engine image under `key`; stream `docker save` straight into blobs.
+
+        Blobs already in the store are not written again; when every blob is
+        already there the engine is not asked to save at all.  With `replace`,
+        older entries of the same key are evicted in the same commit.
+        """
+        if self.engine is None:
+            raise StoreError("saving needs an engine")
+        for attempt in range(3):
+            try:
+                return self._save_once(image_id, key, image_name=image_name, image_tag=image_tag,
+                                       model_tags=model_tags, nodes=nodes, build_duration=build_duration,
+                                       run_config=run_config, replace=replace)
+            except _SaveConflict:
+                if attempt == 2:
+                    raise StoreError("a concurrent prune kept removing blobs this save needs; try again") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _save_once(self, image_id: str, key: Union[str, CacheKey], *, image_name: str, image_tag: str,
+                   model_tags: Sequence[str], nodes: int, build_duration: Optional[float],
+                   run_config: Optional[Mapping[str, Any]], replace: bool) -> Entry:
+        info = self.engine.inspect(image_id)
+        if info is None:
+            raise StoreError(f"the engine has no image {image_id}")
+        with self._lease() as lease:
+            wanted = [info.id, *info.diff_ids]
+            if all(self.blob_path(d).is_file() for d in wanted):
+                for d in wanted:
+                    lease.publish(d)
+                sizes = {d: self.blob_path(d).stat().st_size for d in wanted}
+                config, layers = info.id, list(info.diff_ids)
+            else:
+                config, layers, sizes = self._ingest(image_id, lease)
+            if config != info.id or layers != list(info.diff_ids):
+                raise StoreError(
+                    f"the engine's save of {image_id} does not match its own layer digests; "
+                    "compressed or foreign-layout archives are not supported"
+                )
+            now = time.time()
+            repo_tags = [f"{image_name}:{image_tag}"]
+            entry = Entry(
+                id=new_entry_id(now), key=str(key), image_name=image_name, image_tag=image_tag,
+                image_id=info.id, config=config, layers=layers, sizes=sizes, repo_tags=repo_tags,
+                model_tags=[str(t) for t in model_tags], nodes=nodes, created=now, last_used=now,
+                build_duration=build_duration,
+                key_components=dict(key.components) if isinstance(key, CacheKey) else {},
+                run_config=dict(run_config or {}),
+            )
+            staged = lease.dir / "entry"
+            staged.mkdir()
+            atomic_write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
+            (staged / "used").touch()
+            with self.lock():
+                missing = [d for d in entry.blobs if not self.blob_path(d).is_file()]
+                if missing:
+                    raise _SaveConflict(missing)
+                os.rename(staged, self.entry_dir / entry.id)
+                _fsync_dir(self.entry_dir)
+                stale = []
+                if replace:
+                    stale = [e.id for e in self._index().values() if e.key == entry.key and e.id != entry.id]
+                for old in stale:
+                    self._remove_entry_dir(old)
+                self._write_index_locked()
+                evicted = self._prune_locked(self.max_entries, self.max_size_bytes, self.ttl, protect={entry.id},
+                                             exclude_lease=lease.dir)
+            for e in evicted:
+                self.log(f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits")
+            return entry
+
+    def _ingest(self, image_id: str, lease: "_Lease") -> Tuple[str, List[str], Dict[str, int]]:
+        """Read a `docker save` stream member by member into blobs, hashing while writing."""
+        digests: Dict[str, str] = {}  # member path -> digest
+        sizes: Dict[str, int] = {}
+        small: Dict[str, bytes] = {}
+        progress = Progress(f"Saving {image_id[7:19]}", enabled=self.progress)
+        reader = io.BufferedReader(_ChunkReader(self.engine.save(image_id)), CHUNK)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
+                for member in tar:
+                    name = _safe_member(member.name)
+                    if member.isdir():
+                        continue
+                    if member.issym() or member.islnk():
+                        target = member.linkname
+                        if member.issym():
+                            target = str(PurePosixPath(name).parent / target)
+                        target = _safe_member(os.path.normpath(target))
+                        if target not in digests:
+                            raise StoreError(f"archive member {name!r} links to {member.linkname!r}, not a layer seen before")
+                        digests[name] = digests[target]
+                        continue
+                    if not member.isfile():
+                        raise StoreError(f"refusing image archive member {name!r} of type {member.type!r}")
+                    fh = tar.extractfile(member)
+                    assert fh is not None
+                    if name.endswith("layer.tar") or name.startswith("blobs/"):
+                        digest, size = lease.write_blob(fh, progress)
+                        digests[name] = digest
+                        sizes[digest] = size
+                    elif member.size <= MAX_SMALL_MEMBER:
+                        small[name] = fh.read()
+                        progress.update(len(small[name]))
+        except (tarfile.TarError, EOFError) as exc:
+            raise StoreError(f"the engine's save stream of {image_id} is not a valid tar: {exc}") from None
+        except OSError as exc:
+            raise _unwritable(exc, self.dir) from None
+        finally:
+            progress.close()
+        try:
+            manifest = json.loads(small["manifest.json"])
+        except (KeyError, ValueError):
+            raise StoreError(f"the engine's save of {image_id} has no readable manifest.json") from None
+        want = _hex(image_id)
+        for item in manifest:
+            config_name = _safe_member(item["Config"])
+            data = small.get(config_name)
+            if data is None or hashlib.sha256(data).hexdigest() != want:
+                continue
+            config = lease.write_small_blob(data)
+            sizes[config] = len(data)
+            layers = []
+            for layer in item["Layers"]:
+                layer_name = _safe_member(layer)
+                if layer_name not in digests:
+                    raise StoreError(f"manifest names layer {layer!r} that the archive does not contain")
+                layers.append(digests[layer_name])
+            return config, layers, {d: sizes[d] for d in {config, *layers}}
+        raise StoreError(f"the engine's save has no manifest for {image_id}")
+
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator["_Lease"]:
+        try:
+            lease = _Lease(self)
+        except OSError as exc:
+            raise _unwritable(exc, self.dir) from None
+        try:
+            yield lease
+        finally:
+            lease.close()
+
+    # -- load ------------------------------------------------------------------
+
+    def load(self, entry: Entry) -> LoadResult:
+        """Get an entry's image into the engine as cheaply as possible.
+
+        Present already: tag it, load nothing.  Otherwise stream a load tar
+        holding only the layers the engine lacks (whole chain when it has
+        none), every blob checked against its digest while it streams.  A
+        corrupt or missing blob drops the entry and raises EntryCorrupt.
+        """
+        if self.engine is None:
+            raise StoreError("loading needs an engine")
+        start = time.monotonic()
+        present = self.engine.inspect(entry.image_id)
+        if present is not None:
+            for ref in entry.repo_tags:
+                if ref not in present.repo_tags:
+                    self.engine.tag(entry.image_id, ref)
+            self.touch(entry)
+            return LoadResult("present", seconds=time.monotonic() - start)
+        hints = [e.image_id for e in self._index().values() if e.id != entry.id and e.layers[:1] == entry.layers[:1]]
+        have = self.engine.present_prefix(entry.layers, hints)
+        try:
+            result = self._stream_load(entry, have)
+        except EntryCorrupt:
+            raise
+        except Exception as exc:
+            if have == 0:
+                raise StoreError(f"loading {entry.id} into the engine failed: {exc}") from None
+            # The engine may have dropped layers since we looked: send everything.
+            self.log(f"Partial load of {entry.id} was refused ({exc}); sending all layers")
+            have = 0
+            result = self._stream_load(entry, 0)
+        if self.engine.inspect(entry.image_id) is None:
+            raise StoreError(f"the engine reported loading {entry.id} but has no image {entry.image_id}")
+        self.touch(entry)
+        result.seconds = time.monotonic() - start
+        return result
+
+    def _stream_load(self, entry: Entry, have: int) -> LoadResult:
+        send = []
+        seen: Set[str] = set()
+        for digest in entry.layers[have:]:
+            if digest not in seen:
+                seen.add(digest)
+                send.append(digest)
+        files: Dict[str, BinaryIO] = {}
+        try:
+            # Open every blob before streaming: an eviction after this point
+            # cannot pull data from under the load (unlinked files stay readable).
+            for digest in [entry.config, *send]:
+                try:
+                    files[digest] = open(self.blob_path(digest), "rb")
+                except FileNotFoundError:
+                    self._drop_corrupt(entry, f"blob {digest} is missing")
+            total = sum(entry.sizes.get(d, 0) for d in files)
+            progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
+            stream = _LoadStream(entry, files, progress)
+            try:
+                self.engine.load(stream)
+            except Exception as exc:
+                if stream.bad:
+                    self._drop_corrupt(entry, stream.bad)
+                raise StoreError(str(exc)) from None
+            finally:
+                progress.close()
+            if stream.bad:
+                self._drop_corrupt(entry, stream.bad)
+            how = "full" if have == 0 else "delta"
+            return LoadResult(how, bytes_sent=stream.sent, layers_sent=len(send))
+        finally:
+            for fh in files.values():
+                fh.close()
+
+    def _drop_corrupt(self, entry: Entry, why: str) -> None:
+        with contextlib.suppress(StoreError):
+            with self.lock():
+                for digest in entry.blobs:
+                    path = self.blob_path(digest)
+                    if path.is_file() and not _blob_ok(path, digest, entry.sizes.get(digest)):
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+                self._remove_entry_dir(entry.id)
+                self._write_index_locked()
+                self._gc_locked()
+        raise EntryCorrupt(f"cache entry {entry.id} is corrupt ({why}); it has been dropped")
+
+    # -- get or build ------------------------------------------------------------
+
+    def get_or_build(
+        self,
+        key: CacheKey,
+        build: Callable[[], Any],
+        *,
+        image_name: str,
+        image_tag: str = "latest",
+        model_tags: Sequence[str] = (),
+        nodes: int = 1,
+        run_config: Optional[Mapping[str, Any]] = None,
+        force_rebuild: bool = False,
+    ) -> Outcome:
+        """Load the image for `key` from the cache, or build it once and save it.
+
+        `build()` returns an object with `image_id` and `duration` (the
+        engine's BuildResult) or an image id.  Only one process builds a
+        given key at a time; the others wait and then hit.  A corrupt entry
+        or a failed load falls back to building; a cache that cannot be
+        written still returns the built image, with `warning` set.
+        """
+        if not force_rebuild:
+            hit = self._try_hit(key)
+            if hit:
+                return hit
+        try:
+            key_lock = self.key_lock(key.digest)
+            waited = key_lock.__enter__()
+        except CacheUnwritable as exc:
+            return self._build_uncached(build, str(exc))
+        try:
+            if not force_rebuild or waited > 0.5:
+                hit = self._try_hit(key)
+                if hit:
+                    hit.waited = waited
+                    return hit
+            image_id, duration = _run_build(build)
+            try:
+                entry = self.save(image_id, key, image_name=image_name, image_tag=image_tag,
+                                  model_tags=model_tags, nodes=nodes, build_duration=duration,
+                                  run_config=run_config)
+            except CacheUnwritable as exc:
+                return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
+            return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True)
+        finally:
+            key_lock.__exit__(None, None, None)
+
+    def _try_hit(self, key: CacheKey) -> Optional[Outcome]:
+        entry = self.lookup(key)
+        if entry is None:
+            return None
+        try:
+            load = self.load(entry)
+        except EntryCorrupt as exc:
+            self.log(f"{exc}; building instead")
+            return None
+        except StoreError as exc:
+            self.log(f"Failed to load {entry.id} from cache ({exc}); building instead")
+            return None
+        return Outcome(entry, entry.image_id, hit=True, load=load, build_duration=entry.build_duration)
+
+    def _build_uncached(self, build: Callable[[], Any], warning: str) -> Outcome:
+        image_id, duration = _run_build(build)
+        return Outcome(None, image_id, hit=False, build_duration=duration, warning=warning)
+
+    # -- eviction ----------------------------------------------------------------
+
+    def evict(self, entry_id: str) -> Entry:
+        with self.lock():
+            entry = self._index().get(entry_id)
+            if entry is None:
+                raise EntryNotFound(entry_id, self.entries())
+            self._remove_entry_dir(entry_id)
+            self._write_index_locked()
+            self._gc_locked()
+        return entry
+
+    def clear(self) -> List[Entry]:
+        with self.lock():
+            entries = list(self._index().values())
+            for e in entries:
+                self._remove_entry_dir(e.id)
+            self._write_index_locked()
+            self._gc_locked()
+        return entries
+
+    def prune(self, max_entries: Optional[int] = None, max_size_bytes: Optional[int] = None,
+              ttl: Optional[float] = None) -> List[Entry]:
+        """Apply limits now (the store's own where not given); return what was evicted."""
+        with self.lock():
+            self._write_index_locked(repair=True)
+            return self._prune_locked(
+                self.max_entries if max_entries is None else max_entries,
+                self.max_size_bytes if max_size_bytes is None else max_size_bytes,
+                self.ttl if ttl is None else ttl,
+            )
+
+    def _prune_locked(self, max_entries: int, max_bytes: int, ttl: Optional[float],
+                      protect: Set[str] = frozenset(), exclude_lease: Optional[Path] = None) -> List[Entry]:
+        entries = sorted((self._with_last_used(e) for e in self._index().values()),
+                         key=lambda e: (e.last_used, e.created))
+        evicted: List[Entry] = []
+        now = time.time()
+        if ttl is not None:
+            for e in list(entries):
+                if e.id not in protect and now - e.last_used > ttl:
+                    evicted.append(e)
+                    entries.remove(e)
+        for e in list(entries):  # oldest first
+            if len(entries) <= max_entries and self.total_bytes(entries) <= max_bytes:
+                break
+            if e.id in protect:
+                continue
+            evicted.append(e)
+            entries.remove(e)
+        for e in evicted:
+            self._remove_entry_dir(e.id)
+        if evicted:
+            self._write_index_locked()
+        self._gc_locked(exclude_lease)
+        return evicted
+
+    def _remove_entry_dir(self, entry_id: str) -> None:
+        src = self.entry_dir / entry_id
+        trash = self.tmp_dir / f"trash-{entry_id}-{secrets.token_hex(4)}"
+        try:
+            os.rename(src, trash)  # the entry disappears atomically
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _gc_locked(self, exclude_lease: Optional[Path] = None) -> Tuple[int, int]:
+        """Remove blobs no entry or live save references, and dead saves' leftovers."""
+        try:
+            on_disk = [n for n in os.listdir(self.blob_dir)]
+        except FileNotFoundError:
+            return 0, 0
+        referenced: Set[str] = set()
+        for entry_id in self._entry_ids():
+            entry = self._read_meta(entry_id)
+            if entry is not None:
+                referenced.update(_hex(d) for d in entry.blobs)
+        referenced |= self._live_lease_digests(exclude_lease)
+        removed = freed = 0
+        for name in on_disk:
+            if name in referenced:
+                continue
+            path = self.blob_dir / name
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                removed += 1
+                freed += size
+        for name in os.listdir(self.dir):
+            if name.startswith(".tmp-"):  # torn atomic writes: writers hold this lock
+                with contextlib.suppress(OSError):
+                    os.unlink(self.dir / name)
+        return removed, freed
+
+    def _live_lease_digests(self, exclude: Optional[Path]) -> Set[str]:
+        """Digests published by saves still running; dead saves' leases are removed."""
+        live: Set[str] = set()
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return live
+        for name in names:
+            path = self.tmp_dir / name
+            if name.startswith("trash-"):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            if not name.startswith("save-"):
+                continue
+            if exclude is not None and path == exclude:
+                live |= _read_lines(path / "digests")
+                continue
+            probe = FileLock(str(path / "lock"), timeout=0)
+            try:
+                probe.acquire()
+            except Timeout:
+                live |= _read_lines(path / "digests")
+                continue
+            except OSError:
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)  # its process is gone
+            finally:
+                probe.release()
+        return live
+
+    # -- verify ------------------------------------------------------------------
+
+    def verify(self, repair: bool = True) -> VerifyReport:
+        """Hash every blob; drop entries that reference a bad or missing blob."""
+        report = VerifyReport()
+        entries = list(self._index().values())
+        bad: Set[str] = set()
+        for name in sorted(os.listdir(self.blob_dir)):
+            path = self.blob_dir / name
+            digest = "sha256:" + name
+            report.blobs_checked += 1
+            with contextlib.suppress(OSError):
+                report.bytes_checked += path.stat().st_size
+            if not _blob_ok(path, digest, None):
+                report.bad_blobs.append(digest)
+                bad.add(digest)
+        for e in entries:
+            for d in e.blobs:
+                if d not in bad and not self.blob_path(d).is_file():
+                    report.missing_blobs.append(d)
+                    bad.add(d)
+        broken = [e for e in entries if bad & set(e.blobs)]
+        if repair and (broken or report.bad_blobs):
+            with self.lock():
+                for d in report.bad_blobs:
+                    with contextlib.suppress(OSError):
+                        self.blob_path(d).unlink()
+                for e in broken:
+                    self._remove_entry_dir(e.id)
+                    report.dropped_entries.append(e.id)
+                self._write_index_locked()
+                self._gc_locked()
+        else:
+            report.dropped_entries = [e.id for e in broken] if not repair else []
+        return report
+
+
+def _run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
+    start = time.monotonic()
+    result = build()
+    if isinstance(result, str):
+        return result, time.monotonic() - start
+    return result.image_id, getattr(result, "duration", None) or (time.monotonic() - start)
+
+
+def _read_lines(path: Path) -> Set[str]:
+    try:
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except OSError:
+        return set()
+
+
+def _blob_ok(path: Path, digest: str, size: Optional[int]) -> bool:
+    h = hashlib.sha256()
+    n = 0
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                n += len(chunk)
+    except OSError:
+        return False
+    return h.hexdigest() == _hex(digest) and (size is None or size == n)
+
+
+class _Lease:
+    """A save in progress: its lock is held while the process lives; its
+    `digests` file lists blobs it has published, which GC must keep."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dir = store.tmp_dir / f"save-{os.getpid()}-{secrets.token_hex(6)}"
+        self.dir.mkdir(parents=True)
+        self._lock = FileLock(str(self.dir / "lock"), timeout=0)
+        self._lock.acquire()
+        self._digests = open(self.dir / "digests", "a")
+
+    def publish(self, digest: str) -> None:
+        # Record before the blob appears (or is reused), so a concurrent GC keeps it.
+        self._digests.write(_hex(digest) + "\n")
+        self._digests.flush()
+
+    def _place(self, tmp: Path, digest: str) -> None:
+        self.publish(digest)
+        final = self.store.blob_path(digest)
+        if final.is_file():
+            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.utime(final)
+        else:
+            os.replace(tmp, final)
+
+    def write_blob(self, fh: BinaryIO, progress: Progress) -> Tuple[str, int]:
+        tmp = self.dir / f"blob-{secrets.token_hex(6)}"
+        h = hashlib.sha256()
+        n = 0
+        with open(tmp, "wb") as out:
+            while True:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+                n += len(chunk)
+                progress.update(len(chunk))
+        digest = "sha256:" + h.hexdigest()
+        self._place(tmp, digest)
+        return digest, n
+
+    def write_small_blob(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        tmp = self.dir / f"blob-{secrets.token_hex(6)}"
+        tmp.write_bytes(data)
+        self._place(tmp, digest)
+        return digest
+
+    def close(self) -> None:
+        self._digests.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._lock.release()
+
+
+class _LoadStream:
+    """An iterator of tar bytes assembled on the fly from blobs, digests checked as they stream.
+
+    The manifest lists every layer; the archive holds only those being sent
+    (the engine checks the lower chain by chain id).  On a digest mismatch it
+    stops the stream, so the engine's load fails rather than take bad data.
+    """
+
+    def __init__(self, entry: Entry, files: Mapping[str, BinaryIO], progress: Progress) -> None:
+        self.entry = entry
+        self.files = files
+        self.progress = progress
+        self.sent = 0
+        self.bad: Optional[str] = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        entry = self.entry
+        manifest = [{
+            "Config": f"{_hex(entry.config)}.json",
+            "RepoTags": list(entry.repo_tags),
+            "Layers": [f"{_hex(d)}/layer.tar" for d in entry.layers],
+        }]
+        yield from self._member("manifest.json", io.BytesIO(json.dumps(manifest).encode()), None)
+        for digest, fh in self.files.items():
+            name = f"{_hex(digest)}.json" if digest == entry.config else f"{_hex(digest)}/layer.tar"
+            yield from self._member(name, fh, digest)
+            if self.bad:
+                raise EntryCorrupt(self.bad)
+        yield b"\0" * 1024
+
+    def _member(self, name: str, fh: BinaryIO, digest: Optional[str]) -> Iterator[bytes]:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(0)
+        expected = self.entry.sizes.get(digest) if digest else None
+        if expected is not None and expected != size:
+            self.bad = f"blob {digest} has {size} bytes, expected {expected}"
+            raise EntryCorrupt(self.bad)
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = 0o644
+        info.mtime = 0
+        header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        self.sent += len(header)
+        yield header
+        h = hashlib.sha256() if digest else None
+        while True:
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                break
+            if h is not None:
+                h.update(chunk)
+            self.sent += len(chunk)
+            self.progress.update(len(chunk))
+            yield chunk
+        if h is not None and "sha256:" + h.hexdigest() != digest:
+            self.bad = f"blob {digest} does not match its digest"
+            raise EntryCorrupt(self.bad)
+        pad = (-size) % 512
+        if pad:
+            yield b"\0" * pad
