@@ -194,12 +194,15 @@ def resolve(
     env: Optional[Mapping[str, str]] = None,
     ini: Optional[Mapping[str, Any]] = None,
     ini_source: str = "ini file",
+    flag_names: Optional[Mapping[str, str]] = None,
 ) -> Settings:
     """Resolve every option: flag > environment > ini > default.
 
     `flags` maps option names (or `madcache_<name>` dests) to raw strings or
     None; `ini` maps ini keys (`madcache_max_entries`) to raw values; `env`
-    defaults to `os.environ`.  Raises SettingsError naming value and source.
+    defaults to `os.environ`; `flag_names` overrides the flag named in
+    messages (for aliases such as `prune --ttl`).  Raises SettingsError
+    naming value and source.
     """
     flags = dict(flags or {})
     env = os.environ if env is None else env
@@ -210,7 +213,8 @@ def resolve(
         candidates: list = []
         raw_flag = flags.get(opt.name, flags.get(f"madcache_{opt.name}"))
         if raw_flag is not None:
-            candidates.append((raw_flag, _flag_source(opt)))
+            label = (flag_names or {}).get(opt.name)
+            candidates.append((raw_flag, f"option {label}" if label else _flag_source(opt)))
         for var in opt.env:
             if var in env:
                 candidates.append((env[var], f"environment variable {var}"))
@@ -236,7 +240,7 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
     try:
         return opt.parse(str(raw))
     except ValueError as exc:
-        raise SettingsError(f"invalid value {str(raw)!r} for {opt.flag} from {source}: {exc}") from None
+        raise SettingsError(f"invalid value {str(raw)!r} for {opt.name.replace('_', ' ')} from {source}: {exc}") from None
 
 
 def parse_value(name: str, raw: Any, source: str) -> Any:
@@ -311,3 +315,46 @@ def describe(settings: Settings, names: Sequence[str] = ("dir", "max_entries", "
             value = format_ttl(value)
         parts.append(f"{name}={value} ({settings.source(name)})")
     return ", ".join(parts)
+
+
+# -- additional context ------------------------------------------------------------
+
+
+def parse_additional_context(text: Any, source: str) -> Dict[str, Any]:
+    """madengine's `--additional-context`: a Python dict literal, JSON accepted too.
+
+    Parsed with `ast.literal_eval` (never `eval`), so `"{'guest_os': 'UBUNTU'}"`
+    and `'{"guest_os": "UBUNTU"}'` mean the same; JSON's true/false/null are
+    understood.  Empty text is an empty context.  Raises SettingsError naming
+    the value and its source.
+    """
+    import ast
+    import json
+
+    if isinstance(text, Mapping):
+        return dict(text)
+    raw = "" if text is None else str(text)
+    if not raw.strip():
+        return {}
+    value: Any
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise SettingsError(
+                f"invalid value {raw!r} for --additional-context from {source}: "
+                "expected a dict such as \"{'guest_os': 'UBUNTU'}\" (Python literal or JSON)"
+            ) from None
+    if not isinstance(value, dict):
+        raise SettingsError(
+            f"invalid value {raw!r} for --additional-context from {source}: "
+            f"expected a dict, got {type(value).__name__}"
+        )
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise SettingsError(
+            f"invalid value {raw!r} for --additional-context from {source}: keys must be strings, not {bad[0]!r}"
+        )
+    return value

@@ -1,0 +1,380 @@
+"""The `madcache` command: list, inspect, evict, clear, prune and verify a cache.
+
+Options come from the same table the pytest plugin uses (settings.OPTIONS),
+and settings resolve the same way: flag > environment > ini > default.
+Wording follows madengine's `cache` commands where it has some.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+
+from . import settings as _settings
+from .key import CacheKey, KeyError_, KeySpec, compute_key
+from .progress import human_bytes
+from .store import Entry, EntryNotFound, Store, StoreError
+
+__all__ = ["main", "build_parser"]
+
+RULE = "=" * 100
+THIN = "-" * 100
+
+
+def _when(ts: Optional[float]) -> str:
+    if not ts:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def _add_settings_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        opt = _settings.OPTIONS_BY_NAME[name]
+        kwargs = opt.argparse_kwargs()
+        kwargs["default"] = argparse.SUPPRESS  # keep None defaults out of sub-command namespaces
+        parser.add_argument(opt.flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="madcache",
+        description="Inspect and manage a pytest-madcache image cache.",
+        epilog="Settings: flag > environment (MADCACHE_DIR, MADCACHE_MAX_ENTRIES, MADCACHE_MAX_SIZE_GB, "
+               "MADCACHE_TTL) > madcache_* keys in pytest's ini file > defaults.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl"))
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sub.add_parser("list", parents=[common], help="list cache entries, most recently used first")
+    sub.add_parser("stats", parents=[common], help="show cache usage against its limits")
+    p = sub.add_parser("info", parents=[common], help="show one entry: key components, image, layers, run configuration")
+    p.add_argument("entry_id", metavar="ID")
+    p = sub.add_parser("evict", parents=[common], help="remove one entry")
+    p.add_argument("entry_id", metavar="ID")
+    p = sub.add_parser("clear", parents=[common], help="remove all entries")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p = sub.add_parser("prune", parents=[common], help="apply the limits now and say what was evicted")
+    # madengine-style short spellings; the --cache-* forms from `common` work too.
+    for flag, name, metavar in _PRUNE_ALIASES:
+        p.add_argument(flag, dest=f"alias_{name}", metavar=metavar, default=argparse.SUPPRESS)
+    sub.add_parser("verify", parents=[common], help="check every blob against its digest; drop broken entries")
+    p = sub.add_parser("load", parents=[common], help="load an entry's image into the Docker engine")
+    p.add_argument("entry_id", metavar="ID")
+    p = sub.add_parser("key", parents=[common],
+                       help="compute the key of a build and say which entry (if any) it matches and why not")
+    p.add_argument("--image", required=True, help="image name")
+    p.add_argument("--context", type=Path, help="build context directory")
+    p.add_argument("--dockerfile", type=Path, help="Dockerfile (default: CONTEXT/Dockerfile)")
+    p.add_argument("--tag", dest="model_tags", action="append", default=[], help="model tag (repeatable)")
+    p.add_argument("--build-arg", dest="build_args", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="test parameter (value parsed as a Python/JSON literal when it is one)")
+    p.add_argument("--additional-context", metavar="DICT", help="madengine-style dict literal or JSON")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="NAME",
+                   help="build arg or context entry whose value is secret (hashed, never shown)")
+    return parser
+
+
+_PRUNE_ALIASES = (("--max-entries", "max_entries", "N"), ("--max-size-gb", "max_size_gb", "GB"), ("--ttl", "ttl", "TTL"))
+
+
+def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> _settings.Settings:
+    ini, ini_source = _settings.read_ini_file()
+    given = vars(args)
+    flags = {k: v for k, v in given.items() if k.startswith("madcache_")}
+    names = {}
+    for flag, name, _ in _PRUNE_ALIASES:
+        if f"alias_{name}" in given:
+            flags[name] = given[f"alias_{name}"]
+            names[name] = flag
+    return _settings.resolve(flags, env, ini, ini_source, flag_names=names)
+
+
+def _entry_json(entry: Entry, unique: Optional[int] = None) -> Dict[str, Any]:
+    data = entry.to_json()
+    data["last_used"] = entry.last_used
+    data["own_bytes"] = entry.own_bytes
+    if unique is not None:
+        data["unique_bytes"] = unique
+    return data
+
+
+class _Out:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, text: str = "") -> None:
+        print(text, file=self.stream)
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.stream)
+
+
+def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None,
+         stdout: Optional[TextIO] = None, stdin: Optional[TextIO] = None) -> int:
+    env = os.environ if env is None else env
+    out = _Out(stdout or sys.stdout)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _resolve(args, env)
+    except _settings.SettingsError as exc:
+        parser.exit(2, f"madcache: error: {exc}\n")
+    try:
+        return _COMMANDS[args.command](args, settings, out, stdin or sys.stdin)
+    except EntryNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except (StoreError, KeyError_, _settings.SettingsError) as exc:
+        print(f"madcache: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _open(settings: _settings.Settings, engine: Any = None) -> Store:
+    return Store.from_settings(settings, engine=engine, log=lambda m: print(m, file=sys.stderr))
+
+
+def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    store = _open(settings)
+    entries = store.entries()
+    unique = store.unique_bytes(entries)
+    if args.json:
+        out.json([_entry_json(e, unique[e.id]) for e in entries])
+        return 0
+    if not entries:
+        out(f"No cache entries in {store.dir}")
+        return 0
+    out(f"{len(entries)} cache entr{'y' if len(entries) == 1 else 'ies'}:")
+    out(RULE)
+    for e in entries:
+        out(f"ID: {e.id}")
+        out(f"  Image: {e.image_ref}")
+        out(f"  Tags: {', '.join(e.model_tags) or '-'}")
+        out(f"  Created: {_when(e.created)}")
+        out(f"  Last Used: {_when(e.last_used)}")
+        out(f"  Size: {human_bytes(e.own_bytes)} ({human_bytes(unique[e.id])} not shared with other entries)")
+        out(f"  Nodes: {e.nodes}")
+        out(THIN)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    stats = _open(settings).stats()
+    if args.json:
+        data = dict(vars(stats))
+        data["usage_percent"] = round(stats.usage, 2)
+        out.json(data)
+        return 0
+    out("Cache Statistics:")
+    out("=" * 60)
+    out(f"Cache Directory: {stats.directory}")
+    out(f"Total Entries: {stats.entries} / {stats.max_entries}")
+    out(f"Total Size: {human_bytes(stats.total_bytes)} / {human_bytes(stats.max_bytes)}")
+    out(f"Usage: {stats.usage:.1f}%")
+    out(f"TTL: {_settings.format_ttl(stats.ttl)}")
+    out(f"Blobs: {stats.blobs} (sharing saves {human_bytes(stats.shared_bytes_saved)})")
+    out("=" * 60)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    store = _open(settings)
+    e = store.get(args.entry_id)
+    unique = store.unique_bytes()[e.id]
+    if args.json:
+        out.json(_entry_json(e, unique))
+        return 0
+    out(f"Cache Entry: {e.id}")
+    out("=" * 80)
+    out(f"Cache Key: {e.key}")
+    out(f"Docker Image: {e.image_ref}")
+    out(f"Image ID: {e.image_id}")
+    out(f"Model Tags: {', '.join(e.model_tags) or '-'}")
+    out(f"Created: {_when(e.created)}")
+    out(f"Last Used: {_when(e.last_used)}")
+    out(f"Size: {human_bytes(e.own_bytes)} ({human_bytes(unique)} not shared with other entries)")
+    out(f"Layers: {len(e.layers)}")
+    out(f"Nodes: {e.nodes}")
+    if e.build_duration is not None:
+        out(f"Build Duration: {e.build_duration:.1f} seconds")
+    out(f"Cache Directory: {store.entry_dir / e.id}")
+    out("")
+    out("Key Components:")
+    out(json.dumps(e.key_components, indent=2, sort_keys=True))
+    out("")
+    out("Run Configuration:")
+    out(json.dumps(e.run_config, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_evict(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    e = _open(settings).evict(args.entry_id)
+    if args.json:
+        out.json({"evicted": [e.id]})
+    else:
+        out(f"Evicted cache entry {e.id} ({e.image_ref})")
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    store = _open(settings)
+    if not args.yes:
+        n = len(store.entries())
+        out.stream.write(f"Remove all {n} cache entries from {store.dir}? [y/N] ")
+        out.stream.flush()
+        answer = stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            out("Aborted; nothing removed.")
+            return 1
+    removed = store.clear()
+    if args.json:
+        out.json({"cleared": [e.id for e in removed]})
+    else:
+        out(f"Cleared {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'} from {store.dir}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    store = _open(settings)
+    evicted = store.prune()
+    stats = store.stats()
+    if args.json:
+        out.json({"evicted": [_entry_json(e) for e in evicted], "entries": stats.entries,
+                  "total_bytes": stats.total_bytes})
+        return 0
+    limits = (f"max entries {settings.max_entries}, max size {human_bytes(settings.max_size_bytes)}, "
+              f"TTL {_settings.format_ttl(settings.ttl)}")
+    if not evicted:
+        out(f"Nothing to evict ({limits}); {stats.entries} entries, {human_bytes(stats.total_bytes)}")
+    for e in evicted:
+        out(f"Evicted {e.id} ({e.image_ref}, last used {_when(e.last_used)}, {human_bytes(e.own_bytes)})")
+    if evicted:
+        out(f"Evicted {len(evicted)} entr{'y' if len(evicted) == 1 else 'ies'} ({limits}); "
+            f"{stats.entries} left, {human_bytes(stats.total_bytes)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    report = _open(settings).verify()
+    if args.json:
+        data = dict(vars(report))
+        data["ok"] = report.ok
+        out.json(data)
+    else:
+        out(f"Checked {report.blobs_checked} blobs ({human_bytes(report.bytes_checked)})")
+        for d in report.bad_blobs:
+            out(f"  corrupt blob: {d}")
+        for d in report.missing_blobs:
+            out(f"  missing blob: {d}")
+        for i in report.dropped_entries:
+            out(f"  dropped entry: {i}")
+        out("All blobs match their digests." if report.ok else "Problems found; broken entries were dropped.")
+    return 0 if report.ok else 1
+
+
+def cmd_load(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    from .engine import Engine, EngineError
+
+    try:
+        engine = Engine()
+        engine.ping()
+    except EngineError as exc:
+        print(f"madcache: error: {exc}", file=sys.stderr)
+        return 1
+    store = _open(settings, engine)
+    entry = store.get(args.entry_id)
+    result = store.load(entry)
+    if args.json:
+        out.json({"id": entry.id, "image": entry.image_ref, "image_id": entry.image_id, **vars(result)})
+    elif result.how == "present":
+        out(f"Docker image '{entry.image_ref}' already exists locally")
+    else:
+        out(f"Docker image loaded from cache successfully: {entry.image_ref} "
+            f"({result.how}, {human_bytes(result.bytes_sent)} in {result.seconds:.2f}s)")
+    return 0
+
+
+def _literal(text: str) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(items: Sequence[str], what: str, parse: bool) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise KeyError_(f"{what} {item!r} must look like NAME=VALUE")
+        out[name] = _literal(value) if parse else value
+    return out
+
+
+def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    context: Dict[str, Any] = {}
+    if args.additional_context:
+        parse = getattr(_settings, "parse_additional_context", None)
+        if parse is not None:
+            context = parse(args.additional_context, "option --additional-context")
+        else:  # pragma: no cover - until the plugin's parser lands
+            context = _literal(args.additional_context)
+    spec = KeySpec(
+        image=args.image, model_tags=args.model_tags, additional_context=context,
+        params=_pairs(args.params, "--param", parse=True),
+        build_args=_pairs(args.build_args, "--build-arg", parse=False), nodes=args.nodes,
+        dockerfile=args.dockerfile, context=args.context, secrets=set(args.secrets),
+    )
+    key = compute_key(spec)
+    store = _open(settings)
+    entries = store.entries()
+    match = next((e for e in entries if e.key == key.digest), None)
+    nearest = _nearest(key, entries) if match is None else None
+    if args.json:
+        out.json({"key": key.digest, "components": key.components, "entry": match.id if match else None,
+                  "nearest": {"id": nearest[0].id, "differs_in": nearest[1]} if nearest else None})
+        return 0
+    out(f"Cache Key: {key.digest}")
+    out(json.dumps(key.components, indent=2, sort_keys=True))
+    if match:
+        out(f"Cached as {match.id} ({match.image_ref}): the next run hits.")
+    elif nearest:
+        out(f"Not cached. Nearest entry {nearest[0].id} ({nearest[0].image_ref}) differs in: {', '.join(nearest[1])}")
+    else:
+        out("Not cached, and no entry of this image to compare with.")
+    return 0
+
+
+def _nearest(key: CacheKey, entries: List[Entry]) -> Optional[tuple]:
+    """The entry whose key components differ from `key` in the fewest places."""
+    best = None
+    for e in entries:
+        if not e.key_components:
+            continue
+        diff = key.diff(e.key_components)
+        if best is None or len(diff) < len(best[1]):
+            best = (e, diff)
+    return best
+
+
+_COMMANDS = {
+    "list": cmd_list, "stats": cmd_stats, "info": cmd_info, "evict": cmd_evict, "clear": cmd_clear,
+    "prune": cmd_prune, "verify": cmd_verify, "load": cmd_load, "key": cmd_key,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The `madcache` command, as a user types it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_madcache.cli import main
+from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.store import Store
+
+
+def run(*argv: str, env=None, stdin: str = "") -> tuple:
+    out = io.StringIO()
+    code = main(list(argv), env=env if env is not None else {"HOME": os.environ.get("HOME", "/root")},
+                stdout=out, stdin=io.StringIO(stdin))
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def filled(engine, images, cache_dir):
+    """A cache with two entries of two small images sharing the busybox base."""
+    store = Store(cache_dir, engine=engine)
+    ids = []
+    for name in ("alpha", "beta"):
+        ctx = images.context({f"{name}.bin": 200_000}, name=name)
+        built = images.build(ctx)
+        key = compute_key(KeySpec(image=name, model_tags=[name], context=ctx))
+        ids.append(store.save(built.image_id, key, image_name=name, model_tags=[name]).id)
+    return store, ids
+
+
+def test_list_and_stats_use_madengine_wording(filled, cache_dir):
+    """`list` shows each entry; `stats` shows entries and bytes against the limits."""
+    store, ids = filled
+    code, out = run("list", "--cache-dir", str(cache_dir))
+    assert code == 0
+    assert out.startswith("2 cache entries:")
+    assert all(f"ID: {i}" in out for i in ids)
+    assert "Image: alpha:latest" in out and "Tags: beta" in out
+    code, out = run("stats", "--cache-dir", str(cache_dir), "--cache-max-entries", "7")
+    assert code == 0
+    assert "Cache Statistics:" in out
+    assert "Total Entries: 2 / 7" in out
+    assert "/ 100.00 GB" in out
+
+
+def test_json_output_is_machine_readable(filled, cache_dir):
+    store, ids = filled
+    code, out = run("list", "--cache-dir", str(cache_dir), "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert {e["id"] for e in data} == set(ids)
+    assert all(e["unique_bytes"] < e["own_bytes"] for e in data), "the busybox base is shared"
+    code, out = run("stats", "--cache-dir", str(cache_dir), "--json")
+    stats = json.loads(out)
+    assert stats["entries"] == 2 and stats["shared_bytes_saved"] > 0
+
+
+def test_info_shows_key_components(filled, cache_dir):
+    store, ids = filled
+    code, out = run("info", ids[0], "--cache-dir", str(cache_dir))
+    assert code == 0
+    assert f"Cache Entry: {ids[0]}" in out
+    assert "Key Components:" in out and "context_sha256" in out
+    assert "Docker Image: alpha:latest" in out
+
+
+def test_unknown_id_lists_available_entries(filled, cache_dir, capsys):
+    store, ids = filled
+    code, _ = run("info", "run_0_deadbeef", "--cache-dir", str(cache_dir))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Cache entry 'run_0_deadbeef' not found" in err
+    assert f"  - {ids[0]}: alpha:latest (tags: alpha)" in err
+    assert "Tip: Use 'madcache list'" in err
+    code, _ = run("evict", "run_0_deadbeef", "--cache-dir", str(cache_dir))
+    assert code == 1
+    assert len(store.entries()) == 2
+
+
+def test_evict_and_clear(filled, cache_dir):
+    store, ids = filled
+    code, out = run("evict", ids[0], "--cache-dir", str(cache_dir))
+    assert code == 0 and f"Evicted cache entry {ids[0]}" in out
+    assert [e.id for e in store.entries()] == [ids[1]]
+    code, out = run("clear", "--cache-dir", str(cache_dir), stdin="n\n")
+    assert code == 1 and "nothing removed" in out
+    assert len(store.entries()) == 1
+    code, out = run("clear", "-y", "--cache-dir", str(cache_dir))
+    assert code == 0 and "Cleared 1 cache entry" in out
+    assert store.entries() == []
+    assert os.listdir(store.blob_dir) == [], "clearing collects every blob"
+
+
+def test_prune_evicts_least_recently_used(filled, cache_dir):
+    store, ids = filled
+    store.touch(store.get(ids[0]))  # alpha is now the most recently used
+    code, out = run("prune", "--max-entries", "1", "--cache-dir", str(cache_dir))
+    assert code == 0
+    assert f"Evicted {ids[1]}" in out
+    assert [e.id for e in store.entries()] == [ids[0]]
+
+
+def test_verify_finds_a_tampered_blob(filled, cache_dir):
+    store, ids = filled
+    code, out = run("verify", "--cache-dir", str(cache_dir))
+    assert code == 0 and "All blobs match" in out
+    entry = store.get(ids[0])
+    blob = store.blob_path(entry.layers[-1])
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    code, out = run("verify", "--cache-dir", str(cache_dir))
+    assert code == 1
+    assert f"corrupt blob: {entry.layers[-1]}" in out
+    assert f"dropped entry: {ids[0]}" in out
+    assert [e.id for e in store.entries()] == [ids[1]]
+
+
+def test_load_brings_an_evicted_image_back(filled, cache_dir, engine):
+    store, ids = filled
+    entry = store.get(ids[1])
+    engine.remove(entry.image_id)  # every tag, forced
+    assert not engine.has_image(entry.image_id)
+    code, out = run("load", ids[1], "--cache-dir", str(cache_dir), env=dict(os.environ))
+    assert code == 0, out
+    assert "loaded from cache successfully" in out
+    assert engine.inspect("beta:latest").id == entry.image_id
+    code, out = run("load", ids[1], "--cache-dir", str(cache_dir), env=dict(os.environ))
+    assert "already exists locally" in out
+
+
+def test_key_explains_a_miss(filled, cache_dir, images):
+    """`madcache key` names the components that differ from the nearest entry."""
+    store, ids = filled
+    ctx = images.workdir / "alpha"
+    code, out = run("key", "--image", "alpha", "--tag", "alpha", "--context", str(ctx), "--cache-dir", str(cache_dir))
+    assert code == 0 and f"Cached as {ids[0]}" in out
+    with open(ctx / "Dockerfile", "a") as fh:
+        fh.write("ENV EDITED=1\n")
+    code, out = run("key", "--image", "alpha", "--tag", "alpha", "--context", str(ctx), "--cache-dir", str(cache_dir))
+    assert code == 0
+    assert "Not cached." in out
+    assert "differs in: context_sha256, dockerfile_sha256" in out
+
+
+@pytest.mark.parametrize(
+    "argv, env, expected",
+    [
+        (["stats"], {"MADCACHE_MAX_ENTRIES": "abc"}, "invalid value 'abc' for max entries from environment variable MADCACHE_MAX_ENTRIES"),
+        (["stats", "--cache-max-size-gb", "-3"], {}, "invalid value '-3' for max size gb from option --cache-max-size-gb"),
+        (["prune", "--ttl", "7q"], {}, "invalid value '7q' for ttl from option --ttl"),
+        (["stats"], {"MADENGINE_CACHE_MAX_SIZE_GB": "lots"}, "from environment variable MADENGINE_CACHE_MAX_SIZE_GB"),
+    ],
+)
+def test_bad_values_name_value_and_source(argv, env, expected, cache_dir, capsys):
+    env = {"HOME": os.environ.get("HOME", "/root"), "MADCACHE_DIR": str(cache_dir), **env}
+    with pytest.raises(SystemExit) as exc:
+        run(*argv, env=env)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_ini_file_is_read(tmp_path, monkeypatch):
+    """Outside pytest, `madcache` reads madcache_* keys from pytest's ini file."""
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\nmadcache_dir = {tmp_path / 'c'}\nmadcache_max_entries = 9\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = run("stats", "--json", env={"HOME": "/nonexistent"})
+    data = json.loads(out)
+    assert code == 0
+    assert data["directory"] == str(tmp_path / "c") and data["max_entries"] == 9
+
+
+def test_console_script_is_installed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from pytest_madcache.cli import main; sys.exit(main())",
+         "stats", "--json", "--cache-dir", str(tmp_path / "c")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["entries"] == 0
+    import shutil
+
+    exe = shutil.which("madcache")
+    assert exe, "the madcache console script is on PATH after installing the package"
+    proc = subprocess.run([exe, "list", "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "No cache entries" in proc.stdout
