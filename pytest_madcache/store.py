@@ -962,6 +962,11 @@ class Store:
             if name.startswith("trash-"):
                 shutil.rmtree(path, ignore_errors=True)
                 continue
+            if name.startswith("new-"):  # a lease killed before it was renamed into view
+                with contextlib.suppress(OSError):
+                    if time.time() - path.stat().st_mtime > 3600:
+                        shutil.rmtree(path, ignore_errors=True)
+                continue
             if not name.startswith("save-"):
                 continue
             if exclude is not None and path == exclude:
@@ -1055,10 +1060,15 @@ class _Lease:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.dir = store.tmp_dir / f"save-{os.getpid()}-{secrets.token_hex(6)}"
-        self.dir.mkdir(parents=True)
-        self._lock = FileLock(str(self.dir / "lock"), timeout=0)
+        token = f"{os.getpid()}-{secrets.token_hex(6)}"
+        # Lock first, under a name GC ignores, then rename into view: GC never
+        # sees a save-* lease whose lock is free while its owner lives.
+        young = store.tmp_dir / f"new-{token}"
+        young.mkdir(parents=True)
+        self._lock = FileLock(str(young / "lock"), timeout=0)
         self._lock.acquire()
+        self.dir = store.tmp_dir / f"save-{token}"
+        os.rename(young, self.dir)
         self._digests = open(self.dir / "digests", "a")
 
     def publish(self, digest: str) -> None:
