@@ -134,6 +134,7 @@ def private_engine(base: Optional[Path] = None, log=sys.stderr, start_timeout: f
         "--ip-masq=false",
     ]
     proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+    restore = _exit_on_termination()
     try:
         deadline = time.monotonic() + start_timeout
         while not engine_answers(host, timeout=1.0):
@@ -151,6 +152,34 @@ def private_engine(base: Optional[Path] = None, log=sys.stderr, start_timeout: f
         logfile.close()
         if owned:
             _remove_tree(base)
+        restore()
+
+
+def _exit_on_termination():
+    """Turn SIGTERM/SIGHUP into SystemExit so `finally` stops the engine.
+
+    The engine runs in its own session (so Ctrl-C reaches the tests, not
+    dockerd); without this a `timeout` or a CI cancel would leave it running.
+    Returns a function that puts the previous handlers back.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            previous[sig] = signal.signal(sig, handler)
+
+    def restore():
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -213,6 +242,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except KeyboardInterrupt:
                 proc.send_signal(signal.SIGINT)
                 return proc.wait()
+            except SystemExit:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
+                raise
     except EngineUnavailable as exc:
         print(f"madcache: no Docker engine: {exc}", file=sys.stderr)
         return 3
