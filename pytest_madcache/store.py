@@ -610,27 +610,73 @@ class Store:
                 key_components=dict(key.components) if isinstance(key, CacheKey) else {},
                 run_config=dict(run_config or {}),
             )
-            staged = lease.dir / "entry"
-            staged.mkdir()
-            atomic_write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
-            (staged / "used").touch()
-            with self.lock():
-                missing = [d for d in entry.blobs if not self.blob_path(d).is_file()]
-                if missing:
-                    raise _SaveConflict(missing)
-                os.rename(staged, self.entry_dir / entry.id)
-                _fsync_dir(self.entry_dir)
-                stale = []
-                if replace:
-                    stale = [e.id for e in self._index().values() if e.key == entry.key and e.id != entry.id]
-                for old in stale:
-                    self._remove_entry_dir(old)
-                self._write_index_locked()
-                evicted = self._prune_locked(self.max_entries, self.max_size_bytes, self.ttl, protect={entry.id},
-                                             exclude_lease=lease.dir)
-            for e in evicted:
-                self.log(f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits")
+            self._commit(entry, lease, replace)
             return entry
+
+    def _commit(self, entry: Entry, lease: "_Lease", replace: bool) -> None:
+        """Make a staged entry visible with one rename, then apply the limits."""
+        staged = lease.dir / "entry"
+        staged.mkdir()
+        atomic_write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
+        (staged / "used").touch()
+        if entry.last_used and entry.last_used != entry.created:
+            os.utime(staged / "used", (entry.last_used, entry.last_used))
+        with self.lock():
+            missing = [d for d in entry.blobs if not self.blob_path(d).is_file()]
+            if missing:
+                raise _SaveConflict(missing)
+            os.rename(staged, self.entry_dir / entry.id)
+            _fsync_dir(self.entry_dir)
+            stale = []
+            if replace:
+                stale = [e.id for e in self._index().values() if e.key == entry.key and e.id != entry.id]
+            for old in stale:
+                self._remove_entry_dir(old)
+            self._write_index_locked()
+            evicted = self._prune_locked(self.max_entries, self.max_size_bytes, self.ttl, protect={entry.id},
+                                         exclude_lease=lease.dir)
+        for e in evicted:
+            self.log(f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits")
+
+    def import_entry(self, meta: Mapping[str, Any], open_blob: Callable[[str], BinaryIO],
+                     last_used: Optional[float] = None) -> Tuple[Entry, int]:
+        """Add an entry whose blobs come from elsewhere (a registry); fetch only the missing ones.
+
+        `open_blob(digest)` returns a readable stream; each blob is hashed
+        while it is written and refused when it does not match.  Returns the
+        entry and the bytes fetched.
+        """
+        entry = Entry.from_json(meta, last_used)
+        if entry.id in self._index():
+            return self.get(entry.id), 0
+        fetched = 0
+        for attempt in range(3):
+            try:
+                with self._lease() as lease:
+                    progress = Progress(f"Fetching {entry.id}", total=entry.own_bytes, enabled=self.progress)
+                    try:
+                        for digest in dict.fromkeys(entry.blobs):
+                            lease.publish(digest)
+                            if self.blob_path(digest).is_file():
+                                continue
+                            stream = open_blob(digest)
+                            try:
+                                got, size = lease.write_blob(stream, progress, expect=digest)
+                            finally:
+                                close = getattr(stream, "close", None)
+                                if close:
+                                    close()
+                            fetched += size
+                    finally:
+                        progress.close()
+                    self._commit(entry, lease, replace=True)
+                return entry, fetched
+            except _SaveConflict:
+                if attempt == 2:
+                    raise StoreError("a concurrent prune kept removing blobs this import needs; try again") from None
+            except OSError as exc:
+                raise _unwritable(exc, self.dir) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _ingest(self, image_id: str, lease: "_Lease") -> Tuple[str, List[str], Dict[str, int]]:
         """Read a `docker save` stream member by member into blobs, hashing while writing."""
@@ -1086,7 +1132,8 @@ class _Lease:
         else:
             os.replace(tmp, final)
 
-    def write_blob(self, fh: BinaryIO, progress: Progress) -> Tuple[str, int]:
+    def write_blob(self, fh: BinaryIO, progress: Progress, expect: Optional[str] = None) -> Tuple[str, int]:
+        """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`."""
         tmp = self.dir / f"blob-{secrets.token_hex(6)}"
         h = hashlib.sha256()
         n = 0
@@ -1100,6 +1147,9 @@ class _Lease:
                 n += len(chunk)
                 progress.update(len(chunk))
         digest = "sha256:" + h.hexdigest()
+        if expect is not None and digest != expect:
+            os.unlink(tmp)
+            raise StoreError(f"fetched data for {expect} hashes to {digest}; refused")
         self._place(tmp, digest)
         return digest, n
 
