@@ -48,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                "MADCACHE_TTL) > madcache_* keys in pytest's ini file > defaults.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl"))
+    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote"))
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    sub.add_parser("list", parents=[common], help="list cache entries, most recently used first")
+    p = sub.add_parser("list", parents=[common], help="list cache entries, most recently used first")
+    p.add_argument("--remote", dest="on_remote", action="store_true",
+                   help="list the entries in the remote cache (--cache-remote / MADCACHE_REMOTE) instead")
     sub.add_parser("stats", parents=[common], help="show cache usage against its limits")
     p = sub.add_parser("info", parents=[common], help="show one entry: key components, image, layers, run configuration")
     p.add_argument("entry_id", metavar="ID")
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     # madengine-style short spellings; the --cache-* forms from `common` work too.
     for flag, name, metavar in _PRUNE_ALIASES:
         p.add_argument(flag, dest=f"alias_{name}", metavar=metavar, default=argparse.SUPPRESS)
+    p.add_argument("--remote", dest="on_remote", action="store_true",
+                   help="prune the remote cache's manifests by the same rules (entry count and TTL)")
     sub.add_parser("verify", parents=[common], help="check every blob against its digest; drop broken entries")
     p = sub.add_parser("load", parents=[common], help="load an entry's image into the Docker engine")
     p.add_argument("entry_id", metavar="ID")
@@ -145,7 +149,17 @@ def _open(settings: _settings.Settings, engine: Any = None) -> Store:
     return Store.from_settings(settings, engine=engine, log=lambda m: print(m, file=sys.stderr))
 
 
+def _remote(settings: _settings.Settings) -> Any:
+    from .remote import RemoteCache
+
+    if not settings.remote:
+        raise StoreError("no remote cache is set: use --cache-remote REGISTRY/REPOSITORY or MADCACHE_REMOTE")
+    return RemoteCache.from_setting(settings.remote)
+
+
 def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    if args.on_remote:
+        return _list_remote(args, settings, out)
     store = _open(settings)
     entries = store.entries()
     unique = store.unique_bytes(entries)
@@ -165,6 +179,32 @@ def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, 
         out(f"  Last Used: {_when(e.last_used)}")
         out(f"  Size: {human_bytes(e.own_bytes)} ({human_bytes(unique[e.id])} not shared with other entries)")
         out(f"  Nodes: {e.nodes}")
+        out(THIN)
+    return 0
+
+
+def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _Out) -> int:
+    from .remote import RemoteError
+
+    remote = _remote(settings)
+    try:
+        items = sorted(remote.entries(), key=lambda item: item[2], reverse=True)
+    except RemoteError as exc:
+        raise StoreError(str(exc)) from None
+    if args.json:
+        out.json([dict(meta, last_used=used, tag=tag) for tag, meta, used, _ in items])
+        return 0
+    out(f"{len(items)} cache entr{'y' if len(items) == 1 else 'ies'} in {remote.registry.ref}:")
+    out(RULE)
+    for tag, meta, used, _ in items:
+        sizes = meta.get("sizes", {})
+        out(f"ID: {meta['id']}")
+        out(f"  Image: {meta.get('image_name')}:{meta.get('image_tag')}  (pull: {remote.registry.ref}:{tag})")
+        out(f"  Tags: {', '.join(meta.get('model_tags') or []) or '-'}")
+        out(f"  Created: {_when(meta.get('created'))}")
+        out(f"  Last Used: {_when(used)}")
+        out(f"  Size: {human_bytes(sum(sizes.values()))}")
+        out(f"  Nodes: {meta.get('nodes', 1)}")
         out(THIN)
     return 0
 
@@ -246,6 +286,23 @@ def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
 
 
 def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    if args.on_remote:
+        from .remote import RemoteError
+
+        remote = _remote(settings)
+        try:
+            gone = remote.prune(settings.max_entries, settings.ttl)
+        except RemoteError as exc:
+            raise StoreError(str(exc)) from None
+        if args.json:
+            out.json({"evicted": gone, "remote": str(remote.registry.ref)})
+            return 0
+        for meta in gone:
+            out(f"Deleted manifest of {meta['id']} ({meta.get('image_name')}:{meta.get('image_tag')}) "
+                f"from {remote.registry.ref}")
+        out(f"Deleted {len(gone)} manifest(s) (max entries {settings.max_entries}, TTL "
+            f"{_settings.format_ttl(settings.ttl)}); the registry frees their blobs at its next garbage collection")
+        return 0
     store = _open(settings)
     evicted = store.prune()
     stats = store.stats()

@@ -104,6 +104,17 @@ def parse_path(text: str) -> Path:
     return Path(os.path.expanduser(str(text).strip()))
 
 
+def parse_remote(text: str) -> Optional[str]:
+    """`REGISTRY/REPOSITORY` (e.g. `127.0.0.1:5000/madcache`); `off`/empty -> None."""
+    low = str(text).strip()
+    if low.lower() in ("", "off", "none"):
+        return None
+    from .remote import RemoteRef
+
+    RemoteRef.parse(low)  # raises ValueError with the reason
+    return low
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """XDG: $XDG_CACHE_HOME/madcache, else ~/.cache/madcache."""
     xdg = env.get("XDG_CACHE_HOME")
@@ -161,6 +172,11 @@ OPTIONS: Tuple[Option, ...] = (
         "ttl", "--cache-ttl", ("MADCACHE_TTL",), "madcache_ttl",
         parse_ttl, None, "evict entries unused for this long: 30m, 48h, 7d, or off (default off)", "TTL",
     ),
+    Option(
+        "remote", "--cache-remote", ("MADCACHE_REMOTE",), "madcache_remote",
+        parse_remote, None, "share entries through an OCI registry: REGISTRY/REPOSITORY (default off)",
+        "REGISTRY/REPO",
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -175,6 +191,7 @@ class Settings:
     max_entries: int
     max_size_gb: float
     ttl: Optional[float]
+    remote: Optional[str] = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

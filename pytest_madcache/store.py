@@ -190,6 +190,8 @@ class Outcome:
     waited: float = 0.0  # seconds spent waiting for another process building the same key
     saved: bool = False
     warning: Optional[str] = None
+    fetched_bytes: int = 0  # bytes fetched from the remote cache (a remote hit)
+    pushed_bytes: int = 0  # bytes pushed to the remote cache after a build
 
 
 @dataclass
@@ -306,6 +308,7 @@ class Store:
         progress: Optional[bool] = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         log: Optional[Callable[[str], None]] = None,
+        remote: Any = None,
     ) -> None:
         self.dir = Path(directory).expanduser()
         self.max_entries = max_entries
@@ -315,12 +318,18 @@ class Store:
         self.progress = progress
         self.lock_timeout = lock_timeout
         self.log = log or (lambda message: None)
+        self.remote = remote  # a remote.RemoteCache, consulted on a local miss
         self._index_memo: Optional[Tuple[Tuple[int, int, int], Dict[str, Entry]]] = None
         self._lock_depth = 0
         self._ensure_layout()
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> "Store":
+        """A store as the settings describe it, with its remote cache when one is set."""
+        if getattr(settings, "remote", None) and "remote" not in kwargs:
+            from .remote import RemoteCache
+
+            kwargs["remote"] = RemoteCache.from_setting(settings.remote, log=kwargs.get("log"))
         return cls(settings.dir, max_entries=settings.max_entries, max_size_bytes=settings.max_size_bytes,
                    ttl=settings.ttl, **kwargs)
 
@@ -869,7 +878,7 @@ class Store:
             return self._build_uncached(build, str(exc))
         try:
             if not force_rebuild or waited > 0.5:
-                hit = self._try_hit(key)
+                hit = self._try_hit(key) or (self._try_remote(key) if not force_rebuild else None)
                 if hit:
                     hit.waited = waited
                     return hit
@@ -880,7 +889,9 @@ class Store:
                                   run_config=run_config)
             except CacheUnwritable as exc:
                 return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
-            return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True)
+            pushed = self.remote.push(self, entry) if self.remote is not None else 0
+            return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True,
+                           pushed_bytes=pushed)
         finally:
             key_lock.__exit__(None, None, None)
 
@@ -897,6 +908,23 @@ class Store:
             self.log(f"Failed to load {entry.id} from cache ({exc}); building instead")
             return None
         return Outcome(entry, entry.image_id, hit=True, load=load, build_duration=entry.build_duration)
+
+    def _try_remote(self, key: CacheKey) -> Optional[Outcome]:
+        """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
+        if self.remote is None:
+            return None
+        try:
+            got = self.remote.fetch(self, key.digest)
+        except CacheUnwritable as exc:
+            self.log(f"Warning: {exc}; not fetching from the remote cache")
+            return None
+        if got is None:
+            return None
+        entry, fetched = got
+        hit = self._try_hit(key)
+        if hit:
+            hit.fetched_bytes = fetched
+        return hit
 
     def _build_uncached(self, build: Callable[[], Any], warning: str) -> Outcome:
         image_id, duration = _run_build(build)

@@ -65,3 +65,91 @@ def images(engine, tmp_path_factory) -> Iterator[ImageFactory]:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def registry_factory(tmp_path_factory):
+    """Start CNCF distribution servers (Debian's docker-registry) on loopback."""
+    import shutil
+    import subprocess
+    import time
+
+    import requests
+
+    from pytest_madcache.localengine import EngineUnavailable, install_packages
+
+    if not shutil.which("docker-registry"):
+        try:
+            install_packages(["docker-registry"])
+        except EngineUnavailable as exc:
+            message = f"no docker-registry for the remote-cache tests: {exc}"
+            if _in_ci():
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+    procs = []
+
+    def start(extra_config: str = "") -> str:
+        port = _free_port()
+        root = tmp_path_factory.mktemp("registry")
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n  delete: {{enabled: true}}\n"
+            f"http: {{addr: '127.0.0.1:{port}'}}\n" + extra_config
+        )
+        log = open(root / "registry.log", "wb")
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, log))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code in (200, 401):
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for proc, log in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def registry(registry_factory) -> str:
+    """host:port of a plain-HTTP registry on loopback."""
+    return registry_factory()
+
+
+@pytest.fixture(scope="session")
+def second_engine(docker_host):
+    """Another machine's engine: a second private dockerd with its own data root."""
+    import docker
+
+    from pytest_madcache.engine import Engine
+    from pytest_madcache.localengine import EngineUnavailable, private_engine
+
+    stack = contextlib.ExitStack()
+    try:
+        host = stack.enter_context(private_engine())
+    except EngineUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"cannot start a second engine: {exc}", pytrace=False)
+        pytest.skip(f"cannot start a second engine: {exc}")
+    try:
+        yield Engine(client=docker.DockerClient(base_url=host, timeout=600))
+    finally:
+        stack.close()

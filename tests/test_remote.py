@@ -1,0 +1,210 @@
+"""Sharing a cache across machines through an OCI registry.
+
+Two machines are two cache directories and two Docker engines; the registry
+is Debian's CNCF distribution server on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+
+import pytest
+
+from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.remote import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
+from pytest_madcache.store import Store
+
+
+def _remote(registry: str, repo: str, log=None) -> RemoteCache:
+    return RemoteCache(Registry(RemoteRef.parse(f"{registry}/{repo}")), log=log)
+
+
+def test_remote_ref_parsing():
+    assert RemoteRef.parse("127.0.0.1:5000/team/madcache").base == "http://127.0.0.1:5000/v2/team/madcache/"
+    assert RemoteRef.parse("registry.example.com/madcache").scheme == "https"
+    assert RemoteRef.parse("http://ci-cache:5000/m").scheme == "http"
+    for bad in ("nohost", "host/", "host/UPPER", "host/a//b"):
+        with pytest.raises(ValueError, match="REGISTRY/REPOSITORY"):
+            RemoteRef.parse(bad)
+
+
+def test_blob_and_manifest_round_trip(registry):
+    reg = Registry(RemoteRef.parse(f"{registry}/roundtrip"))
+    data = b"layer bytes " * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert reg.blob_size(digest) is None
+    assert reg.upload_blob(digest, io.BytesIO(data), len(data)) is True
+    assert reg.upload_blob(digest, io.BytesIO(data), len(data)) is False, "present blobs are not sent again"
+    assert reg.blob_size(digest) == len(data)
+    assert reg.open_blob(digest).content == data
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()
+    cdigest = "sha256:" + hashlib.sha256(config).hexdigest()
+    reg.upload_blob(cdigest, io.BytesIO(config), len(config))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": len(data)}],
+    }).encode()
+    mdigest = reg.put_manifest("t1", manifest)
+    assert reg.get_manifest("t1") == (manifest, mdigest)
+    assert "t1" in reg.tags()
+    reg.delete_manifest(mdigest)
+    assert reg.get_manifest("t1") is None
+
+
+def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
+    """One warning, then the local cache works as if no remote were set."""
+    messages = []
+    remote = RemoteCache(Registry(RemoteRef.parse("127.0.0.1:9/nothing"), timeout=(1, 5)), log=messages.append)
+    store = Store(cache_dir, engine=engine, remote=remote, log=messages.append)
+    ctx = images.context({"x.bin": 10_000})
+    key = compute_key(KeySpec(image="offline", context=ctx))
+    first = store.get_or_build(key, lambda: images.build(ctx), image_name="offline")
+    assert not first.hit and first.saved
+    second = store.get_or_build(compute_key(KeySpec(image="offline2", context=ctx)), lambda: images.build(ctx),
+                                image_name="offline2")
+    assert second.saved
+    warnings = [m for m in messages if "unavailable" in m]
+    assert len(warnings) == 1 and "using the local cache only" in warnings[0]
+    assert remote.disabled
+    with pytest.raises(RemoteUnavailable):
+        remote.registry.ping()
+
+
+def test_second_machine_hits_through_the_registry(engine, second_engine, images, registry, tmp_path):
+    """Machine A builds and pushes; machine B's first run hits and gets an identical image."""
+    ctx = images.context({"weights.bin": 8_000_000, "model.py": b"print('hi')\n"})
+    key = compute_key(KeySpec(image="shared-model", model_tags=["bert"], nodes=2, context=ctx))
+    remote_a = _remote(registry, "two-machines")
+    a = Store(tmp_path / "a", engine=engine, remote=remote_a)
+    t0 = time.monotonic()
+    built = a.get_or_build(key, lambda: images.build(ctx, tag="shared-model:latest"), image_name="shared-model",
+                           model_tags=["bert"], nodes=2)
+    build_seconds = time.monotonic() - t0
+    assert not built.hit and built.pushed_bytes > 8_000_000
+
+    remote_b = _remote(registry, "two-machines")
+    b = Store(tmp_path / "b", engine=second_engine, remote=remote_b)
+    t0 = time.monotonic()
+    got = b.get_or_build(key, lambda: pytest.fail("machine B must not build"), image_name="shared-model")
+    fetch_seconds = time.monotonic() - t0
+    assert got.hit and got.fetched_bytes >= 8_000_000
+    assert got.entry.id == built.entry.id and got.entry.nodes == 2
+    assert second_engine.inspect("shared-model:latest").id == built.image_id
+    print(f"\nbuild on A: {build_seconds:.2f}s; fetch+load on B: {fetch_seconds:.2f}s")
+
+    # A later push of an entry sharing the base sends only the new layers.
+    ctx2 = images.context({"weights.bin": 8_000_000, "model.py": b"print('v2')\n"})
+    (ctx2 / "weights.bin").write_bytes((ctx / "weights.bin").read_bytes())
+    key2 = compute_key(KeySpec(image="shared-model", model_tags=["bert-v2"], context=ctx2))
+    built2 = a.get_or_build(key2, lambda: images.build(ctx2), image_name="shared-model", image_tag="v2")
+    assert not built2.hit
+    assert built2.pushed_bytes < 1_000_000, "busybox and weights layers are already in the registry"
+    got2 = b.get_or_build(key2, lambda: pytest.fail("machine B must not build"), image_name="shared-model",
+                          image_tag="v2")
+    assert got2.hit and got2.fetched_bytes < 1_000_000, "machine B fetched only the blobs it lacked"
+
+
+def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, registry, tmp_path):
+    ctx = images.context({"a.bin": 100_000})
+    key = compute_key(KeySpec(image="pullable", context=ctx))
+    store = Store(tmp_path / "c", engine=engine, remote=_remote(registry, "pullable"))
+    out = store.get_or_build(key, lambda: images.build(ctx), image_name="pullable")
+    ref = f"{registry}/pullable:{key_tag(key.digest)}"
+    second_engine.client.api.pull(f"{registry}/pullable", tag=key_tag(key.digest))
+    assert second_engine.inspect(ref).id == out.image_id
+    second_engine.remove(ref)
+
+
+def test_prune_remote_by_count_and_ttl(engine, images, registry, tmp_path):
+    remote = _remote(registry, "prune")
+    store = Store(tmp_path / "p", engine=engine, remote=remote, max_entries=10)
+    ctx = images.context({"p.bin": 10_000})
+    built = images.build(ctx)
+    ids = []
+    for i in range(3):
+        key = compute_key(KeySpec(image="pruned", params={"i": i}, context=ctx))
+        entry = store.save(built.image_id, key, image_name="pruned")
+        remote.push(store, entry)
+        ids.append(entry.id)
+        time.sleep(1.1)  # distinct last-used seconds
+    assert len(remote.entries()) == 3
+    evicted = remote.prune(max_entries=2, ttl=None)
+    assert [m["id"] for m in evicted] == [ids[0]], "the least recently used manifest goes first"
+    assert sorted(m["id"] for _, m, _, _ in remote.entries()) == sorted(ids[1:])
+    evicted = remote.prune(max_entries=10, ttl=60, now=time.time() + 3600)
+    assert sorted(m["id"] for m in evicted) == sorted(ids[1:])
+    assert remote.entries() == []
+
+
+NODE_SCRIPT = r"""
+import json, sys, time
+import docker
+from pathlib import Path
+from pytest_madcache.engine import Engine
+from pytest_madcache.key import CacheKey
+from pytest_madcache.localengine import private_engine
+from pytest_madcache.remote import RemoteCache
+from pytest_madcache.store import Store
+
+registry, key, cache_dir = sys.argv[1:4]
+with private_engine() as host:
+    engine = Engine(client=docker.DockerClient(base_url=host, timeout=600))
+    store = Store(cache_dir, engine=engine, remote=RemoteCache.from_setting(registry + "/nodes"))
+    t0 = time.monotonic()
+    def build():
+        raise SystemExit("node had to build")
+    out = store.get_or_build(CacheKey(key, {}), build, image_name="multi")
+    print(json.dumps({"hit": out.hit, "image_id": out.image_id, "nodes": out.entry.nodes,
+                      "present": engine.inspect(out.image_id) is not None, "seconds": time.monotonic() - t0}))
+"""
+
+
+def test_every_node_gets_the_image_through_the_remote(engine, images, registry, tmp_path):
+    """nodes=2 is recorded; each node (own process, engine, cache dir) loads without building."""
+    import subprocess
+    import sys
+
+    ctx = images.context({"shard.bin": 2_000_000})
+    key = compute_key(KeySpec(image="multi", nodes=2, context=ctx))
+    head = Store(tmp_path / "head", engine=engine, remote=_remote(registry, "nodes"))
+    built = head.get_or_build(key, lambda: images.build(ctx), image_name="multi", nodes=2)
+    assert built.entry.nodes == 2
+    procs = [subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, registry, key.digest, str(tmp_path / f"node{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    for r in results:
+        assert r["hit"] and r["present"] and r["nodes"] == 2
+        assert r["image_id"] == built.image_id
+
+
+def test_madcache_list_and_prune_remote(engine, images, registry, tmp_path, capsys):
+    from pytest_madcache.cli import main
+
+    remote = _remote(registry, "cli")
+    store = Store(tmp_path / "cli", engine=engine, remote=remote, max_entries=10)
+    ctx = images.context({"c.bin": 10_000})
+    built = images.build(ctx)
+    for i in range(2):
+        entry = store.save(built.image_id, compute_key(KeySpec(image="clitest", params={"i": i}, context=ctx)),
+                           image_name="clitest", nodes=3)
+        remote.push(store, entry)
+    env = {"HOME": "/root", "MADCACHE_REMOTE": f"{registry}/cli", "MADCACHE_DIR": str(tmp_path / "cli")}
+    out = io.StringIO()
+    assert main(["list", "--remote"], env=env, stdout=out) == 0
+    assert out.getvalue().startswith(f"2 cache entries in {registry}/cli:")
+    assert "Nodes: 3" in out.getvalue()
+    out = io.StringIO()
+    assert main(["prune", "--remote", "--max-entries", "1"], env=env, stdout=out) == 0
+    assert "Deleted 1 manifest(s)" in out.getvalue() and "garbage collection" in out.getvalue()
+    assert len(remote.entries()) == 1
+    env["MADCACHE_REMOTE"] = "127.0.0.1:9/none"
+    assert main(["list", "--remote"], env=env, stdout=io.StringIO()) == 1
+    assert "cannot reach registry 127.0.0.1:9" in capsys.readouterr().err
