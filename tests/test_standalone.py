@@ -1,0 +1,55 @@
+"""The standalone `madcache` executable works without Python or this package installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def executable(tmp_path_factory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_executable.sh"), str(dist)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exe = dist / "madcache"
+    assert exe.is_file()
+    return exe
+
+
+def _clean_run(exe: Path, *args: str, docker_host: str = "") -> subprocess.CompletedProcess:
+    """env -i: no PATH to any Python, no PYTHONPATH, no HOME; only DOCKER_HOST when loading."""
+    env = ["env", "-i", "PATH=/nonexistent"] + ([f"DOCKER_HOST={docker_host}"] if docker_host else [])
+    return subprocess.run([*env, str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_executable_lists_shows_and_loads(executable, engine, images, docker_host, tmp_path):
+    ctx = images.context({"model.bin": 300_000})
+    key = compute_key(KeySpec(image="standalone", model_tags=["bert"], nodes=2, context=ctx))
+    store = Store(tmp_path / "cache", engine=engine)
+    built = images.build(ctx)
+    entry = store.save(built.image_id, key, image_name="standalone", model_tags=["bert"], nodes=2)
+    cache = str(tmp_path / "cache")
+
+    listed = _clean_run(executable, "list", "--cache-dir", cache)
+    assert listed.returncode == 0, listed.stderr
+    assert f"ID: {entry.id}" in listed.stdout and "Nodes: 2" in listed.stdout
+    info = _clean_run(executable, "info", entry.id, "--cache-dir", cache, "--json")
+    assert json.loads(info.stdout)["key"] == key.digest
+
+    engine.remove(built.image_id)
+    loaded = _clean_run(executable, "load", entry.id, "--cache-dir", cache, docker_host=docker_host)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "loaded from cache successfully" in loaded.stdout
+    assert engine.inspect("standalone:latest").id == built.image_id
+
+    missing = _clean_run(executable, "info", "run_1_00000000", "--cache-dir", cache)
+    assert missing.returncode == 1 and "Tip: Use 'madcache list'" in missing.stderr
