@@ -597,12 +597,15 @@ class Store:
             raise StoreError(f"the engine has no image {image_id}")
         with self._lease() as lease:
             wanted = [info.id, *info.diff_ids]
+            sizes = None
             if all(self.blob_path(d).is_file() for d in wanted):
                 for d in wanted:
                     lease.publish(d)
-                sizes = {d: self.blob_path(d).stat().st_size for d in wanted}
-                config, layers = info.id, list(info.diff_ids)
-            else:
+                # A concurrent GC may have collected a blob before it saw our lease: save instead.
+                with contextlib.suppress(FileNotFoundError):
+                    sizes = {d: self.blob_path(d).stat().st_size for d in wanted}
+                    config, layers = info.id, list(info.diff_ids)
+            if sizes is None:
                 config, layers, sizes = self._ingest(image_id, lease)
             if config != info.id or layers != list(info.diff_ids):
                 raise StoreError(
