@@ -1,0 +1,497 @@
+"""Benchmark: the madcache store against the raw engine, side by side, in one run.
+
+    python -m pytest_madcache.localengine -- python bench/bench_store.py [--size-mb 300] [--repeat 3] [--json FILE]
+
+Builds a ~300 MB image locally (no registry needed): a busybox base, one
+large layer of random data and a small (~2 MB) top layer.  Then measures,
+each at least --repeat times (median with min-max; ratios come from the same
+run because these machines are noisy):
+
+* raw `docker save -o` vs our save (Store.save into an empty cache dir);
+* our load with the image present ("present") vs a raw `docker load -i`
+  of the full tar with the image present (what a cache that always loads
+  would do) and vs a CLI presence check;
+* our load with only the top layer missing ("delta", the base is held by
+  another image) vs a raw `docker load -i` of a tar that holds only that
+  layer (built from the full save);
+* our load with nothing present ("full") vs a raw `docker load -i`;
+* disk bytes of 5 variants sharing the base: files under blobs/ vs 5
+  separate `docker save` tars.
+
+Everything it creates (images, tars, cache dirs) is removed at the end.
+The images get a random nonce in their lowest layer, so no other image on
+the engine shares their layers and "nothing present" really means that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from pytest_madcache.engine import Engine
+from pytest_madcache.localengine import busybox_path
+from pytest_madcache.store import Store
+
+MB = 1000 * 1000  # figures are printed in decimal megabytes
+MIB = 1 << 20
+TOP_MB = 2
+VARIANTS = 5
+
+
+# -- small helpers -------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, MIB)
+            fh.write(os.urandom(n))
+            left -= n
+
+
+def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def timed(fn: Callable[[], Any]) -> Tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def proc_wchar() -> int:
+    """Bytes this process has passed to write() (Linux /proc/self/io), or -1."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+class Series:
+    """Repeated timings of one measure."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.samples: List[float] = []
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def fmt(self, unit: str = "s") -> str:
+        if not self.samples:
+            return "-"
+        scale, digits = (1000.0, 1) if unit == "ms" else (1.0, 3)
+        med, lo, hi = self.median * scale, min(self.samples) * scale, max(self.samples) * scale
+        return f"{med:.{digits}f} {unit} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"median": self.median if self.samples else None, "min": min(self.samples, default=None),
+                "max": max(self.samples, default=None), "samples": self.samples}
+
+
+# -- the benchmark -------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, size_mb: int, repeat: int, workdir: Path) -> None:
+        self.size_mb = size_mb
+        self.repeat = repeat
+        self.work = workdir
+        self.engine = Engine()
+        self.nonce = secrets.token_hex(4)
+        self.prefix = f"madcache-bench-{self.nonce}"
+        self.base_ref = f"{self.prefix}-base:latest"
+        self.image_ref = f"{self.prefix}:latest"
+        self.refs: List[str] = []  # every tag we created, for cleanup
+        self.ids: List[str] = []  # every image id we created, for cleanup
+        self.series: Dict[str, Series] = {}
+        self.facts: Dict[str, Any] = {}
+
+    def s(self, name: str) -> Series:
+        return self.series.setdefault(name, Series(name))
+
+    # -- images ----------------------------------------------------------------
+
+    def build(self, context: Path, ref: str) -> str:
+        self.refs.append(ref)
+        result = self.engine.build(context, tag=ref)
+        self.ids.append(result.image_id)
+        return result.image_id
+
+    def build_images(self) -> None:
+        big = max(1, self.size_mb - 20) * MB
+        base_ctx = self.work / "ctx-base"
+        base_ctx.mkdir()
+        shutil.copy(busybox_path(), base_ctx / "busybox")
+        (base_ctx / "nonce").write_text(self.nonce + "\n")  # makes the lowest layer unique to this run
+        write_random(base_ctx / "data.bin", big)
+        (base_ctx / "Dockerfile").write_text(
+            "FROM scratch\n"
+            "COPY busybox nonce /bin/\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+            "COPY data.bin /data/data.bin\n"
+        )
+        log(f"building the base image ({big / MB:.0f} MB random layer)")
+        t, self.base_id = timed(lambda: self.build(base_ctx, self.base_ref))
+        self.facts["base_build_seconds"] = t
+        shutil.rmtree(base_ctx)
+        self.image_id = self.build_top(self.image_ref, "top")
+        info = self.engine.inspect(self.image_id)
+        assert info is not None
+        self.layers = info.diff_ids
+        self.facts["image_bytes"] = info.size
+        self.facts["layers"] = len(info.diff_ids)
+        log(f"image {self.image_ref}: {info.size / MB:.1f} MB in {len(info.diff_ids)} layers")
+
+    def build_top(self, ref: str, name: str) -> str:
+        ctx = self.work / f"ctx-{name}"
+        ctx.mkdir()
+        write_random(ctx / "top.bin", TOP_MB * MB)
+        (ctx / "Dockerfile").write_text(f"FROM {self.base_ref}\nCOPY top.bin /data/top.bin\n")
+        image_id = self.build(ctx, ref)
+        shutil.rmtree(ctx)
+        return image_id
+
+    def remove(self, *refs: str) -> None:
+        for ref in refs:
+            self.engine.remove(ref, force=True)
+        self.engine.forget_layers()
+
+    def engine_has_prefix(self) -> int:
+        self.engine.forget_layers()
+        return self.engine.present_prefix(self.layers)
+
+    def ensure_state(self, state: str) -> None:
+        """'present': image there; 'delta': only the top layer missing; 'none': no layer at all."""
+        if state == "present":
+            assert self.engine.inspect(self.image_id) is not None, "image should be present"
+            return
+        self.remove(self.image_id)
+        if state == "none":
+            self.remove(self.base_id)
+            have = self.engine_has_prefix()
+            if have:
+                raise RuntimeError(f"after removing the bench images the engine still has {have} of their layers")
+        elif state == "delta":
+            have = self.engine_has_prefix()
+            if have != len(self.layers) - 1:
+                raise RuntimeError(f"expected {len(self.layers) - 1} layers present, found {have}")
+
+    def restore_base(self) -> None:
+        if self.engine.inspect(self.base_id) is None:
+            docker_cli("load", "-i", str(self.base_tar))
+
+    # -- tars --------------------------------------------------------------------
+
+    def make_delta_tar(self, full_tar: Path, out: Path) -> None:
+        """A load tar whose manifest names every layer but which holds only the top one."""
+        with tarfile.open(full_tar) as src:
+            manifest = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
+            layer_paths = manifest[0]["Layers"]
+            drop_dirs = {p.rsplit("/", 1)[0] for p in layer_paths[:-1]}
+            with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as dst:
+                for member in src.getmembers():
+                    top = member.name.split("/", 1)[0]
+                    if top in drop_dirs:
+                        continue
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+
+    # -- phases ------------------------------------------------------------------
+
+    def phase_save(self) -> None:
+        log("phase: save (raw docker save -o vs Store.save into an empty cache)")
+        self.base_tar = self.work / "base.tar"
+        docker_cli("save", "-o", str(self.base_tar), self.base_ref)
+        self.full_tar = self.work / "image.tar"
+        for i in range(self.repeat):
+            order = ["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]
+            for who in order:
+                if who == "raw":
+                    tar = self.work / f"raw-save-{i}.tar"
+                    t, _ = timed(lambda: docker_cli("save", "-o", str(tar), self.image_ref))
+                    self.s("save_raw").add(t)
+                    self.facts["raw_tar_bytes"] = tar.stat().st_size
+                    if i == 0:
+                        tar.rename(self.full_tar)
+                    else:
+                        tar.unlink()
+                else:
+                    cache = self.work / f"cache-save-{i}"
+                    store = Store(cache, max_entries=10, engine=self.engine, progress=False)
+                    key = secrets.token_hex(32)
+                    t, entry = timed(lambda: store.save(self.image_id, key, image_name=self.prefix, image_tag="latest"))
+                    self.s("save_ours").add(t)
+                    self.facts["cache_blob_bytes_one_image"] = tree_bytes(cache / "blobs")
+                    if i == 0:
+                        self.cache_dir, self.store, self.entry = cache, store, entry
+                    else:
+                        shutil.rmtree(cache)
+        self.delta_tar = self.work / "delta.tar"
+        self.make_delta_tar(self.full_tar, self.delta_tar)
+        self.facts["delta_tar_bytes"] = self.delta_tar.stat().st_size
+        log(f"raw tar {self.facts['raw_tar_bytes'] / MB:.1f} MB, delta tar {self.facts['delta_tar_bytes'] / MB:.2f} MB")
+
+    def phase_present(self) -> None:
+        log("phase: hit with the image present")
+        self.ensure_state("present")
+        store, entry = self.store, self.entry
+        calls = max(20, self.repeat)
+        for _ in range(calls):
+            t, res = timed(lambda: store.load(entry))
+            assert res.how == "present", res
+            self.s("load_present_ours").add(t)
+            t, _ = timed(lambda: docker_cli("image", "inspect", "--format", "{{.Id}}", self.image_id))
+            self.s("inspect_cli").add(t)
+        for _ in range(self.repeat):
+            t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(self.full_tar)))
+            self.s("load_present_raw_full_tar").add(t)
+            self.ensure_state("present")
+
+    def phase_delta(self) -> None:
+        log("phase: hit with only the top layer missing")
+        self.restore_base()
+        for i in range(self.repeat):
+            order = ["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]
+            for who in order:
+                self.ensure_state("delta")
+                if who == "raw":
+                    t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(self.delta_tar)))
+                    self.s("load_delta_raw_layer_tar").add(t)
+                else:
+                    t, res = timed(lambda: self.store.load(self.entry))
+                    if res.how != "delta":
+                        raise RuntimeError(f"expected a delta load, got {res}")
+                    self.s("load_delta_ours").add(t)
+                    self.facts["delta_bytes_sent"] = res.bytes_sent
+                    self.facts["delta_layers_sent"] = res.layers_sent
+                assert self.engine.inspect(self.image_id) is not None
+
+    def phase_full(self) -> None:
+        log("phase: hit with nothing present")
+        for i in range(self.repeat):
+            order = ["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]
+            for who in order:
+                self.ensure_state("none")
+                if who == "raw":
+                    t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(self.full_tar)))
+                    self.s("load_full_raw").add(t)
+                else:
+                    t, res = timed(lambda: self.store.load(self.entry))
+                    if res.how != "full":
+                        raise RuntimeError(f"expected a full load, got {res}")
+                    self.s("load_full_ours").add(t)
+                    self.facts["full_bytes_sent"] = res.bytes_sent
+                info = self.engine.inspect(self.image_id)
+                assert info is not None and info.id == self.image_id
+
+    def phase_variants(self) -> None:
+        log(f"phase: {VARIANTS} variants sharing the base")
+        self.restore_base()
+        cache = self.work / "cache-variants"
+        store = Store(cache, max_entries=VARIANTS + 5, engine=self.engine, progress=False)
+        raw_total = 0
+        for n in range(VARIANTS):
+            ref = f"{self.prefix}-v{n}:latest"
+            image_id = self.build_top(ref, f"v{n}")
+            tar = self.work / f"variant-{n}.tar"
+            t = t2 = 0.0
+            written = 0
+            for who in (["raw", "ours"] if n % 2 == 0 else ["ours", "raw"]):
+                if who == "raw":
+                    t, _ = timed(lambda: docker_cli("save", "-o", str(tar), ref))
+                    raw_total += tar.stat().st_size
+                    tar.unlink()
+                else:
+                    w0 = proc_wchar()
+                    t2, _ = timed(lambda: store.save(image_id, secrets.token_hex(32), image_name=f"{self.prefix}-v{n}"))
+                    written = proc_wchar() - w0
+            if n > 0:  # variants after the first share the base already in the cache
+                self.s("variant_save_raw").add(t)
+                self.s("variant_save_ours").add(t2)
+                self.facts.setdefault("variant_save_ours_bytes_written", []).append(written)
+        self.facts["variants_raw_tar_bytes"] = raw_total
+        self.facts["variants_blob_bytes"] = tree_bytes(cache / "blobs")
+        self.facts["variants_entries"] = len(store.entries())
+        stats = store.stats()
+        self.facts["variants_unique_blob_bytes"] = stats.total_bytes
+        shutil.rmtree(cache)
+
+    # -- cleanup -------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        for ref in [*self.refs, *self.ids]:
+            try:
+                self.engine.remove(ref, force=True)
+            except Exception as exc:  # keep going: remove as much as we can
+                log(f"could not remove {ref}: {exc}")
+        # Anything else still carrying our prefix (loads re-create tags).
+        try:
+            for img in self.engine.api.images(all=True):
+                if any(t.startswith(self.prefix) for t in img.get("RepoTags") or []):
+                    self.engine.remove(img["Id"], force=True)
+        except Exception as exc:
+            log(f"cleanup listing failed: {exc}")
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def machine() -> Dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"vcpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def report(bench: Bench, info: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    s, f = bench.series, bench.facts
+
+    def ratio(a: str, b: str) -> str:
+        if a not in s or b not in s or not s[b].median:
+            return "-"
+        r = s[a].median / s[b].median
+        return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
+
+    def rate(name: str, nbytes: int) -> str:
+        return f"{nbytes / MB / s[name].median:.0f} MB/s" if name in s and s[name].median else "-"
+
+    rows: List[Tuple[str, str, str, str]] = [
+        ("save (miss), empty cache vs `docker save -o`", s["save_ours"].fmt(), s["save_raw"].fmt(),
+         ratio("save_ours", "save_raw")),
+        ("load, image present vs `docker load -i` full tar", s["load_present_ours"].fmt("ms"),
+         s["load_present_raw_full_tar"].fmt("ms"), ratio("load_present_ours", "load_present_raw_full_tar")),
+        ("load, image present vs CLI `docker image inspect`", s["load_present_ours"].fmt("ms"),
+         s["inspect_cli"].fmt("ms"), ratio("load_present_ours", "inspect_cli")),
+        ("load, top layer missing vs `docker load -i` top-layer tar", s["load_delta_ours"].fmt("ms"),
+         s["load_delta_raw_layer_tar"].fmt("ms"), ratio("load_delta_ours", "load_delta_raw_layer_tar")),
+        ("load, top layer missing vs `docker load -i` full tar", s["load_delta_ours"].fmt("ms"),
+         s["load_full_raw"].fmt("ms"), ratio("load_delta_ours", "load_full_raw")),
+        ("load, nothing present vs `docker load -i` full tar", s["load_full_ours"].fmt(), s["load_full_raw"].fmt(),
+         ratio("load_full_ours", "load_full_raw")),
+        (f"save of variants 2-{VARIANTS} (base already cached) vs `docker save -o`", s["variant_save_ours"].fmt(),
+         s["variant_save_raw"].fmt(), ratio("variant_save_ours", "variant_save_raw")),
+        (f"disk, {VARIANTS} variants sharing a base: blobs/ vs {VARIANTS} tars",
+         f"{f['variants_blob_bytes'] / MB:,.1f} MB", f"{f['variants_raw_tar_bytes'] / MB:,.1f} MB",
+         f"{f['variants_blob_bytes'] / f['variants_raw_tar_bytes']:.3f}x"),
+    ]
+    headers = ("measure", "ours", "raw engine", "ratio")
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(4)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    out = [
+        f"pytest-madcache store benchmark, {info['date']}",
+        f"machine: {info['machine']['vcpus']} vCPU ({info['machine']['cpu']}), kernel {info['machine']['kernel']}, "
+        f"Python {info['machine']['python']}; engine: dockerd {info['engine_version']} "
+        f"(storage driver {info['storage_driver']})",
+        f"image: {f['image_bytes'] / MB:.1f} MB in {f['layers']} layers (top layer {TOP_MB} MB); "
+        f"raw save tar {f['raw_tar_bytes'] / MB:.1f} MB; top-layer tar {f['delta_tar_bytes'] / MB:.2f} MB",
+        f"repeats: {bench.repeat} per measure (present: {len(s['load_present_ours'].samples)} calls); "
+        "figures are median (min-max); ratio = ours / raw, medians of the same run",
+        "",
+        line(headers),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *[line(r) for r in rows],
+        "",
+        "throughput (medians): "
+        f"raw save {rate('save_raw', f['raw_tar_bytes'])}, our save {rate('save_ours', f['raw_tar_bytes'])}, "
+        f"raw full load {rate('load_full_raw', f['raw_tar_bytes'])}, our full load {rate('load_full_ours', f['full_bytes_sent'])}",
+        f"delta load sent {f['delta_bytes_sent'] / MB:.2f} MB ({f['delta_layers_sent']} layer); "
+        f"full load sent {f['full_bytes_sent'] / MB:.1f} MB",
+        f"variants: {f['variants_entries']} entries, unique blob bytes {f['variants_unique_blob_bytes'] / MB:,.1f} MB; "
+        "bytes our process wrote per save of variants 2-5: "
+        + ", ".join(f"{w / MB:.1f} MB" for w in f.get("variant_save_ours_bytes_written", [])),
+    ]
+    data = {"info": info, "facts": f, "series": {k: v.to_json() for k, v in s.items()},
+            "table": [dict(zip(headers, r)) for r in rows]}
+    return "\n".join(out), data
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=300, help="approximate image size in MB (default 300)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per measure, at least 3 (default 3)")
+    parser.add_argument("--json", metavar="FILE", help="also write all samples as JSON to FILE")
+    parser.add_argument("--workdir", metavar="DIR", help="where temp tars and caches go (default: system temp)")
+    args = parser.parse_args(argv)
+    if args.repeat < 3:
+        parser.error("--repeat must be at least 3")
+    if args.size_mb < 30:
+        parser.error("--size-mb must be at least 30")
+    if shutil.which("docker") is None:
+        parser.error("the docker CLI is needed for the raw-engine figures")
+
+    work = Path(tempfile.mkdtemp(prefix="madcache-bench-", dir=args.workdir))
+    bench = Bench(args.size_mb, args.repeat, work)
+    version = bench.engine.api.version()
+    dinfo = bench.engine.api.info()
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "engine_version": version.get("Version"),
+        "storage_driver": dinfo.get("Driver"),
+        "size_mb": args.size_mb,
+        "repeat": args.repeat,
+    }
+    try:
+        bench.build_images()
+        bench.phase_save()
+        bench.phase_present()
+        bench.phase_delta()
+        bench.phase_full()
+        bench.phase_variants()
+        text, data = report(bench, info)
+    finally:
+        log("cleaning up")
+        bench.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
