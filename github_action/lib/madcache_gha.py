@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Helper of the madcache GitHub Action (stdlib only; runs before pytest-madcache is installed).
+
+    madcache_gha.py keys     compute the cache keys (restore prefix, this run's save key)
+    madcache_gha.py setup    after the restore: export settings, remember the cache's state
+    madcache_gha.py finish   before the save: prune, compare, decide, write the job summary
+
+Inputs come from MADCACHE_GHA_IN_* environment variables set by the composite steps.
+Results go to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_STEP_SUMMARY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+TRUE = ("1", "true", "yes", "on")
+SAVE_POLICIES = ("on-success", "always", "never")
+
+
+def env(name: str, default: str = "") -> str:
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def inp(name: str, default: str = "") -> str:
+    return env("MADCACHE_GHA_IN_" + name.upper().replace("-", "_"), default)
+
+
+def _append(var: str, lines: List[str]) -> None:
+    target = os.environ.get(var)
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line + "\n")
+
+
+def set_output(name: str, value: Any) -> None:
+    _append("GITHUB_OUTPUT", [f"{name}={value}"])
+
+
+def export(name: str, value: Any) -> None:
+    os.environ[name] = str(value)
+    _append("GITHUB_ENV", [f"{name}={value}"])
+
+
+def log(message: str) -> None:
+    print(f"madcache: {message}", flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"::warning title=madcache::{message}", flush=True)
+
+
+def cache_dir(path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = Path(env("GITHUB_WORKSPACE", os.getcwd())) / p
+    return p
+
+
+def key_prefix() -> str:
+    prefix = inp("key-prefix", env("MADCACHE_GHA_KEY_PREFIX", "madcache"))
+    return f"{prefix}-{env('RUNNER_OS', 'os')}-{env('RUNNER_ARCH', 'arch')}-"
+
+
+def state_file() -> Path:
+    return Path(env("RUNNER_TEMP", "/tmp")) / "madcache-gha-state.json"
+
+
+# -- what is in a cache directory, without pytest-madcache ---------------------
+
+def _listdir(path: Path) -> List[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def entries(directory: Path) -> Dict[str, float]:
+    """Entry id -> last used (the mtime of entries/ID/used, else of meta.json)."""
+    out: Dict[str, float] = {}
+    for name in _listdir(directory / "entries"):
+        if not name.startswith("run_"):
+            continue
+        for marker in ("used", "meta.json"):
+            try:
+                out[name] = os.stat(directory / "entries" / name / marker).st_mtime
+                break
+            except OSError:
+                continue
+    return out
+
+
+def blob_bytes(directory: Path) -> int:
+    total = 0
+    for name in _listdir(directory / "blobs" / "sha256"):
+        try:
+            total += os.stat(directory / "blobs" / "sha256" / name).st_size
+        except OSError:
+            pass
+    return total
+
+
+def fingerprint(directory: Path) -> str:
+    """Changes when an entry or a blob is added or removed; not when an entry is only used."""
+    h = hashlib.sha256()
+    for name in _listdir(directory / "entries"):
+        if name.startswith("run_"):
+            h.update(b"e:" + name.encode() + b"\n")
+    for name in _listdir(directory / "blobs" / "sha256"):
+        h.update(b"b:" + name.encode() + b"\n")
+    return h.hexdigest()
+
+
+def madcache_cli() -> Optional[List[str]]:
+    exe = shutil.which("madcache")
+    if exe:
+        return [exe]
+    for python in ("python3", "python"):
+        py = shutil.which(python)
+        if py and subprocess.run([py, "-c", "import pytest_madcache.cli"], capture_output=True).returncode == 0:
+            return [py, "-m", "pytest_madcache.cli"]
+    return None
+
+
+def stats(directory: Path) -> Dict[str, int]:
+    cli = madcache_cli()
+    if cli and directory.is_dir():
+        proc = subprocess.run([*cli, "stats", "--json", "--cache-dir", str(directory)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            try:
+                data = json.loads(proc.stdout)
+                return {"entries": int(data["entries"]), "bytes": int(data["total_bytes"])}
+            except (ValueError, KeyError, TypeError):
+                pass
+    return {"entries": len(entries(directory)), "bytes": blob_bytes(directory)}
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_keys() -> int:
+    prefix = key_prefix()
+    key = f"{prefix}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
+    set_output("prefix", prefix)
+    set_output("key", key)
+    # actions/cache versions a cache by its path patterns: pass them as the user wrote them,
+    # so that a relative path matches across runners whose workspace paths differ.
+    set_output("path", inp("path", ".madcache"))
+    log(f"restore prefix {prefix}, save key {key}")
+    return 0
+
+
+def cmd_setup() -> int:
+    directory = cache_dir(inp("path", ".madcache"))
+    save = inp("save", "on-success")
+    if save not in SAVE_POLICIES:
+        print(f"::error title=madcache::input save={save!r}: expected one of {', '.join(SAVE_POLICIES)}")
+        return 2
+    read_only = inp("read-only", "false").lower() in TRUE
+    if read_only:
+        save = "never"
+    matched = inp("matched-key")
+    directory.mkdir(parents=True, exist_ok=True)
+    export("MADCACHE_DIR", directory)
+    export("MADCACHE_ENABLED", "1")
+    for name, var in (("max-entries", "MADCACHE_MAX_ENTRIES"), ("max-size-gb", "MADCACHE_MAX_SIZE_GB"), ("ttl", "MADCACHE_TTL")):
+        value = inp(name)
+        if value:
+            export(var, value)
+    export("MADCACHE_GHA_SAVE", save)
+    export("MADCACHE_GHA_KEY", inp("key"))
+    export("MADCACHE_GHA_KEY_PREFIX", inp("key-prefix", "madcache"))
+    before = entries(directory)
+    st = stats(directory)
+    state = {
+        "dir": str(directory),
+        "path": inp("path", ".madcache"),
+        "key": inp("key"),
+        "matched_key": matched,
+        "fingerprint": fingerprint(directory),
+        "entries": before,
+        "started": time.time(),
+        "save": save,
+        "restored": st,
+    }
+    state_file().write_text(json.dumps(state))
+    export("MADCACHE_GHA_STATE", state_file())
+    set_output("cache-hit", "true" if matched else "false")
+    set_output("matched-key", matched)
+    set_output("entries", st["entries"])
+    set_output("bytes", st["bytes"])
+    if matched:
+        log(f"restored {st['entries']} entries ({human(st['bytes'])}) from {matched} into {directory}")
+    else:
+        log(f"no cache restored; starting empty at {directory}")
+    return 0
+
+
+def cmd_finish() -> int:
+    try:
+        state = json.loads(Path(env("MADCACHE_GHA_STATE", str(state_file()))).read_text())
+    except (OSError, ValueError):
+        state = {}
+    directory = cache_dir(inp("path") or state.get("dir") or env("MADCACHE_DIR", ".madcache"))
+    save = inp("save") or env("MADCACHE_GHA_SAVE") or state.get("save") or "on-success"
+    if save not in SAVE_POLICIES:
+        print(f"::error title=madcache::input save={save!r}: expected one of {', '.join(SAVE_POLICIES)}")
+        return 2
+    key = inp("key") or state.get("key") or env("MADCACHE_GHA_KEY")
+    if not key:
+        key = f"{key_prefix()}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
+    job_status = inp("job-status", "success").lower()
+
+    evicted: List[str] = []
+    if directory.is_dir() and save != "never":
+        cli = madcache_cli()
+        if cli is None:
+            warn("the madcache command is not installed here: the cache is saved without pruning")
+        else:
+            proc = subprocess.run([*cli, "prune", "--json", "--cache-dir", str(directory)], capture_output=True, text=True)
+            if proc.returncode == 0:
+                try:
+                    evicted = [e["id"] if isinstance(e, dict) else str(e) for e in json.loads(proc.stdout).get("evicted", [])]
+                except (ValueError, AttributeError, KeyError, TypeError):
+                    pass
+                if evicted:
+                    log(f"pruned {len(evicted)} entries to the limits: {', '.join(evicted)}")
+            else:
+                warn(f"madcache prune failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+
+    before: Dict[str, float] = state.get("entries", {})
+    started = float(state.get("started", 0))
+    now_entries = entries(directory)
+    added = sorted(set(now_entries) - set(before))
+    used = sorted(i for i, t in now_entries.items() if i in before and t >= started - 1)
+    st = stats(directory)
+    changed = fingerprint(directory) != state.get("fingerprint")
+
+    if save == "never":
+        reason, do_save = "saving is off (save: never / read-only)", False
+    elif save == "on-success" and job_status != "success":
+        reason, do_save = f"the job status is {job_status} and save is on-success", False
+    elif not directory.is_dir():
+        reason, do_save = f"{directory} does not exist", False
+    elif not changed and state:
+        reason, do_save = "the cache did not change (no entry or blob added or removed)", False
+    else:
+        reason, do_save = f"saving as {key}", True
+    log(("save: " if do_save else "not saving: ") + reason)
+
+    set_output("save", "true" if do_save else "false")
+    set_output("key", key)
+    set_output("path", inp("path") or state.get("path") or str(directory))
+    set_output("entries", st["entries"])
+    set_output("bytes", st["bytes"])
+    set_output("evicted", " ".join(evicted))
+    set_output("hits", len(used))
+    set_output("misses", len(added))
+
+    rows = [
+        ("Restored from", f"`{state['matched_key']}`" if state.get("matched_key") else "nothing (cold cache)"),
+        ("Hits (restored entries used)", str(len(used))),
+        ("Misses (entries built and added)", str(len(added))),
+        ("Entries", str(st["entries"])),
+        ("Bytes", f"{st['bytes']} ({human(st['bytes'])})"),
+        ("Evicted", ", ".join(f"`{e}`" for e in evicted) or "none"),
+        ("Saved", f"yes, as `{key}`" if do_save else f"no: {reason}"),
+    ]
+    lines = ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    _append("GITHUB_STEP_SUMMARY", lines)
+    return 0
+
+
+def main(argv: List[str]) -> int:
+    commands = {"keys": cmd_keys, "setup": cmd_setup, "finish": cmd_finish}
+    if len(argv) != 1 or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
