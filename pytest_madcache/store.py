@@ -258,26 +258,162 @@ def _unwritable(exc: OSError, directory: Path) -> CacheUnwritable:
     return CacheUnwritable(f"cannot write to the cache directory {directory}: {reason}")
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks (the engine's save stream)."""
+class _Prefetch(io.RawIOBase):
+    """A file object over the engine's save stream, read ahead by a thread.
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it = iter(chunks)
-        self._buf = b""
+    dockerd writes `docker save` as fast as it is read; reading on the same
+    thread that hashes and writes blobs stalls it.  A reader thread with a
+    bounded queue (`depth` chunks) keeps the engine streaming meanwhile.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
+        import queue
+        import threading
+
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._buf = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, args=(iter(chunks),), daemon=True)
+        self._thread.start()
+
+    def _pump(self, it: Iterator[bytes]) -> None:
+        import queue
+
+        item: Any
+        try:
+            for chunk in it:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(chunk, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            item = None
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
         while not self._buf:
-            try:
-                self._buf = next(self._it)
-            except StopIteration:
+            if self._done:
                 return 0
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return 0
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._buf = memoryview(item)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()
+
+
+def _read_exact(fh: BinaryIO, n: int) -> bytes:
+    data = fh.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = fh.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class _MemberReader:
+    """Exactly `size` bytes of one tar member, read straight from the stream."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self.fh = fh
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.fh.read(n)
+        if not data:
+            raise EOFError("the archive ends inside a member")
+        self.left -= len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.left > 0:
+            self.read(CHUNK)
+
+
+def _iter_tar(fh: BinaryIO) -> Iterator[Tuple[tarfile.TarInfo, _MemberReader]]:
+    """Walk a tar stream without tarfile's buffering layers: headers via
+    TarInfo.frombuf (checksums checked), member data handed out unbuffered.
+    Handles PAX (path, linkpath, size) and GNU long names."""
+    overrides: Dict[str, Any] = {}
+    while True:
+        header = _read_exact(fh, 512)
+        if len(header) < 512:
+            if header:
+                raise EOFError("the archive ends inside a header")
+            return
+        if header == b"\0" * 512:
+            return
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if info.size > MAX_SMALL_MEMBER:
+                raise StoreError("oversized extended tar header")
+            data = _read_exact(fh, info.size)
+            _read_exact(fh, (-info.size) % 512)
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                overrides["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.GNUTYPE_LONGLINK:
+                overrides["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.XHDTYPE:
+                overrides.update(_pax_records(data))
+            continue
+        if "path" in overrides:
+            info.name = overrides["path"]
+        if "linkpath" in overrides:
+            info.linkname = overrides["linkpath"]
+        if "size" in overrides:
+            info.size = int(overrides["size"])
+        overrides = {}
+        size = info.size if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) else 0
+        member = _MemberReader(fh, size)
+        yield info, member
+        member.drain()
+        _read_exact(fh, (-size) % 512)
+
+
+def _pax_records(data: bytes) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        record = data[space + 1:pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
 
 
 def _safe_member(name: str) -> str:
@@ -573,8 +709,9 @@ class Store:
     ) -> Entry:
         """Store an engine image under `key`; stream `docker save` straight into blobs.
 
-        Blobs already in the store are not written again; when every blob is
-        already there the engine is not asked to save at all.  With `replace`,
+        A blob already in the store is streamed to a temp file and dropped
+        (its digest is known only at its end), so it is never stored twice;
+        when every blob is already there the engine is not asked to save at all.  With `replace`,
         older entries of the same key are evicted in the same commit.
         """
         if self.engine is None:
@@ -696,10 +833,10 @@ class Store:
         sizes: Dict[str, int] = {}
         small: Dict[str, bytes] = {}
         progress = Progress(f"Saving {image_id[7:19]}", enabled=self.progress)
-        reader = io.BufferedReader(_ChunkReader(self.engine.save(image_id)), CHUNK)
+        reader = io.BufferedReader(_Prefetch(self.engine.save(image_id)), CHUNK)
         try:
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
-                for member in tar:
+            with reader:
+                for member, fh in _iter_tar(reader):
                     name = _safe_member(member.name)
                     if member.isdir():
                         continue
@@ -714,8 +851,6 @@ class Store:
                         continue
                     if not member.isfile():
                         raise StoreError(f"refusing image archive member {name!r} of type {member.type!r}")
-                    fh = tar.extractfile(member)
-                    assert fh is not None
                     if name.endswith("layer.tar") or name.startswith("blobs/"):
                         digest, size = lease.write_blob(fh, progress)
                         digests[name] = digest
@@ -723,7 +858,7 @@ class Store:
                     elif member.size <= MAX_SMALL_MEMBER:
                         small[name] = fh.read()
                         progress.update(len(small[name]))
-        except (tarfile.TarError, EOFError) as exc:
+        except (tarfile.TarError, EOFError, ValueError) as exc:
             raise StoreError(f"the engine's save stream of {image_id} is not a valid tar: {exc}") from None
         except OSError as exc:
             raise _unwritable(exc, self.dir) from None
