@@ -1,1 +1,502 @@
-"""pytest glue (filled in by the plugin issue)."""
+"""pytest glue: options, ini keys, the `model` mark, fixtures, summary, xdist.
+
+Kept thin on purpose: settings come from `settings.resolve` (one precedence
+for CLI, plugin and API), images from `provide.ImageService`, containers from
+`runner`, numbers and CSV from `report`.  Per-session state lives in
+`config.stash`.  Under pytest-xdist the controller resolves the settings once
+and hands them to the workers (`workerinput`); workers send their events back
+inside each report's `user_properties`, so the controller aggregates one
+summary and one CSV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+
+import pytest
+
+from . import hooks
+from .engine import BuildFailed, BuildResult
+from .key import KeyError_, KeySpec, compute_key
+from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
+from .model import MARK_HELP, merge_marks
+from .provide import ImageError, ImageService, ModelImage, build_with_engine
+from .report import Summary, run_row, summary_lines, write_csv
+from .runner import RunOptions, RunResult, parse_performance, run_container
+from .settings import (OPTIONS, Settings, SettingsError, describe, parse_additional_context, parse_bool, resolve)
+from .store import EntryNotFound, Store, StoreError
+
+__all__ = ["MadcacheWarning", "STATE"]
+
+PROPERTY = "madcache"  # user_properties name carrying our events
+
+
+class MadcacheWarning(pytest.PytestWarning):
+    """The cache could not be used; tests went on without it."""
+
+
+# -- state ---------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Everything the plugin keeps for one pytest session (in `config.stash`)."""
+
+    settings: Settings
+    additional_context: Dict[str, Any]
+    force_rebuild: bool
+    from_cache: Optional[str]
+    live_output: bool
+    output: Optional[Path]
+    is_worker: bool
+    service: ImageService
+    summary: Summary
+    from_cache_entry: Any = None
+    seen: Set[str] = field(default_factory=set)
+    warned: Set[str] = field(default_factory=set)
+    counter: Any = field(default_factory=itertools.count)
+    pending_warning: Optional[str] = None  # to attach to the current test's report
+    output_rows: Optional[int] = None
+
+    def wire(self) -> Dict[str, Any]:
+        """What the controller hands to xdist workers (plain values only)."""
+        settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
+        settings["dir"] = str(settings["dir"])
+        settings["sources"] = dict(settings["sources"])
+        return {
+            "settings": settings,
+            "additional_context": self.additional_context,
+            "force_rebuild": self.force_rebuild,
+            "from_cache": self.from_cache,
+            "live_output": self.live_output,
+        }
+
+    def event_id(self) -> str:
+        return f"{os.getpid()}-{next(self.counter)}"
+
+
+STATE = pytest.StashKey[State]()
+
+
+def _state(config: pytest.Config) -> State:
+    try:
+        return config.stash[STATE]
+    except KeyError:  # pragma: no cover - only if configure was skipped
+        raise pytest.UsageError("pytest-madcache was not configured (is the plugin disabled with -p no:madcache?)")
+
+
+# -- options -------------------------------------------------------------------
+
+PLUGIN_INI = (
+    ("madcache_additional_context", "default --additional-context (a dict literal such as {'guest_os': 'UBUNTU'})"),
+    ("madcache_live_output", "stream container output as it comes (like --live-output): true/false"),
+    ("madcache_output", "default --output: write one CSV row per model run to this file"),
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("madcache", "Docker image cache for model tests (pytest-madcache)")
+    for opt in OPTIONS:
+        group.addoption(opt.flag, **opt.argparse_kwargs())
+        parser.addini(opt.ini, opt.help, default="")
+    group.addoption("--force-rebuild", action="store_true", default=False, dest="madcache_force_rebuild",
+                    help="build the images even when cached, and replace their cache entries")
+    group.addoption("--from-cache", metavar="ID", default=None, dest="madcache_from_cache",
+                    help="run only the tests of the model recorded in cache entry ID, with its image")
+    group.addoption("--additional-context", metavar="DICT", default=None, dest="madcache_additional_context",
+                    help="madengine-style context, e.g. \"{'guest_os': 'UBUNTU'}\" (JSON accepted); joins the key")
+    group.addoption("--live-output", action="store_true", default=None, dest="madcache_live_output",
+                    help="stream build and container output as it comes")
+    group.addoption("--output", metavar="FILE.csv", default=None, dest="madcache_output",
+                    help="write one CSV row per model run (madengine's performance columns)")
+    for name, help_text in PLUGIN_INI:
+        parser.addini(name, help_text, default="")
+
+
+def _ini_source(config: pytest.Config) -> str:
+    return str(config.inipath) if config.inipath else "ini file"
+
+
+def _resolve_state(config: pytest.Config) -> State:
+    workerinput = getattr(config, "workerinput", None)
+    is_worker = workerinput is not None
+    wire = workerinput.get("madcache") if is_worker else None
+    if wire is not None:
+        raw = dict(wire["settings"])
+        raw["dir"] = Path(raw["dir"])
+        settings = Settings(**raw)
+        context = dict(wire["additional_context"])
+        force, from_cache, live = wire["force_rebuild"], wire["from_cache"], wire["live_output"]
+    else:
+        flags = {opt.name: getattr(config.option, f"madcache_{opt.name}", None) for opt in OPTIONS}
+        ini = {opt.ini: config.getini(opt.ini) for opt in OPTIONS}
+        try:
+            settings = resolve(flags, os.environ, ini, _ini_source(config))
+            raw_ctx = config.option.madcache_additional_context
+            if raw_ctx is not None:
+                context = parse_additional_context(raw_ctx, "option --additional-context")
+            else:
+                context = parse_additional_context(
+                    config.getini("madcache_additional_context"),
+                    f"ini key madcache_additional_context in {_ini_source(config)}")
+            live = config.option.madcache_live_output
+            if live is None:
+                raw_live = config.getini("madcache_live_output")
+                try:
+                    live = parse_bool(raw_live) if raw_live else False
+                except ValueError as exc:
+                    raise SettingsError(f"invalid value {raw_live!r} for --live-output from ini key "
+                                        f"madcache_live_output in {_ini_source(config)}: {exc}") from None
+        except SettingsError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        force, from_cache = bool(config.option.madcache_force_rebuild), config.option.madcache_from_cache
+    output_raw = config.option.madcache_output or config.getini("madcache_output") or None
+    output = None
+    if output_raw and not is_worker:
+        output = Path(output_raw)
+        if not output.is_absolute():
+            base = Path(config.invocation_params.dir) if config.option.madcache_output else config.rootpath
+            output = base / output
+        if output.is_dir():
+            raise pytest.UsageError(f"invalid value {output_raw!r} for --output: {output} is a directory")
+
+    def store_factory(engine: Any) -> Store:
+        return Store.from_settings(settings, engine=engine, progress=False)
+
+    service = ImageService(enabled=settings.enabled, store_factory=store_factory, force_rebuild=force)
+    return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
+                 live_output=bool(live), output=output, is_worker=is_worker, service=service,
+                 summary=Summary(enabled=settings.enabled or bool(from_cache)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARK_HELP)
+    state = _resolve_state(config)
+    state.service._warn = lambda text: _warn_once(state, text)
+    if state.from_cache:
+        try:
+            store = Store.from_settings(state.settings)
+            state.from_cache_entry = store.get(state.from_cache)
+        except EntryNotFound as exc:
+            raise pytest.UsageError(f"--from-cache: {exc}") from None
+        except StoreError as exc:
+            raise pytest.UsageError(f"--from-cache {state.from_cache}: cannot read the cache: {exc}") from None
+    config.stash[STATE] = state
+    config.pluginmanager.register(SessionPlugin(config), "madcache-session")
+
+
+def _warn_once(state: State, text: str) -> None:
+    text = f"madcache: {text}"
+    if text in state.warned:
+        return
+    state.warned.add(text)
+    warnings.warn(MadcacheWarning(text), stacklevel=2)
+    state.pending_warning = text
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand the resolved settings to each worker."""
+    node.workerinput["madcache"] = _state(node.config).wire()
+
+
+def pytest_report_header(config: pytest.Config) -> List[str]:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
+    s = state.settings
+    if state.from_cache:
+        return [f"madcache: running from cache entry {state.from_cache} ({describe(s, ('dir',))})"]
+    if not s.enabled:
+        return ["madcache: cache disabled (--enable-cache to use it)"]
+    return [f"madcache: cache enabled ({s.source('enabled')}); {describe(s)}"]
+
+
+# -- the plugin's own hook implementations (trylast: users' win) ----------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_madcache_build_image(config: pytest.Config, model: ModelSpec, tag: str, build_args: Mapping[str, str],
+                                labels: Mapping[str, str], on_line: Optional[Callable[[str], None]]) -> BuildResult:
+    return build_with_engine(_state(config).service.engine, model, tag, build_args, labels, on_line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_madcache_run_model(config: pytest.Config, image: ModelImage, options: RunOptions,
+                              on_line: Optional[Callable[[str], None]]) -> RunResult:
+    return run_container(_state(config).service.engine.client, image.image_id, options, on_line)
+
+
+# -- session plugin: events, summary, CSV -------------------------------------------
+
+
+class SessionPlugin:
+    """Per-config hooks that need the state: collection filter, events, summary."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @property
+    def state(self) -> State:
+        return _state(self.config)
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: List[pytest.Item]) -> None:
+        entry = self.state.from_cache_entry
+        if entry is None:
+            return
+        wanted = set(entry.model_tags)
+        keep, drop = [], []
+        for item in items:
+            marks = list(item.iter_markers("model"))
+            try:
+                kw = merge_marks(marks, item.nodeid) if marks else {}
+            except ModelMarkError:
+                keep.append(item)  # reported as an error at setup
+                continue
+            names = {kw.get("name")} | set(_as_list(kw.get("tags")))
+            (keep if marks and names & wanted else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if item.get_closest_marker("model") is not None:
+            try:
+                merge_marks(list(item.iter_markers("model")), item.nodeid)
+            except ModelMarkError as exc:
+                pytest.fail(str(exc), pytrace=False)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self.state
+        if state.is_worker:
+            return
+        relayed = hasattr(report, "node")  # from an xdist worker
+        for name, value in report.user_properties:
+            if name != PROPERTY or not isinstance(value, dict):
+                continue
+            eid = value.get("id")
+            if eid in state.seen:
+                continue
+            state.seen.add(eid)
+            if value.get("kind") == "message":
+                if relayed:
+                    worker = getattr(report.node, "gateway", None)
+                    prefix = f"[{worker.id}] " if worker is not None else ""
+                    _write(self.config, f"{prefix}{value.get('text')}")
+                continue
+            state.summary.add(value)
+        if report.when == "call" and report.failed:
+            state.summary.mark_failed(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        state = self.state
+        if state.is_worker or state.output is None:
+            return
+        try:
+            state.output_rows = write_csv(state.output, state.summary.runs)
+        except OSError as exc:
+            warnings.warn(MadcacheWarning(f"madcache: cannot write {state.output}: {exc}"))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        state = self.state
+        if state.is_worker or not (state.summary.used or state.output):
+            return
+        terminalreporter.section("madcache")
+        for line in summary_lines(state.summary):
+            terminalreporter.write_line(line)
+        if state.output is not None and state.output_rows is not None:
+            terminalreporter.write_line(f"results written to {state.output} ({state.output_rows} rows)")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.state.service.close()
+
+
+def _as_list(value: Any) -> List[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _write(config: pytest.Config, text: str) -> None:
+    """A line on the terminal now, even while output is captured."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+    with ctx:
+        tr.write_line(text)
+
+
+def _emit(item: pytest.Item, event: Dict[str, Any]) -> None:
+    """Attach an event to the test's report (crosses to the xdist controller) ."""
+    state = _state(item.config)
+    event = dict(event, id=state.event_id())
+    item.user_properties.append((PROPERTY, event))
+
+
+def _sayer(item: pytest.Item) -> Callable[[str], None]:
+    state = _state(item.config)
+
+    def say(text: str) -> None:
+        _emit(item, {"kind": "message", "text": text})
+        if not state.is_worker:
+            _write(item.config, text)
+
+    return say
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+def _spec(item: pytest.Item) -> ModelSpec:
+    marks = list(item.iter_markers("model"))
+    try:
+        return spec_from_marks(marks, Path(str(item.path)).parent, item.nodeid)
+    except ModelMarkError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
+    """madengine's context keys that act: docker_build_arg (build) and docker_env_vars (run)."""
+    from dataclasses import replace
+
+    build_args = context.get("docker_build_arg")
+    if isinstance(build_args, Mapping):
+        spec = spec.with_build_args({str(k): str(v) for k, v in build_args.items()})
+    env_vars = context.get("docker_env_vars")
+    if isinstance(env_vars, Mapping):
+        spec = replace(spec, run=replace(spec.run, env={**{str(k): str(v) for k, v in env_vars.items()},
+                                                         **dict(spec.run.env)}))
+    return spec
+
+
+@pytest.fixture
+def model_image(request: pytest.FixtureRequest) -> ModelImage:
+    """The Docker image of this test's model: loaded from the cache or built (and saved)."""
+    item = request.node
+    config = request.config
+    state = _state(config)
+    spec = _with_context(_spec(item), state.additional_context)
+    params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
+    service = state.service
+    service.say = _sayer(item)
+    try:
+        if state.from_cache_entry is not None:
+            image, event = service.from_entry(spec, state.from_cache_entry, params)
+            _emit(item, event)
+            return image
+        try:
+            selected = select_params(params, spec, item.nodeid)
+        except ModelMarkError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        material: Dict[str, Any] = {}
+        for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
+            if result:
+                material.update(result)
+        key_params = dict(selected)
+        if material:
+            key_params["key_material"] = material
+        try:
+            key = compute_key(KeySpec(image=spec.image, model_tags=spec.tags, additional_context=state.additional_context,
+                                      params=key_params, build_args=spec.build_args, nodes=spec.nodes,
+                                      dockerfile=spec.dockerfile, context=spec.context, secrets=spec.secrets))
+        except KeyError_ as exc:
+            pytest.fail(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
+                        "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
+                        "parameters out)", pytrace=False)
+        remembered = service.remembered(key)
+        if remembered is not None:
+            _emit(item, {"kind": "image", "reused": True, "model": spec.name, "key": key.digest})
+            return dataclasses.replace(remembered, model=spec, params=params)
+        ref = f"{spec.image}:{spec.image_tag or key.digest[:12]}"
+        on_line = _live(item) if state.live_output else None
+
+        def build() -> Any:
+            return config.hook.pytest_madcache_build_image(
+                config=config, model=spec, tag=ref, build_args=dict(spec.build_args),
+                labels={"madcache.model": spec.name, "madcache.key": key.digest}, on_line=on_line)
+
+        image, event = service.obtain(spec, key, ref, params,
+                                      run_config(spec, params, state.additional_context), build)
+        _emit(item, event)
+        return image
+    except BuildFailed as exc:
+        pytest.fail(f"{item.nodeid}: the Docker build of model {spec.name!r} failed: {exc}\n"
+                    f"--- last lines of the build log ---\n{exc.tail()}", pytrace=False)
+    except ImageError as exc:
+        pytest.fail(f"{item.nodeid}: no image for model {spec.name!r}: {exc}", pytrace=False)
+    finally:
+        _flush_warning(item)
+
+
+def _flush_warning(item: pytest.Item) -> None:
+    """Attach a warning raised while getting the image to this test's report (for the summary)."""
+    state = _state(item.config)
+    if state.pending_warning:
+        _emit(item, {"kind": "warning", "text": state.pending_warning})
+        state.pending_warning = None
+
+
+def _live(item: pytest.Item) -> Optional[Callable[[str], None]]:
+    """With --live-output: lines to the terminal as they come (in-process runs only)."""
+    state = _state(item.config)
+    if state.is_worker:
+        return None
+    return lambda line: _write(item.config, line)
+
+
+@pytest.fixture
+def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callable[..., RunResult]:
+    """A callable `model_run(command=None, env=None, timeout=None, **run_options) -> RunResult`.
+
+    Runs a container from `model_image`; the mark's run options are the
+    defaults, the call's win.  Every run becomes a row of `--output`.
+    """
+    item = request.node
+    config = request.config
+    state = _state(config)
+    spec = model_image.model
+    base_dir = Path(str(item.path)).parent
+
+    def run(command: Any = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            **overrides: Any) -> RunResult:
+        unknown = sorted(set(overrides) - set(RUN_KWARGS))
+        if unknown:
+            raise TypeError(f"model_run() got unknown keyword argument(s) {', '.join(unknown)}; "
+                            f"known: command, env, timeout, {', '.join(k for k in RUN_KWARGS if k not in ('command', 'env', 'timeout'))}")
+        try:
+            options = run_options(dict(overrides, command=command, env=env, timeout=timeout), base_dir,
+                                  f"{item.nodeid}: model_run()", defaults=spec.run)
+        except ModelMarkError as exc:
+            raise ValueError(str(exc)) from None
+        start = time.time()
+        result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
+                                                       on_line=_live(item) if state.live_output else None)
+        if result is None:
+            raise RuntimeError("no pytest_madcache_run_model implementation returned a result")
+        if result.performance is None and result.logs:  # a replacement run may leave parsing to us
+            result.performance, result.metric = parse_performance(result.logs)
+        result.cache_hit = model_image.cache_hit
+        _emit(item, run_row(
+            model=spec.name, tags=spec.tags, params=model_image.params, dockerfile=str(spec.dockerfile),
+            image=model_image.tag, image_id=model_image.image_id, performance=result.performance,
+            metric=result.metric, status=result.status, build_duration=model_image.build_duration,
+            duration=result.duration, cache_hit=model_image.cache_hit if state.summary.enabled else None,
+            cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start))
+        return result
+
+    return run

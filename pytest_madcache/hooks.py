@@ -1,0 +1,62 @@
+"""Hook specifications of pytest-madcache, registered in `pytest_addhooks`.
+
+They let a suite add what decides its image (key material) and replace how
+images are built or models are run (a remote builder, a cluster launcher, a
+fake for tests).  The plugin's own implementations are `trylast`, so any
+implementation in a conftest or plugin is called first and, for the
+firstresult hooks, wins by returning something other than None.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+
+import pytest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import BuildResult
+    from .model import ModelSpec
+    from .runner import RunOptions, RunResult
+
+
+@pytest.hookspec()
+def pytest_madcache_key_material(item: pytest.Item, model: "ModelSpec") -> Optional[Mapping[str, Any]]:
+    """Return extra values that decide the image of `item` (e.g. a base image digest).
+
+    Every implementation is called; the returned dicts are merged (values
+    must be JSON-like) and join the cache key under ``params.key_material``.
+    Return None to add nothing.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_madcache_build_image(
+    config: pytest.Config,
+    model: "ModelSpec",
+    tag: str,
+    build_args: Mapping[str, str],
+    labels: Mapping[str, str],
+    on_line: Optional[Callable[[str], None]],
+) -> "Optional[Union[BuildResult, str]]":
+    """Build the image of `model` tagged `tag`; return a BuildResult or an image id.
+
+    Called only when an image must be built (a cache miss, `--force-rebuild`,
+    or with the cache disabled).  The image must exist in the engine the
+    plugin uses (DOCKER_HOST) when the cache is enabled, since it is saved
+    from there.  Raise `pytest_madcache.engine.BuildFailed` to report a
+    failed build with its log.  Stops at the first non-None result.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_madcache_run_model(
+    config: pytest.Config,
+    image: Any,
+    options: "RunOptions",
+    on_line: Optional[Callable[[str], None]],
+) -> "Optional[RunResult]":
+    """Run the model in `image` (a `ModelImage`) with `options`; return a RunResult.
+
+    `on_line` is set with `--live-output`: call it with each line of output
+    as it comes.  Stops at the first non-None result.
+    """

@@ -1,0 +1,162 @@
+"""Summary statistics and the results CSV, from plain event dicts.
+
+Events are plain dicts so they travel unchanged from xdist workers to the
+controller in a report's `user_properties`; the controller (or the single
+process) aggregates them here.  Column names follow madengine's performance
+CSV where it has one (model, tags, args, docker_file, docker_image,
+docker_sha, performance, metric, status, build_duration, test_duration).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+from .progress import human_bytes
+
+__all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines"]
+
+CSV_COLUMNS = (
+    "model", "tags", "args", "docker_file", "docker_image", "docker_sha",
+    "performance", "metric", "status", "build_duration", "test_duration",
+    "cache_hit", "cache_id", "params", "nodeid",
+)
+
+
+@dataclass
+class Summary:
+    """What the cache did in one session (all workers together)."""
+
+    enabled: bool = False
+    hits: int = 0
+    misses: int = 0
+    present: int = 0  # hits where the engine already had the image
+    builds: int = 0
+    bytes_loaded: int = 0
+    load_seconds: float = 0.0
+    build_seconds: float = 0.0
+    saved_seconds: float = 0.0  # recorded build time of the entries that hit
+    waited_seconds: float = 0.0
+    reused: int = 0  # images used again within the session without asking the cache
+    fetched_bytes: int = 0  # from a remote cache
+    pushed_bytes: int = 0  # to a remote cache
+    warnings: List[str] = field(default_factory=list)
+    runs: List[Dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "image":
+            self._add_image(event)
+        elif kind == "run":
+            self.runs.append(dict(event))
+        elif kind == "warning":
+            text = str(event.get("text"))
+            if text not in self.warnings:
+                self.warnings.append(text)
+
+    def _add_image(self, e: Mapping[str, Any]) -> None:
+        if e.get("reused"):
+            self.reused += 1
+            return
+        if e.get("built"):
+            self.builds += 1
+            self.build_seconds += float(e.get("build_seconds") or 0.0)
+        if not e.get("cached"):
+            return
+        self.waited_seconds += float(e.get("waited") or 0.0)
+        self.fetched_bytes += int(e.get("fetched_bytes") or 0)
+        self.pushed_bytes += int(e.get("pushed_bytes") or 0)
+        if e.get("hit"):
+            self.hits += 1
+            self.bytes_loaded += int(e.get("bytes_loaded") or 0)
+            self.load_seconds += float(e.get("load_seconds") or 0.0)
+            self.saved_seconds += float(e.get("entry_build_seconds") or 0.0)
+            if e.get("how") == "present":
+                self.present += 1
+        else:
+            self.misses += 1
+
+    def mark_failed(self, nodeid: str) -> None:
+        """A test that failed after its run: its runs are not good results."""
+        for run in self.runs:
+            if run.get("nodeid") == nodeid and run.get("status") == "SUCCESS":
+                run["status"] = "FAILURE"
+
+    @property
+    def used(self) -> bool:
+        return bool(self.hits or self.misses or self.builds or self.reused or self.runs or self.warnings)
+
+
+def summary_lines(s: Summary) -> List[str]:
+    """The terminal summary, one fact per line."""
+    lines: List[str] = []
+    if s.enabled:
+        lines.append(f"cache hits: {s.hits} ({s.present} already in the engine), misses: {s.misses}"
+                     + (f", reused in this session: {s.reused}" if s.reused else ""))
+        lines.append(f"bytes loaded: {human_bytes(s.bytes_loaded)} in {s.load_seconds:.1f} s; "
+                     f"build time: {s.build_seconds:.1f} s ({s.builds} builds)")
+        net = s.saved_seconds - s.load_seconds
+        lines.append(f"build time saved: {s.saved_seconds:.1f} s (recorded build durations of the hits; "
+                     f"{net:.1f} s net of loading)")
+        if s.fetched_bytes or s.pushed_bytes:
+            lines.append(f"remote cache: fetched {human_bytes(s.fetched_bytes)}, pushed {human_bytes(s.pushed_bytes)}")
+        if s.waited_seconds >= 0.05:
+            lines.append(f"waited for other processes building the same image: {s.waited_seconds:.1f} s")
+    else:
+        lines.append(f"cache disabled (use --enable-cache): {s.builds} builds in {s.build_seconds:.1f} s")
+    if s.runs:
+        good = sum(1 for r in s.runs if r.get("status") == "SUCCESS")
+        lines.append(f"model runs: {len(s.runs)} ({good} SUCCESS, {len(s.runs) - good} FAILURE)")
+    for w in s.warnings:
+        lines.append(f"warning: {w}")
+    return lines
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def write_csv(path: Path, runs: Iterable[Mapping[str, Any]]) -> int:
+    """One row per model run; written atomically so a reader never sees half a file."""
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(runs, key=lambda r: (str(r.get("nodeid")), float(r.get("seq_time") or 0.0)))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: _cell(r.get(c)) for c in CSV_COLUMNS})
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], dockerfile: str, image: str,
+            image_id: str, performance: Optional[float], metric: Optional[str], status: str,
+            build_duration: Optional[float], duration: float, cache_hit: Optional[bool],
+            cache_id: Optional[str], nodeid: str, seq_time: float) -> Dict[str, Any]:
+    """A run event with the CSV's fields (plain values only: it crosses process boundaries)."""
+    return {
+        "kind": "run", "model": model, "tags": list(tags),
+        "args": " ".join(f"{k}={v}" for k, v in params.items()),
+        "params": {str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else repr(v))
+                   for k, v in params.items()},
+        "docker_file": dockerfile, "docker_image": image, "docker_sha": image_id,
+        "performance": performance, "metric": metric, "status": status,
+        "build_duration": build_duration, "test_duration": duration,
+        "cache_hit": "" if cache_hit is None else ("yes" if cache_hit else "no"),
+        "cache_id": cache_id, "nodeid": nodeid, "seq_time": seq_time,
+    }

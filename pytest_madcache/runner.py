@@ -1,0 +1,201 @@
+"""Run a model container from an image with the docker SDK, without pytest.
+
+A model run is a container: a command, its environment, GPUs, shared memory,
+IPC mode and volumes.  The container is always removed afterwards, also on
+Ctrl-C or a timeout, so repeated runs leave nothing behind.  The result keeps
+the exit code, logs, duration and the model's figure of merit, read from the
+last `performance: <value> <metric>` line as madengine does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = ["RunOptions", "RunResult", "container_kwargs", "run_container", "parse_performance",
+           "normalise_volumes", "RunError"]
+
+ROCM_DEVICES = ("/dev/kfd", "/dev/dri")
+
+_PERF_RE = re.compile(r"^\s*performance:\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s+(\S.*?)\s*$")
+
+
+class RunError(RuntimeError):
+    """The container could not be created or started (not: the model failed)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a model's container; unset values are left to the engine."""
+
+    command: Optional[Union[str, List[str]]] = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: Optional[float] = None
+    gpus: Optional[Union[str, int, List[str]]] = None  # NVIDIA: "all", a count, or device ids
+    rocm: bool = False  # AMD: /dev/kfd and /dev/dri, group video
+    devices: Sequence[str] = ()
+    shm_size: Optional[Union[str, int]] = None
+    ipc_mode: Optional[str] = None
+    volumes: Sequence[str] = ()  # "host:container[:mode]", host paths absolute
+    network_mode: Optional[str] = None
+
+
+@dataclass
+class RunResult:
+    """What one model run produced."""
+
+    exit_code: int
+    logs: str
+    duration: float
+    performance: Optional[float] = None
+    metric: Optional[str] = None
+    timed_out: bool = False
+    cache_hit: Optional[bool] = None
+    image: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def status(self) -> str:
+        """madengine's status words."""
+        return "SUCCESS" if self.ok else "FAILURE"
+
+
+def parse_performance(logs: str) -> Tuple[Optional[float], Optional[str]]:
+    """The value and metric of the last `performance: <value> <metric>` line."""
+    for line in reversed(logs.splitlines()):
+        match = _PERF_RE.match(line)
+        if match:
+            return float(match.group(1)), match.group(2)
+    return None, None
+
+
+def normalise_volumes(volumes: Any, base_dir: Path) -> List[str]:
+    """`{"host": "/container"}`, `{"host": {"bind": ..., "mode": ...}}` or `["host:/c[:ro]"]`
+    -> `["/abs/host:/c:mode"]`; relative host paths are taken from `base_dir`."""
+    items: List[Tuple[str, str, str]] = []
+    if isinstance(volumes, Mapping):
+        for host, target in volumes.items():
+            if isinstance(target, Mapping):
+                bind, mode = target.get("bind"), target.get("mode", "rw")
+            else:
+                bind, mode = target, "rw"
+            if not isinstance(bind, str):
+                raise ValueError(f"{host!r}: the container path must be a string, got {bind!r}")
+            items.append((str(host), bind, str(mode)))
+    elif isinstance(volumes, (list, tuple)):
+        for spec in volumes:
+            if not isinstance(spec, str) or spec.count(":") not in (1, 2):
+                raise ValueError(f"{spec!r} must look like 'host:container' or 'host:container:ro'")
+            parts = spec.split(":")
+            items.append((parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"))
+    else:
+        raise ValueError(f"{volumes!r} must be a dict or a list of 'host:container[:mode]'")
+    out = []
+    for host, bind, mode in items:
+        if not bind.startswith("/"):
+            raise ValueError(f"container path {bind!r} must be absolute")
+        if mode not in ("rw", "ro") and not set(mode.split(",")) <= {"rw", "ro", "z", "Z", "shared", "slave",
+                                                                        "private", "rshared", "rslave", "rprivate"}:
+            raise ValueError(f"mode {mode!r} of {host!r} is not a volume mode")
+        is_named = not (host.startswith((".", "/", "~")) or os.sep in host)
+        if not is_named:
+            p = Path(host).expanduser()
+            host = str((p if p.is_absolute() else base_dir / p).resolve())
+        out.append(f"{host}:{bind}:{mode}")
+    return out
+
+
+def container_kwargs(options: RunOptions) -> Dict[str, Any]:
+    """Keyword arguments for `client.containers.create` (pure: testable without an engine)."""
+    kwargs: Dict[str, Any] = {"environment": dict(options.env)}
+    if options.command is not None:
+        kwargs["command"] = options.command
+    devices = list(options.devices)
+    if options.gpus is not None:
+        from docker.types import DeviceRequest
+
+        if options.gpus == "all":
+            req = DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])
+        elif isinstance(options.gpus, int):
+            req = DeviceRequest(driver="nvidia", count=options.gpus, capabilities=[["gpu"]])
+        else:
+            req = DeviceRequest(driver="nvidia", device_ids=list(options.gpus), capabilities=[["gpu"]])
+        kwargs["device_requests"] = [req]
+    if options.rocm:
+        devices += [f"{d}:{d}:rwm" for d in ROCM_DEVICES if not any(x.split(":")[0] == d for x in devices)]
+        kwargs["group_add"] = ["video"]
+    if devices:
+        kwargs["devices"] = devices
+    if options.shm_size is not None:
+        kwargs["shm_size"] = options.shm_size
+    if options.ipc_mode is not None:
+        kwargs["ipc_mode"] = options.ipc_mode
+    if options.volumes:
+        kwargs["volumes"] = list(options.volumes)
+    if options.network_mode is not None:
+        kwargs["network_mode"] = options.network_mode
+    return kwargs
+
+
+def run_container(client: Any, image: str, options: RunOptions,
+                  on_line: Optional[Callable[[str], None]] = None) -> RunResult:
+    """Create, start and wait for a container; always remove it.
+
+    With `on_line`, output is streamed line by line as it comes (the caller
+    decides where it goes).  A timeout kills the container (exit code 137,
+    `timed_out` set).  Ctrl-C removes the container and re-raises.
+    """
+    from docker.errors import DockerException
+
+    try:
+        container = client.containers.create(image, detach=True, **container_kwargs(options))
+    except DockerException as exc:
+        raise RunError(f"cannot create a container from {image}: {exc}") from None
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        with contextlib.suppress(Exception):
+            container.kill()
+
+    timer = threading.Timer(options.timeout, kill) if options.timeout else None
+    start = time.monotonic()
+    try:
+        try:
+            container.start()
+        except DockerException as exc:
+            raise RunError(f"cannot start a container from {image}: {exc}") from None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        if on_line is not None:
+            with contextlib.suppress(Exception):  # a broken stream still leaves wait() below
+                pending = b""
+                for chunk in container.logs(stream=True, follow=True):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode("utf-8", "replace"))
+                if pending:
+                    on_line(pending.decode("utf-8", "replace"))
+        status = container.wait(timeout=None)
+        duration = time.monotonic() - start
+        exit_code = int(status.get("StatusCode", -1))
+        logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+    finally:
+        if timer:
+            timer.cancel()
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+    performance, metric = parse_performance(logs)
+    return RunResult(exit_code=exit_code, logs=logs, duration=duration, performance=performance, metric=metric,
+                     timed_out=timed_out.is_set(), image=image)
