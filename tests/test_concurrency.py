@@ -43,6 +43,8 @@ def image_ids(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ids.append(factory.build(ctx).image_id)
     yield ids
     factory.cleanup()
+    for image_id in ids:  # with the tags loads gave them
+        engine.remove(image_id)
 
 
 def _save_worker(directory: str, image_ids: List[str], worker: int, count: int, max_entries: int,
@@ -170,8 +172,8 @@ def test_kill_9_mid_save_leaves_a_usable_cache(cache_dir: Path, image_ids: List[
                                                tmp_path: Path) -> None:
     """SIGKILL during a 100 MB save: earlier entries still load, verify is clean, the leftovers are collected."""
     factory = ImageFactory(engine, tmp_path / "big")
+    big = factory.make({"big.bin": 100 * MB}).image_id
     try:
-        big = factory.make({"big.bin": 100 * MB}).image_id
         store = Store(cache_dir, engine=engine, max_entries=50)
         earlier = [store.save(image_ids[i], key(f"earlier{i}"), image_name=f"earlier{i}") for i in (0, 3)]
         blobs_before = {p.name for p in store.blob_dir.iterdir()}
@@ -206,6 +208,7 @@ def test_kill_9_mid_save_leaves_a_usable_cache(cache_dir: Path, image_ids: List[
         assert reopened.verify().ok
     finally:
         factory.cleanup()
+        engine.remove(big)
 
 
 def test_save_survives_gc_collecting_its_blobs_between_check_and_commit(

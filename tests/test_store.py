@@ -52,6 +52,7 @@ class Images:
         ctx = write_context(workdir / "variants", {"base.bin": os.urandom(BASE_SIZE)})
         lines = (ctx / "Dockerfile").read_text().splitlines()
         self.variants: List[BuildResult] = []
+        self.ids: List[str] = []  # every image built here; removed by id (all tags) at teardown
         for i in range(3):
             (ctx / f"v{i}.bin").write_bytes(os.urandom(VARIANT_SIZE))
             df = ctx / f"Dockerfile.v{i}"
@@ -59,19 +60,29 @@ class Images:
             tag = f"madcache-test-variant{i}-{secrets.token_hex(3)}:latest"
             factory.tags.append(tag)
             self.variants.append(engine.build(ctx, dockerfile=df, tag=tag))
+        self.ids += [v.image_id for v in self.variants]
 
     def unique(self, size: int = 2 * MB) -> BuildResult:
         """An image sharing no layer with any other: FROM scratch plus random bytes."""
         ctx = write_context(self.workdir / secrets.token_hex(4), {"u.bin": size}, base=False)
-        return self.factory.build(ctx)
+        result = self.factory.build(ctx)
+        self.ids.append(result.image_id)
+        return result
+
+    def cleanup(self) -> None:
+        """Remove every image built here with all the tags loads gave it."""
+        self.factory.cleanup()
+        for image_id in self.ids:
+            self.engine.remove(image_id)
 
 
 @pytest.fixture(scope="module")
 def imgs(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     workdir = tmp_path_factory.mktemp("store-images")
     factory = ImageFactory(engine, workdir)
-    yield Images(engine, factory, workdir)
-    factory.cleanup()
+    images = Images(engine, factory, workdir)
+    yield images
+    images.cleanup()
 
 
 @pytest.fixture
@@ -287,6 +298,7 @@ def test_tampered_blob_makes_get_or_build_build(store: Store, imgs: Images, engi
     tag = f"madcache-test-{secrets.token_hex(4)}:latest"
     imgs.factory.tags.append(tag)
     first = engine.build(ctx, tag=tag)
+    imgs.ids.append(first.image_id)
     k = cache_key("tamper-gob")
     entry = store.save(first.image_id, k, image_name="madcache-gob")
     flip_a_byte(store.blob_path(entry.layers[0]))
@@ -296,7 +308,9 @@ def test_tampered_blob_makes_get_or_build_build(store: Store, imgs: Images, engi
 
     def build() -> BuildResult:
         builds.append(1)
-        return engine.build(ctx, tag=tag)
+        result = engine.build(ctx, tag=tag)
+        imgs.ids.append(result.image_id)
+        return result
 
     outcome = store.get_or_build(k, build, image_name="madcache-gob")
     assert builds == [1]
