@@ -327,9 +327,13 @@ class RemoteCache:
 
     def __init__(self, registry: Registry, log: Any = None) -> None:
         self.registry = registry
-        self.log = log or (lambda message: None)
+        self.log = log  # a Store sets this to its own log when left None
         self.disabled: Optional[str] = None
         self.stats = RemoteStats()
+
+    def _say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
 
     @classmethod
     def from_setting(cls, remote: str, log: Any = None, env: Mapping[str, str] = os.environ) -> "RemoteCache":
@@ -338,7 +342,7 @@ class RemoteCache:
     def _off(self, exc: Exception) -> None:
         if self.disabled is None:
             self.disabled = str(exc)
-            self.log(f"Warning: remote cache {self.registry.ref} unavailable ({exc}); using the local cache only")
+            self._say(f"Warning: remote cache {self.registry.ref} unavailable ({exc}); using the local cache only")
 
     def fetch(self, store: Any, key: str) -> Optional[Tuple[Any, int]]:
         """Import the entry for `key` into `store` (missing blobs only); (entry, bytes) or None."""
@@ -359,7 +363,7 @@ class RemoteCache:
         except RemoteUnavailable as exc:
             self._off(exc)
         except RemoteError as exc:
-            self.log(f"Warning: could not fetch key {key[:12]} from {self.registry.ref}: {exc}")
+            self._say(f"Warning: could not fetch key {key[:12]} from {self.registry.ref}: {exc}")
         return None
 
     def push(self, store: Any, entry: Any) -> int:
@@ -378,7 +382,7 @@ class RemoteCache:
         except RemoteUnavailable as exc:
             self._off(exc)
         except (RemoteError, OSError) as exc:
-            self.log(f"Warning: could not push {entry.id} to {self.registry.ref}: {exc}")
+            self._say(f"Warning: could not push {entry.id} to {self.registry.ref}: {exc}")
         return sent
 
     def _mark_used(self, entry: Any) -> None:

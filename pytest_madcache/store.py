@@ -455,6 +455,8 @@ class Store:
         self.lock_timeout = lock_timeout
         self.log = log or (lambda message: None)
         self.remote = remote  # a remote.RemoteCache, consulted on a local miss
+        if remote is not None and getattr(remote, "log", None) is None:
+            remote.log = lambda message: self.log(message)  # follows later changes of self.log
         self._index_memo: Optional[Tuple[Tuple[int, int, int], Dict[str, Entry]]] = None
         self._lock_depth = 0
         self._ensure_layout()

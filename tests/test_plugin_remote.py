@@ -1,0 +1,65 @@
+"""`pytest --enable-cache --cache-remote REGISTRY/REPO`: a second machine hits through the registry."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from pytest_madcache.store import Store
+from tests.plugin_helpers import remove_images, tiny_context
+
+pytestmark = pytest.mark.engine
+
+SUITE = """
+import pytest
+
+@pytest.mark.model("{name}", context="ctx")
+def test_model(model_run):
+    result = model_run()
+    assert result.ok and result.performance == 7.0
+"""
+
+
+@pytest.fixture
+def remote_model(engine, pytester):
+    name = f"remote{secrets.token_hex(3)}"
+    tiny_context(pytester.path / "ctx", ['CMD ["sh", "-c", "echo performance: 7 it/s"]'],
+                 files={"weights.txt": secrets.token_hex(5000)})
+    pytester.makepyfile(SUITE.format(name=name))
+    yield name
+    remove_images(engine, f"madcache.model={name}")
+
+
+def test_second_machine_hits_through_the_registry(pytester, remote_model, engine, registry, tmp_path):
+    remote = f"{registry}/plugin-{secrets.token_hex(3)}"
+    first = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "a"),
+                               "--cache-remote", remote)
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["*Cache miss. Will build Docker image and save to cache.*"])
+
+    # "Another machine": an empty cache directory and an engine without the image.
+    remove_images(engine, f"madcache.model={remote_model}")
+    second = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "b"),
+                                "--cache-remote", remote)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["*Cache hit! Loading Docker image from cache: run_*"])
+    assert "Cache miss" not in second.stdout.str()
+    assert [e.id for e in Store(tmp_path / "b").entries()] == [e.id for e in Store(tmp_path / "a").entries()]
+
+
+def test_unreachable_registry_warns_once_and_tests_go_on(pytester, remote_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("MADCACHE_REMOTE", "127.0.0.1:9/nowhere")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "c"))
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert out.count("remote cache 127.0.0.1:9/nowhere unavailable") == 1
+    assert "using the local cache only" in out
+    assert len(Store(tmp_path / "c").entries()) == 1
+
+
+def test_bad_remote_value_is_a_usage_error(pytester, tmp_path):
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--enable-cache", "--cache-dir", str(tmp_path / "c"), "--cache-remote", "no-repo")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid value 'no-repo' for remote from option --cache-remote*"])
