@@ -72,8 +72,10 @@ def key_prefix() -> str:
     return f"{prefix}-{env('RUNNER_OS', 'os')}-{env('RUNNER_ARCH', 'arch')}-"
 
 
-def state_file() -> Path:
-    return Path(env("RUNNER_TEMP", "/tmp")) / "madcache-gha-state.json"
+def state_file(directory: Path) -> Path:
+    """Per cache directory, so that one job can use two caches."""
+    tag = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+    return Path(env("RUNNER_TEMP", "/tmp")) / f"madcache-gha-{tag}.json"
 
 
 # -- what is in a cache directory, without pytest-madcache ---------------------
@@ -200,8 +202,8 @@ def cmd_setup() -> int:
         "save": save,
         "restored": st,
     }
-    state_file().write_text(json.dumps(state))
-    export("MADCACHE_GHA_STATE", state_file())
+    state_file(directory).write_text(json.dumps(state))
+    export("MADCACHE_GHA_STATE", state_file(directory))
     set_output("cache-hit", "true" if matched else "false")
     set_output("matched-key", matched)
     set_output("entries", st["entries"])
@@ -214,8 +216,10 @@ def cmd_setup() -> int:
 
 
 def cmd_finish() -> int:
+    given = inp("path")
+    where = state_file(cache_dir(given)) if given else Path(env("MADCACHE_GHA_STATE", str(state_file(cache_dir(".madcache")))))
     try:
-        state = json.loads(Path(env("MADCACHE_GHA_STATE", str(state_file()))).read_text())
+        state = json.loads(where.read_text())
     except (OSError, ValueError):
         state = {}
     directory = cache_dir(inp("path") or state.get("dir") or env("MADCACHE_DIR", ".madcache"))

