@@ -208,3 +208,71 @@ def test_action_interfaces():
     assert "actions/cache/restore@v4" in uses
     save = yaml.safe_load((ACTION_DIR / "save" / "action.yml").read_text())
     assert "actions/cache/save@v4" in [s.get("uses") for s in save["runs"]["steps"]]
+
+
+# -- the action's helper on its own (no act, no engine) -------------------------
+
+def _helper(tmp_path, command, inputs, extra_env=None):
+    """Run github_action/lib/madcache_gha.py as the composite steps do; return outputs, env, summary, log."""
+    import os
+
+    files = {name: tmp_path / name for name in ("output", "env", "summary")}
+    for f in files.values():
+        f.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MADCACHE_", "GITHUB_"))}
+    env.update({
+        "GITHUB_WORKSPACE": str(tmp_path / "ws"), "RUNNER_TEMP": str(tmp_path), "RUNNER_OS": "Linux",
+        "RUNNER_ARCH": "X64", "GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "2",
+        "GITHUB_OUTPUT": str(files["output"]), "GITHUB_ENV": str(files["env"]),
+        "GITHUB_STEP_SUMMARY": str(files["summary"]),
+    })
+    env.update(extra_env or {})
+    env.update({"MADCACHE_GHA_IN_" + k.upper().replace("-", "_"): v for k, v in inputs.items()})
+    (tmp_path / "ws").mkdir(exist_ok=True)
+    proc = t.run([t.sys.executable, str(ACTION_DIR / "lib" / "madcache_gha.py"), command], env=env, timeout=120)
+    parse = lambda f: dict(line.split("=", 1) for line in f.read_text().splitlines() if "=" in line)
+    return proc, parse(files["output"]), parse(files["env"]), files["summary"].read_text()
+
+
+def test_helper_keys_setup_and_finish_decisions(tmp_path):
+    proc, out, _, _ = _helper(tmp_path, "keys", {"key-prefix": "mc", "path": ".mc"})
+    assert proc.returncode == 0, proc.stdout
+    assert out == {"prefix": "mc-Linux-X64-", "key": "mc-Linux-X64-77-2", "path": ".mc"}
+
+    cache = tmp_path / "ws" / ".mc"
+    (cache / "blobs" / "sha256").mkdir(parents=True)
+    (cache / "blobs" / "sha256" / ("ab" * 32)).write_bytes(b"x" * 10)  # an orphan blob: prune collects it
+    inputs = {"path": ".mc", "key-prefix": "mc", "key": "mc-Linux-X64-77-2", "matched-key": "",
+              "max-entries": "3", "max-size-gb": "2", "ttl": "7d", "save": "always", "read-only": "false"}
+    proc, out, exported, _ = _helper(tmp_path, "setup", inputs)
+    assert proc.returncode == 0, proc.stdout
+    assert exported["MADCACHE_DIR"] == str(cache) and exported["MADCACHE_ENABLED"] == "1"
+    assert (exported["MADCACHE_MAX_ENTRIES"], exported["MADCACHE_MAX_SIZE_GB"], exported["MADCACHE_TTL"]) == ("3", "2", "7d")
+    assert out["cache-hit"] == "false" and out["entries"] == "0"
+    state_env = dict(exported)
+
+    # on-success with a failed job, and never: no save (and no pruning for never).
+    proc, out, _, _ = _helper(tmp_path, "finish", {"job-status": "failure", "save": "on-success"}, state_env)
+    assert out["save"] == "false" and "the job status is failure" in proc.stdout
+    proc, out, _, _ = _helper(tmp_path, "finish", {"save": "never"}, state_env)
+    assert out["save"] == "false"
+
+    # Pruning collected the orphan blob: the cache changed, so it saves (save: always, job failed).
+    proc, out, _, summary = _helper(tmp_path, "finish", {"job-status": "failure"}, state_env)
+    assert out["save"] == "true" and out["key"] == "mc-Linux-X64-77-2" and out["path"] == ".mc", proc.stdout
+    assert "yes, as `mc-Linux-X64-77-2`" in summary
+    assert not (cache / "blobs" / "sha256" / ("ab" * 32)).exists()
+
+    # Against a fresh setup of the pruned directory, nothing changed: no save, and the summary says why.
+    proc, out, state_env, _ = _helper(tmp_path, "setup", inputs)
+    proc, out, _, summary = _helper(tmp_path, "finish", {}, state_env)
+    assert out["save"] == "false", proc.stdout
+    assert "the cache did not change" in summary and "| Misses (entries built and added) | 0 |" in summary
+
+
+def test_helper_read_only_never_saves_and_bad_policy_fails(tmp_path):
+    inputs = {"path": ".mc", "key": "k", "save": "always", "read-only": "true"}
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs)
+    assert exported["MADCACHE_GHA_SAVE"] == "never"
+    proc, _, _, _ = _helper(tmp_path, "setup", {"path": ".mc", "key": "k", "save": "sometimes"})
+    assert proc.returncode != 0 and "expected one of on-success, always, never" in proc.stdout
