@@ -193,7 +193,7 @@ class Bench:
 
     def remove(self, *refs: str) -> None:
         for ref in refs:
-            self.engine.remove(ref, force=True)
+            self.engine.remove(ref, force=True, prune_parents=True)
         self.engine.forget_layers()
 
     def engine_has_prefix(self) -> int:
@@ -360,14 +360,14 @@ class Bench:
     def cleanup(self) -> None:
         for ref in [*self.refs, *self.ids]:
             try:
-                self.engine.remove(ref, force=True)
+                self.engine.remove(ref, force=True, prune_parents=True)
             except Exception as exc:  # keep going: remove as much as we can
                 log(f"could not remove {ref}: {exc}")
         # Anything else still carrying our prefix (loads re-create tags).
         try:
             for img in self.engine.api.images(all=True):
                 if any(t.startswith(self.prefix) for t in img.get("RepoTags") or []):
-                    self.engine.remove(img["Id"], force=True)
+                    self.engine.remove(img["Id"], force=True, prune_parents=True)
         except Exception as exc:
             log(f"cleanup listing failed: {exc}")
 

@@ -334,8 +334,8 @@ def cmd_verify(args: argparse.Namespace, settings: _settings.Settings, out: _Out
             out(f"  corrupt blob: {d}")
         for d in report.missing_blobs:
             out(f"  missing blob: {d}")
-        for i in report.dropped_entries:
-            out(f"  dropped entry: {i}")
+        for i in report.broken_entries:
+            out(f"  {'dropped' if i in report.dropped_entries else 'broken'} entry: {i}")
         out("All blobs match their digests." if report.ok else "Problems found; broken entries were dropped.")
     return 0 if report.ok else 1
 

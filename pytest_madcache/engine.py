@@ -103,9 +103,12 @@ class Engine:
         except DockerException as exc:
             raise EngineError(f"cannot tag {image_id} as {reference}: {exc}") from None
 
-    def remove(self, ref: str, force: bool = True) -> None:
+    def remove(self, ref: str, force: bool = True, prune_parents: bool = False) -> None:
+        """Remove an image.  Untagged parents are kept unless asked: pruning them
+        races with concurrent builds that use them as build cache ("unknown
+        parent image ID")."""
         try:
-            self.api.remove_image(ref, force=force, noprune=False)
+            self.api.remove_image(ref, force=force, noprune=not prune_parents)
         except (ImageNotFound, NotFound):
             pass
         except DockerException as exc:

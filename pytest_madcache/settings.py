@@ -233,7 +233,8 @@ def resolve(
             label = (flag_names or {}).get(opt.name)
             candidates.append((raw_flag, f"option {label}" if label else _flag_source(opt)))
         for var in opt.env:
-            if var in env:
+            # Set but empty counts as unset: CI templates pass empty inputs through `env:`.
+            if env.get(var, "").strip():
                 candidates.append((env[var], f"environment variable {var}"))
                 break
         raw_ini = ini.get(opt.ini)

@@ -216,11 +216,12 @@ class VerifyReport:
     bytes_checked: int = 0
     bad_blobs: List[str] = field(default_factory=list)
     missing_blobs: List[str] = field(default_factory=list)
-    dropped_entries: List[str] = field(default_factory=list)
+    broken_entries: List[str] = field(default_factory=list)  # reference a bad or missing blob
+    dropped_entries: List[str] = field(default_factory=list)  # removed because of that (repair=True)
 
     @property
     def ok(self) -> bool:
-        return not (self.bad_blobs or self.missing_blobs or self.dropped_entries)
+        return not (self.bad_blobs or self.missing_blobs or self.broken_entries)
 
 
 # -- file helpers --------------------------------------------------------------
@@ -503,7 +504,9 @@ class Store:
             for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys"):
                 d.mkdir(parents=True, exist_ok=True)
             if not marker.is_file():
-                atomic_write(marker, json.dumps({"format": STORE_FORMAT, "tool": "pytest-madcache"}).encode())
+                with self.lock():  # GC removes stray .tmp-* files under this lock
+                    if not marker.is_file():
+                        atomic_write(marker, json.dumps({"format": STORE_FORMAT, "tool": "pytest-madcache"}).encode())
         except OSError as exc:
             if self.dir.is_dir() and (self.dir / "index.json").exists():
                 return  # readable but not writable: listing still works
@@ -973,13 +976,23 @@ class Store:
                 fh.close()
 
     def _drop_corrupt(self, entry: Entry, why: str) -> None:
+        """Drop the entry, its bad blobs, and every other entry that needs a bad blob."""
         with contextlib.suppress(StoreError):
             with self.lock():
+                bad = set()
                 for digest in entry.blobs:
                     path = self.blob_path(digest)
-                    if path.is_file() and not _blob_ok(path, digest, entry.sizes.get(digest)):
+                    if not path.is_file():
+                        bad.add(digest)
+                    elif not _blob_ok(path, digest, entry.sizes.get(digest)):
+                        bad.add(digest)
                         with contextlib.suppress(OSError):
                             path.unlink()
+                for other in list(self._index().values()):
+                    if other.id == entry.id or bad & set(other.blobs):
+                        if other.id != entry.id:
+                            self.log(f"Dropping cache entry {other.id}: it shares a corrupt blob with {entry.id}")
+                        self._remove_entry_dir(other.id)
                 self._remove_entry_dir(entry.id)
                 self._write_index_locked()
                 self._gc_locked()
@@ -1222,6 +1235,7 @@ class Store:
                     report.missing_blobs.append(d)
                     bad.add(d)
         broken = [e for e in entries if bad & set(e.blobs)]
+        report.broken_entries = [e.id for e in broken]
         if repair and (broken or report.bad_blobs):
             with self.lock():
                 for d in report.bad_blobs:
@@ -1232,8 +1246,6 @@ class Store:
                     report.dropped_entries.append(e.id)
                 self._write_index_locked()
                 self._gc_locked()
-        else:
-            report.dropped_entries = [e.id for e in broken] if not repair else []
         return report
 
 

@@ -60,6 +60,6 @@ def remove_images(engine, label: str) -> None:
     """Remove every image carrying `label` (`key` or `key=value`)."""
     for image in engine.client.images.list(filters={"label": label}):
         try:
-            engine.client.images.remove(image.id, force=True)
+            engine.client.images.remove(image.id, force=True, noprune=True)  # keep build-cache parents
         except Exception:
             pass

@@ -191,3 +191,12 @@ def test_read_ini_file_bad_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options\nmadcache_ttl = \n")
     with pytest.raises(SettingsError, match="pyproject.toml"):
         read_ini_file(tmp_path)
+
+
+def test_empty_environment_values_count_as_unset():
+    """CI templates pass empty inputs through `env:`; an empty value must not be an error."""
+    settings = resolve({}, {"MADCACHE_MAX_ENTRIES": "", "MADCACHE_TTL": " ", "MADCACHE_DIR": "",
+                            "MADENGINE_CACHE_DIR": "/from/madengine"}, {"madcache_max_entries": "7"})
+    assert settings.max_entries == 7 and settings.source("max_entries").startswith("ini key")
+    assert settings.ttl is None
+    assert str(settings.dir) == "/from/madengine"

@@ -332,7 +332,7 @@ def test_verify_reports_and_drops_tampered_and_missing_blobs(store: Store, imgs:
 
     report = store.verify(repair=False)
     assert report.bad_blobs == [a.layers[0]] and report.missing_blobs == [b.layers[0]]
-    assert sorted(report.dropped_entries) == sorted([a.id, b.id])
+    assert sorted(report.broken_entries) == sorted([a.id, b.id]) and report.dropped_entries == []
     assert len(store.entries()) == 3  # repair=False changes nothing
 
     report = store.verify()
@@ -430,3 +430,27 @@ def test_everything_stays_inside_the_cache_dir(store: Store, imgs: Images, tmp_p
     assert list(store.tmp_dir.iterdir()) == []
     top = {p.name for p in store.dir.iterdir()}
     assert top <= {"madcache.json", "index.json", "lock", "blobs", "entries", "keys", "tmp"}
+
+
+def test_a_corrupt_shared_blob_drops_every_entry_that_needs_it(store: Store, imgs: Images, engine: Engine,
+                                                                tmp_path: Path) -> None:
+    """A load that reads a bad base blob drops every entry sharing it; the others stay."""
+    backup = Store(tmp_path / "backup", engine=engine, max_entries=10)
+    kept = [backup.save(v.image_id, key(f"shared-bad-backup{i}"), image_name=f"sbb{i}")
+            for i, v in enumerate(imgs.variants)]
+    v0 = store.save(imgs.variants[0].image_id, key("shared-bad-0"), image_name="sb0")
+    v1 = store.save(imgs.variants[1].image_id, key("shared-bad-1"), image_name="sb1")
+    other = store.save(imgs.unique().image_id, key("shared-bad-other"), image_name="sbo")
+    base = max((d for d in v0.layers if d in v1.layers), key=lambda d: v0.sizes[d])
+    flip_a_byte(store.blob_path(base))
+    for v in imgs.variants:  # the engine must lack the base (parents too) for the load to read it
+        engine.remove(v.image_id, prune_parents=True)
+    try:
+        with pytest.raises(EntryCorrupt):
+            store.load(v0)
+        assert [e.id for e in store.entries()] == [other.id]
+        assert store.verify().ok
+    finally:
+        for entry in kept:  # the module's images come back with their ids
+            backup.load(entry)
+    assert all(engine.has_image(v.image_id) for v in imgs.variants)
