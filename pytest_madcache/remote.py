@@ -176,8 +176,12 @@ class Registry:
             return None
         return int(resp.headers.get("Content-Length", "0") or 0)
 
-    def upload_blob(self, digest: str, fh: BinaryIO, size: int) -> bool:
-        """Upload unless present; a monolithic PUT streamed from `fh`.  True if sent."""
+    def upload_blob(self, digest: str, source: Any, size: int) -> bool:
+        """Upload unless present; a monolithic PUT streamed from `source`.  True if sent.
+
+        `source` is a seekable file or a callable returning a fresh reader
+        (for compressed blobs), so an auth retry can send the body again.
+        """
         if self.blob_size(digest) is not None:
             return False
         start = self._request("POST", self._url("blobs/uploads/"), ok=(202,))
@@ -187,11 +191,14 @@ class Registry:
             raise RemoteError(f"registry {self.ref.host} gave no upload location")
         location = urljoin(self._url(""), location)
         sep = "&" if "?" in location else "?"
-        fh.seek(0)
-        self._request(
-            "PUT", f"{location}{sep}digest={digest}", ok=(201, 204), data=_FileBody(fh, size),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        ).close()
+        body = _FileBody(source, size)
+        try:
+            self._request(
+                "PUT", f"{location}{sep}digest={digest}", ok=(201, 204), data=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            ).close()
+        finally:
+            body.close()
         return True
 
     def open_blob(self, digest: str) -> requests.Response:
@@ -233,10 +240,13 @@ class Registry:
 
 
 class _FileBody:
-    """A sized, seekable body that requests streams in 1 MB chunks."""
+    """A sized body that requests streams in 1 MB chunks; `seek(0)` starts it over."""
 
-    def __init__(self, fh: BinaryIO, size: int) -> None:
-        self.fh = fh
+    def __init__(self, source: Any, size: int) -> None:
+        self.opener = source if callable(source) else None
+        self.fh = source() if callable(source) else source
+        if self.opener is None:
+            self.fh.seek(0)
         self.len = size
 
     def __iter__(self) -> Iterator[bytes]:
@@ -247,7 +257,15 @@ class _FileBody:
             yield chunk
 
     def seek(self, pos: int) -> None:
-        self.fh.seek(pos)
+        if self.opener is not None:
+            self.fh.close()
+            self.fh = self.opener()
+        else:
+            self.fh.seek(pos)
+
+    def close(self) -> None:
+        if self.opener is not None:
+            self.fh.close()
 
 
 def _short(exc: BaseException) -> str:
@@ -373,9 +391,8 @@ class RemoteCache:
         sent = 0
         try:
             for digest in dict.fromkeys(entry.blobs):
-                with open(store.blob_path(digest), "rb") as fh:
-                    if self.registry.upload_blob(digest, fh, entry.sizes[digest]):
-                        sent += entry.sizes[digest]
+                if self.registry.upload_blob(digest, lambda d=digest: store.open_blob(d), entry.sizes[digest]):
+                    sent += entry.sizes[digest]
             self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry))
             self.stats.pushed_entries += 1
             self.stats.pushed_bytes += sent

@@ -115,6 +115,15 @@ def parse_remote(text: str) -> Optional[str]:
     return low
 
 
+def parse_compress(text: str) -> str:
+    low = str(text).strip().lower()
+    if low in ("", "off", "0", "false"):
+        return "none"
+    if low not in ("none", "zstd"):
+        raise ValueError("expected 'none' or 'zstd'")
+    return low
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """XDG: $XDG_CACHE_HOME/madcache, else ~/.cache/madcache."""
     xdg = env.get("XDG_CACHE_HOME")
@@ -177,6 +186,16 @@ OPTIONS: Tuple[Option, ...] = (
         parse_remote, None, "share entries through an OCI registry: REGISTRY/REPOSITORY (default off)",
         "REGISTRY/REPO",
     ),
+    Option(
+        "compress", "--cache-compress", ("MADCACHE_COMPRESS",), "madcache_compress",
+        parse_compress, "none", "store layer blobs compressed: none or zstd (default none; see the Performance page)",
+        "METHOD",
+    ),
+    Option(
+        "shared", "--cache-shared", ("MADCACHE_SHARED",), "madcache_shared", parse_bool, False,
+        "create the cache group-writable (dirs 2770 with setgid, files 0660) for several users; "
+        "default: private to the user (0700)", is_switch=True,
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -192,6 +211,8 @@ class Settings:
     max_size_gb: float
     ttl: Optional[float]
     remote: Optional[str] = None
+    compress: str = "none"
+    shared: bool = False
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -35,7 +35,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import stat
 import shutil
 import tarfile
 import time
@@ -60,6 +62,11 @@ CHUNK = 1 << 20
 GB = 1024**3
 DEFAULT_LOCK_TIMEOUT = 600.0
 MAX_SMALL_MEMBER = 64 << 20  # manifest.json, configs: anything larger is not an image archive
+ZSTD_SUFFIX = ".zst"
+COMPRESSIONS = ("none", "zstd")
+# zstd level 1 compresses model layers ~3x at 300-550 MB/s and decompresses at >1 GB/s here;
+# a layer whose first MiB shrinks by less than this factor is stored raw (random weights, archives).
+MIN_COMPRESSION_GAIN = 1.1
 
 
 class StoreError(RuntimeError):
@@ -111,6 +118,47 @@ def _hex(digest: str) -> str:
     return hexpart
 
 
+_ENTRY_ID = re.compile(r"run_[0-9]{1,20}_[0-9a-f]{1,64}")
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+
+
+def _validate_entry(entry: "Entry") -> None:
+    """Metadata read back from a cache others may write: types, ids, digests, sizes, tags.
+
+    Everything here later becomes a path, a tar header, a size we trust, or a
+    tag the engine applies, so anything odd is refused (the entry is then
+    treated as unreadable and dropped by the next repair).
+    """
+    if not _ENTRY_ID.fullmatch(entry.id):
+        raise StoreError(f"bad entry id {entry.id!r}")
+    if not isinstance(entry.layers, list) or not isinstance(entry.sizes, dict):
+        raise StoreError(f"entry {entry.id}: malformed layers or sizes")
+    if not isinstance(entry.repo_tags, list) or not all(isinstance(t, str) and _REF.fullmatch(t)
+                                                         for t in entry.repo_tags):
+        raise StoreError(f"entry {entry.id}: malformed image tags {entry.repo_tags!r}")
+    if _hex(entry.image_id) != _hex(entry.config):
+        raise StoreError(f"entry {entry.id}: image id {entry.image_id!r} is not its config digest")
+    for digest, size in entry.sizes.items():
+        _hex(digest)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 1 << 50:
+            raise StoreError(f"entry {entry.id}: bad size {size!r} for blob {digest}")
+    for digest in entry.blobs:
+        if digest not in entry.sizes:
+            raise StoreError(f"entry {entry.id}: no size for blob {digest}")
+
+
+def _no_symlink(path: Path) -> str:
+    """A lock file path, refused when it is a symbolic link.
+
+    Whoever can write the cache directory could plant `lock -> ~/.bashrc`;
+    older filelock versions open lock files with O_TRUNC and follow links.
+    """
+    if os.path.islink(path):
+        raise StoreError(f"refusing to use lock file {path}: it is a symbolic link (the cache directory may have "
+                         "been tampered with); remove it if you trust the directory")
+    return str(path)
+
+
 # -- entries -----------------------------------------------------------------
 
 
@@ -134,6 +182,7 @@ class Entry:
     build_duration: Optional[float] = None
     key_components: Dict[str, Any] = field(default_factory=dict)
     run_config: Dict[str, Any] = field(default_factory=dict)
+    stored: Dict[str, int] = field(default_factory=dict)  # blob digest -> bytes on disk (compressed or not)
     format: int = STORE_FORMAT
 
     @property
@@ -146,8 +195,11 @@ class Entry:
 
     @property
     def own_bytes(self) -> int:
-        """Bytes of every blob the entry references, shared or not."""
-        return sum(self.sizes.get(d, 0) for d in set(self.blobs))
+        """Bytes on disk of every blob the entry references, shared or not."""
+        return sum(self.disk_bytes(d) for d in set(self.blobs))
+
+    def disk_bytes(self, digest: str) -> int:
+        return self.stored.get(digest, self.sizes.get(digest, 0))
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -165,6 +217,7 @@ class Entry:
             _hex(digest)
         if not entry.id.startswith("run_") or "/" in entry.id or entry.id in (".", ".."):
             raise StoreError(f"bad entry id {entry.id!r}")
+        _validate_entry(entry)
         return entry
 
 
@@ -446,8 +499,13 @@ class Store:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         log: Optional[Callable[[str], None]] = None,
         remote: Any = None,
+        compress: Optional[str] = None,
+        shared: bool = False,
     ) -> None:
         self.dir = Path(directory).expanduser()
+        self.shared = bool(shared) or _looks_shared(self.dir)
+        if self.shared:
+            _group_writable_umask()
         self.max_entries = max_entries
         self.max_size_bytes = max_size_bytes
         self.ttl = ttl
@@ -455,6 +513,7 @@ class Store:
         self.progress = progress
         self.lock_timeout = lock_timeout
         self.log = log or (lambda message: None)
+        self.compress = _check_compression(compress)
         self.remote = remote  # a remote.RemoteCache, consulted on a local miss
         if remote is not None and getattr(remote, "log", None) is None:
             remote.log = lambda message: self.log(message)  # follows later changes of self.log
@@ -469,6 +528,8 @@ class Store:
             from .remote import RemoteCache
 
             kwargs["remote"] = RemoteCache.from_setting(settings.remote, log=kwargs.get("log"))
+        kwargs.setdefault("compress", getattr(settings, "compress", None))
+        kwargs.setdefault("shared", bool(getattr(settings, "shared", False)))
         return cls(settings.dir, max_entries=settings.max_entries, max_size_bytes=settings.max_size_bytes,
                    ttl=settings.ttl, **kwargs)
 
@@ -487,7 +548,32 @@ class Store:
         return self.dir / "tmp"
 
     def blob_path(self, digest: str) -> Path:
+        """Where the blob lives uncompressed (see `blob_file` for the file that exists)."""
         return self.blob_dir / _hex(digest)
+
+    def blob_file(self, digest: str) -> Optional[Path]:
+        """The stored file of a blob, raw or zstd-compressed, or None."""
+        raw = self.blob_dir / _hex(digest)
+        if raw.is_file():
+            return raw
+        packed = self.blob_dir / (_hex(digest) + ZSTD_SUFFIX)
+        return packed if packed.is_file() else None
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_file(digest) is not None
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """A reader of the blob's uncompressed bytes (FileNotFoundError when absent)."""
+        path = self.blob_file(digest)
+        if path is None:
+            raise FileNotFoundError(f"blob {digest} is not in {self.blob_dir}")
+        return _open_stored(path)
+
+    def _known_sizes(self) -> Dict[str, int]:
+        sizes: Dict[str, int] = {}
+        for e in self._index().values():
+            sizes.update(e.sizes)
+        return sizes
 
     def _ensure_layout(self) -> None:
         marker = self.dir / "madcache.json"
@@ -501,8 +587,7 @@ class Store:
             if all(d.is_dir() for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys")):
                 return
         try:
-            for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys"):
-                d.mkdir(parents=True, exist_ok=True)
+            self._make_dirs()
             if not marker.is_file():
                 with self.lock():  # GC removes stray .tmp-* files under this lock
                     if not marker.is_file():
@@ -511,6 +596,22 @@ class Store:
             if self.dir.is_dir() and (self.dir / "index.json").exists():
                 return  # readable but not writable: listing still works
             raise _unwritable(exc, self.dir) from None
+
+    def _make_dirs(self) -> None:
+        """Create the layout.  What we create is private to the user (0700); a shared
+        cache's directories are group-writable with the setgid bit (2770), so files
+        created in them belong to the directory's group."""
+        mode = 0o2770 if self.shared else 0o700
+        for d in (self.dir, self.dir / "blobs", self.blob_dir, self.entry_dir, self.tmp_dir, self.dir / "keys"):
+            if d.is_dir():
+                continue
+            d.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            with contextlib.suppress(OSError):
+                os.chmod(d, mode)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -526,7 +627,7 @@ class Store:
                 self._lock_depth -= 1
             return
         try:
-            lock = FileLock(str(self.dir / "lock"), timeout=self.lock_timeout)
+            lock = FileLock(_no_symlink(self.dir / "lock"), timeout=self.lock_timeout)
             with lock:
                 self._lock_depth = 1
                 try:
@@ -542,7 +643,7 @@ class Store:
     def key_lock(self, key: str, timeout: Optional[float] = None) -> Iterator[float]:
         """Single-flight per key; yields the seconds spent waiting for it."""
         start = time.monotonic()
-        lock = FileLock(str(self.dir / "keys" / f"{_hex('sha256:' + key)}.lock"),
+        lock = FileLock(_no_symlink(self.dir / "keys" / f"{_hex('sha256:' + key)}.lock"),
                         timeout=self.lock_timeout * 6 if timeout is None else timeout)
         try:
             try:
@@ -662,14 +763,14 @@ class Store:
         for e in entries:
             for d in set(e.blobs):
                 users[d] = users.get(d, 0) + 1
-        return {e.id: sum(e.sizes.get(d, 0) for d in set(e.blobs) if users[d] == 1) for e in entries}
+        return {e.id: sum(e.disk_bytes(d) for d in set(e.blobs) if users[d] == 1) for e in entries}
 
     @staticmethod
     def total_bytes(entries: Iterable[Entry]) -> int:
         sizes: Dict[str, int] = {}
         for e in entries:
             for d in e.blobs:
-                sizes[d] = e.sizes.get(d, 0)
+                sizes[d] = e.disk_bytes(d)
         return sum(sizes.values())
 
     def stats(self) -> Stats:
@@ -740,12 +841,13 @@ class Store:
         with self._lease() as lease:
             wanted = [info.id, *info.diff_ids]
             sizes = None
-            if all(self.blob_path(d).is_file() for d in wanted):
+            if all(self.has_blob(d) for d in wanted):
                 for d in wanted:
                     lease.publish(d)
                 # A concurrent GC may have collected a blob before it saw our lease: save instead.
-                with contextlib.suppress(FileNotFoundError):
-                    sizes = {d: self.blob_path(d).stat().st_size for d in wanted}
+                with contextlib.suppress(FileNotFoundError, KeyError):
+                    known = self._known_sizes()
+                    sizes = {d: _logical_size(self.blob_file(d), known.get(d)) for d in wanted}
                     config, layers = info.id, list(info.diff_ids)
             if sizes is None:
                 config, layers, sizes = self._ingest(image_id, lease)
@@ -763,9 +865,19 @@ class Store:
                 build_duration=build_duration,
                 key_components=dict(key.components) if isinstance(key, CacheKey) else {},
                 run_config=dict(run_config or {}),
+                stored=self._stored_sizes(wanted),
             )
             self._commit(entry, lease, replace)
             return entry
+
+    def _stored_sizes(self, digests: Iterable[str]) -> Dict[str, int]:
+        out = {}
+        for d in digests:
+            path = self.blob_file(d)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    out[d] = path.stat().st_size
+        return out
 
     def _commit(self, entry: Entry, lease: "_Lease", replace: bool) -> None:
         """Make a staged entry visible with one rename, then apply the limits."""
@@ -776,7 +888,7 @@ class Store:
         if entry.last_used and entry.last_used != entry.created:
             os.utime(staged / "used", (entry.last_used, entry.last_used))
         with self.lock():
-            missing = [d for d in entry.blobs if not self.blob_path(d).is_file()]
+            missing = [d for d in entry.blobs if not self.has_blob(d)]
             if missing:
                 raise _SaveConflict(missing)
             os.rename(staged, self.entry_dir / entry.id)
@@ -811,11 +923,12 @@ class Store:
                     try:
                         for digest in dict.fromkeys(entry.blobs):
                             lease.publish(digest)
-                            if self.blob_path(digest).is_file():
+                            if self.has_blob(digest):
                                 continue
                             stream = open_blob(digest)
                             try:
-                                got, size = lease.write_blob(stream, progress, expect=digest)
+                                got, size = lease.write_blob(stream, progress, expect=digest,
+                                                             size=entry.sizes.get(digest))
                             finally:
                                 close = getattr(stream, "close", None)
                                 if close:
@@ -823,6 +936,7 @@ class Store:
                             fetched += size
                     finally:
                         progress.close()
+                    entry.stored = self._stored_sizes(entry.blobs)
                     self._commit(entry, lease, replace=True)
                 return entry, fetched
             except _SaveConflict:
@@ -857,7 +971,7 @@ class Store:
                     if not member.isfile():
                         raise StoreError(f"refusing image archive member {name!r} of type {member.type!r}")
                     if name.endswith("layer.tar") or name.startswith("blobs/"):
-                        digest, size = lease.write_blob(fh, progress)
+                        digest, size = lease.write_blob(fh, progress, size=member.size)
                         digests[name] = digest
                         sizes[digest] = size
                     elif member.size <= MAX_SMALL_MEMBER:
@@ -953,7 +1067,7 @@ class Store:
             # cannot pull data from under the load (unlinked files stay readable).
             for digest in [entry.config, *send]:
                 try:
-                    files[digest] = open(self.blob_path(digest), "rb")
+                    files[digest] = self.open_blob(digest)
                 except FileNotFoundError:
                     self._drop_corrupt(entry, f"blob {digest} is missing")
             total = sum(entry.sizes.get(d, 0) for d in files)
@@ -981,8 +1095,8 @@ class Store:
             with self.lock():
                 bad = set()
                 for digest in entry.blobs:
-                    path = self.blob_path(digest)
-                    if not path.is_file():
+                    path = self.blob_file(digest)
+                    if path is None:
                         bad.add(digest)
                     elif not _blob_ok(path, digest, entry.sizes.get(digest)):
                         bad.add(digest)
@@ -1163,7 +1277,7 @@ class Store:
         referenced |= self._live_lease_digests(exclude_lease)
         removed = freed = 0
         for name in on_disk:
-            if name in referenced:
+            if name.split(".", 1)[0] in referenced:
                 continue
             path = self.blob_dir / name
             with contextlib.suppress(OSError):
@@ -1199,6 +1313,8 @@ class Store:
             if exclude is not None and path == exclude:
                 live |= _read_lines(path / "digests")
                 continue
+            if os.path.islink(path / "lock") or os.path.islink(path):
+                continue  # not ours: never follow a planted link
             probe = FileLock(str(path / "lock"), timeout=0)
             try:
                 probe.acquire()
@@ -1220,9 +1336,13 @@ class Store:
         report = VerifyReport()
         entries = list(self._index().values())
         bad: Set[str] = set()
+        paths: Dict[str, Path] = {}
         for name in sorted(os.listdir(self.blob_dir)):
+            if name.startswith("."):
+                continue
             path = self.blob_dir / name
-            digest = "sha256:" + name
+            digest = "sha256:" + name.split(".", 1)[0]
+            paths[digest] = path
             report.blobs_checked += 1
             with contextlib.suppress(OSError):
                 report.bytes_checked += path.stat().st_size
@@ -1231,7 +1351,7 @@ class Store:
                 bad.add(digest)
         for e in entries:
             for d in e.blobs:
-                if d not in bad and not self.blob_path(d).is_file():
+                if d not in bad and not self.has_blob(d):
                     report.missing_blobs.append(d)
                     bad.add(d)
         broken = [e for e in entries if bad & set(e.blobs)]
@@ -1240,13 +1360,28 @@ class Store:
             with self.lock():
                 for d in report.bad_blobs:
                     with contextlib.suppress(OSError):
-                        self.blob_path(d).unlink()
+                        paths[d].unlink()
                 for e in broken:
                     self._remove_entry_dir(e.id)
                     report.dropped_entries.append(e.id)
                 self._write_index_locked()
                 self._gc_locked()
         return report
+
+
+def _looks_shared(directory: Path) -> bool:
+    """An existing cache created shared (setgid, group-writable) stays shared for every user."""
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_ISGID and mode & stat.S_IWGRP)
+
+
+def _group_writable_umask() -> None:
+    """Shared caches: let the group read and write what this process creates (process-wide)."""
+    old = os.umask(0)
+    os.umask(old & ~0o070)
 
 
 def _run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
@@ -1264,18 +1399,50 @@ def _read_lines(path: Path) -> Set[str]:
         return set()
 
 
+def _check_compression(value: Optional[str]) -> str:
+    value = (value or "none").lower()
+    if value not in COMPRESSIONS:
+        raise StoreError(f"unknown blob compression {value!r}: use one of {', '.join(COMPRESSIONS)}")
+    if value == "zstd":
+        try:
+            import zstandard  # noqa: F401
+        except ImportError:
+            raise StoreError("compression 'zstd' needs the zstandard package: pip install 'pytest-madcache[zstd]'") from None
+    return value
+
+
+def _open_stored(path: Path) -> BinaryIO:
+    fh = open(path, "rb")
+    if path.name.endswith(ZSTD_SUFFIX):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, closefd=True)  # type: ignore[return-value]
+    return fh
+
+
+def _logical_size(path: Optional[Path], known: Optional[int]) -> int:
+    """A blob's uncompressed size: from metadata, or the raw file's size."""
+    if path is None:
+        raise FileNotFoundError("blob vanished")
+    if known is not None:
+        return known
+    if path.name.endswith(ZSTD_SUFFIX):
+        raise KeyError("size of a compressed blob no entry describes")
+    return path.stat().st_size
+
+
 def _blob_ok(path: Path, digest: str, size: Optional[int]) -> bool:
     h = hashlib.sha256()
     n = 0
     try:
-        with open(path, "rb") as fh:
+        with _open_stored(path) as fh:
             while True:
                 chunk = fh.read(CHUNK)
                 if not chunk:
                     break
                 h.update(chunk)
                 n += len(chunk)
-    except OSError:
+    except Exception:  # OSError, or zstd's own error for a damaged frame
         return False
     return h.hexdigest() == _hex(digest) and (size is None or size == n)
 
@@ -1302,35 +1469,53 @@ class _Lease:
         self._digests.write(_hex(digest) + "\n")
         self._digests.flush()
 
-    def _place(self, tmp: Path, digest: str) -> None:
+    def _place(self, tmp: Path, digest: str, suffix: str = "") -> None:
         self.publish(digest)
-        final = self.store.blob_path(digest)
-        if final.is_file():
+        existing = self.store.blob_file(digest)
+        if existing is not None:
             os.unlink(tmp)
             with contextlib.suppress(OSError):
-                os.utime(final)
+                os.utime(existing)
         else:
-            os.replace(tmp, final)
+            os.replace(tmp, self.store.blob_dir / (_hex(digest) + suffix))
 
-    def write_blob(self, fh: BinaryIO, progress: Progress, expect: Optional[str] = None) -> Tuple[str, int]:
-        """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`."""
+    def write_blob(self, fh: BinaryIO, progress: Progress, expect: Optional[str] = None,
+                   size: Optional[int] = None) -> Tuple[str, int]:
+        """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`.
+
+        With zstd compression on, the first MiB decides: a blob that does not
+        shrink by MIN_COMPRESSION_GAIN is stored raw, so random weights cost
+        no CPU on load.  `size` (when known) goes into the zstd frame header.
+        """
         tmp = self.dir / f"blob-{secrets.token_hex(6)}"
         h = hashlib.sha256()
         n = 0
-        with open(tmp, "wb") as out:
-            while True:
-                chunk = fh.read(CHUNK)
-                if not chunk:
-                    break
+        suffix = ""
+        first = fh.read(CHUNK)
+        with open(tmp, "wb") as raw_out:
+            out: Any = raw_out
+            if self.store.compress == "zstd" and first:
+                import zstandard
+
+                probe = zstandard.ZstdCompressor(level=1).compress(first)
+                if len(first) >= MIN_COMPRESSION_GAIN * len(probe):
+                    suffix = ZSTD_SUFFIX
+                    out = zstandard.ZstdCompressor(level=1, write_content_size=size is not None).stream_writer(
+                        raw_out, size=size if size is not None else -1, closefd=False)
+            chunk = first
+            while chunk:
                 h.update(chunk)
                 out.write(chunk)
                 n += len(chunk)
                 progress.update(len(chunk))
+                chunk = fh.read(CHUNK)
+            if out is not raw_out:
+                out.close()
         digest = "sha256:" + h.hexdigest()
         if expect is not None and digest != expect:
             os.unlink(tmp)
             raise StoreError(f"fetched data for {expect} hashes to {digest}; refused")
-        self._place(tmp, digest)
+        self._place(tmp, digest, suffix)
         return digest, n
 
     def write_small_blob(self, data: bytes) -> str:
@@ -1377,13 +1562,12 @@ class _LoadStream:
         yield b"\0" * 1024
 
     def _member(self, name: str, fh: BinaryIO, digest: Optional[str]) -> Iterator[bytes]:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(0)
-        expected = self.entry.sizes.get(digest) if digest else None
-        if expected is not None and expected != size:
-            self.bad = f"blob {digest} has {size} bytes, expected {expected}"
-            raise EntryCorrupt(self.bad)
+        if digest is None:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(0)
+        else:
+            size = self.entry.sizes[digest]  # the header goes out first; the data must match it
         info = tarfile.TarInfo(name)
         info.size = size
         info.mode = 0o644
@@ -1392,15 +1576,27 @@ class _LoadStream:
         self.sent += len(header)
         yield header
         h = hashlib.sha256() if digest else None
+        left = size
         while True:
-            chunk = fh.read(CHUNK)
+            try:
+                chunk = fh.read(min(CHUNK, left) if left > 0 else 1)
+            except Exception as exc:  # a damaged zstd frame
+                self.bad = f"blob {digest} cannot be read: {exc}"
+                raise EntryCorrupt(self.bad) from None
             if not chunk:
                 break
+            if len(chunk) > left:
+                self.bad = f"blob {digest} is longer than the {size} bytes recorded"
+                raise EntryCorrupt(self.bad)
+            left -= len(chunk)
             if h is not None:
                 h.update(chunk)
             self.sent += len(chunk)
             self.progress.update(len(chunk))
             yield chunk
+        if left:
+            self.bad = f"blob {digest} has {size - left} bytes, expected {size}"
+            raise EntryCorrupt(self.bad)
         if h is not None and "sha256:" + h.hexdigest() != digest:
             self.bad = f"blob {digest} does not match its digest"
             raise EntryCorrupt(self.bad)
