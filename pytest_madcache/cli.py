@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                "MADCACHE_TTL) > madcache_* keys in pytest's ini file > defaults.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote"))
+    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote", "shared"))
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
