@@ -41,7 +41,13 @@ def actions_cache_lib() -> Path:
 
 
 @pytest.fixture(scope="session")
-def gh_env(tmp_path_factory, act_bin, actions_cache_lib, docker_host):
+def gh_docker_host():
+    with t.own_engine() as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def gh_env(tmp_path_factory, act_bin, actions_cache_lib, gh_docker_host):
     """Git snapshots of the action and the stand-in, and a runner for act."""
     base = tmp_path_factory.mktemp("gh")
     action = base / "madcache-action"
@@ -52,7 +58,7 @@ def gh_env(tmp_path_factory, act_bin, actions_cache_lib, docker_host):
     t.git_snapshot(standin)
     # node_modules next to the committed files (act reads the folder, not only the commit)
     (standin / "node_modules").symlink_to(actions_cache_lib)
-    return {"base": base, "action": action, "standin": standin, "act": act_bin, "docker_host": docker_host}
+    return {"base": base, "action": action, "standin": standin, "act": act_bin, "docker_host": gh_docker_host}
 
 
 def make_workspace(gh_env, workflow: str, token: str) -> Path:
@@ -105,7 +111,7 @@ def test_example_workflow_misses_then_hits(gh_env):
     token = t.new_token()
     ws = make_workspace(gh_env, "madcache-example.yml", token)
     try:
-        t.forget_images(token)
+        t.forget_images(token, gh_env["docker_host"])
         first = act(gh_env, ws, "madcache-example.yml", 101, "run1")
         assert first.code == 0, first.tail()
         assert "Cache miss. Will build Docker image and save to cache." in first.log
@@ -118,7 +124,7 @@ def test_example_workflow_misses_then_hits(gh_env):
         assert "| Misses (entries built and added) | 2 |" in first.log  # the job summary
 
         # A fresh runner: no images in the engine, an empty workspace; only the GitHub cache survives.
-        t.forget_images(token)
+        t.forget_images(token, gh_env["docker_host"])
         second = act(gh_env, ws, "madcache-example.yml", 102, "run2")
         assert second.code == 0, second.tail()
         assert "cache restored from key: madcache-linux-x64-101-1" in second.log.lower()
@@ -135,7 +141,7 @@ def test_example_workflow_misses_then_hits(gh_env):
         print(f"\nGitHub example workflow under act: run 1 (miss, save) {first.seconds:.1f} s, "
               f"run 2 (restore, hit) {second.seconds:.1f} s")
     finally:
-        t.forget_images(token)
+        t.forget_images(token, gh_env["docker_host"])
 
 
 def test_save_policy_when_the_job_fails(gh_env):
@@ -149,7 +155,7 @@ def test_save_policy_when_the_job_fails(gh_env):
         assert "on-success saved=false" in res.log, res.tail(10000)
         assert "the job status is failure and save is on-success" in res.log, res.tail(10000)
     finally:
-        t.forget_images(token)
+        t.forget_images(token, gh_env["docker_host"])
 
 
 def test_actionlint_example_workflows():

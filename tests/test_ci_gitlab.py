@@ -29,7 +29,14 @@ REMOTE = "git@gitlab.example.com:madcache/models.git"
 
 
 @pytest.fixture(scope="session")
-def gitlab_ci_local(docker_host) -> str:
+def gl_docker_host():
+    """The pipelines get a private dockerd of their own (see tooling.own_engine)."""
+    with t.own_engine() as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def gitlab_ci_local() -> str:
     t.apt_tool("rsync", "rsync")
     home = t.npm_install("gitlab-ci-local", {"gitlab-ci-local": t.GITLAB_CI_LOCAL_VERSION})
     exe = home / "node_modules" / ".bin" / "gitlab-ci-local"
@@ -68,7 +75,7 @@ def pipeline(exe: str, ws: Path, docker_host: str, tag: str):
 
 
 def run_twice(exe: str, ws: Path, docker_host: str, token: str, cache_key: str, cache_dir: str):
-    t.forget_images(token)
+    t.forget_images(token, docker_host)
     code, first, s1 = pipeline(exe, ws, docker_host, "run1")
     assert code == 0, first[-6000:]
     assert "Cache miss. Will build Docker image and save to cache." in first
@@ -77,7 +84,7 @@ def run_twice(exe: str, ws: Path, docker_host: str, token: str, cache_key: str, 
     assert f"cache created in '.gitlab-ci-local/cache/{cache_key}'" in first, first[-3000:]
     assert (ws / ".gitlab-ci-local" / "cache" / cache_key / cache_dir / "index.json").is_file()
 
-    t.forget_images(token)
+    t.forget_images(token, docker_host)
     code, second, s2 = pipeline(exe, ws, docker_host, "run2")
     assert code == 0, second[-6000:]
     assert f"imported cache '{cache_key}'" in second, second[-3000:]
@@ -87,30 +94,30 @@ def run_twice(exe: str, ws: Path, docker_host: str, token: str, cache_key: str, 
     return first, second, s1, s2
 
 
-def test_included_template_misses_then_hits(gitlab_ci_local, docker_host, tmp_path):
+def test_included_template_misses_then_hits(gitlab_ci_local, gl_docker_host, tmp_path):
     token = t.new_token()
     ws = make_project(tmp_path, "include", token)
     try:
-        first, second, s1, s2 = run_twice(gitlab_ci_local, ws, docker_host, token, "madcache-main", ".madcache")
+        first, second, s1, s2 = run_twice(gitlab_ci_local, ws, gl_docker_host, token, "madcache-main", ".madcache")
         assert f"MADCACHE_DIR={ws}/.gitlab-ci-local/builds/model-tests/.madcache" in first
         assert "Total Entries: 2 / 10" in first  # the template's prune/stats ran with the job's limits
         print(f"\nGitLab include pipeline: run 1 (miss, upload) {s1:.1f} s, run 2 (restore, hit) {s2:.1f} s")
     finally:
-        t.forget_images(token)
+        t.forget_images(token, gl_docker_host)
 
 
-def test_component_with_inputs_misses_then_hits(gitlab_ci_local, docker_host, tmp_path):
+def test_component_with_inputs_misses_then_hits(gitlab_ci_local, gl_docker_host, tmp_path):
     token = t.new_token()
     ws = make_project(tmp_path, "component", token)
     try:
-        first, second, s1, s2 = run_twice(gitlab_ci_local, ws, docker_host, token, "images-main", ".imagecache")
+        first, second, s1, s2 = run_twice(gitlab_ci_local, ws, gl_docker_host, token, "images-main", ".imagecache")
         # The inputs reached the job: cache dir, limits, TTL, key prefix.
         assert "MADCACHE_MAX_ENTRIES=10 MADCACHE_TTL=2d" in first
         assert "/.imagecache" in first
         assert "max size 5.00 GB, TTL 2d" in first
         print(f"\nGitLab component pipeline: run 1 (miss, upload) {s1:.1f} s, run 2 (restore, hit) {s2:.1f} s")
     finally:
-        t.forget_images(token)
+        t.forget_images(token, gl_docker_host)
 
 
 def _component_parts():

@@ -11,6 +11,7 @@ elsewhere the test is skipped with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import pytest
 from filelock import FileLock
@@ -149,11 +150,30 @@ def copy_examples(target: Path, token: str) -> Path:
     return dst
 
 
-def forget_images(token: str) -> int:
+@contextlib.contextmanager
+def own_engine() -> Iterator[str]:
+    """A private dockerd for the pipelines (its DOCKER_HOST).
+
+    The pipelines build, load and remove images and run containers; on an
+    engine of their own they neither see nor disturb the images and
+    containers of tests running beside them (pytest-xdist).
+    """
+    from pytest_madcache.localengine import EngineUnavailable, ensure_engine, private_engine
+
+    try:
+        with ensure_engine():  # installs docker.io and busybox-static when missing
+            pass
+        with private_engine() as host:
+            yield host
+    except EngineUnavailable as exc:
+        unavailable(f"no private Docker engine for the CI pipelines: {exc}")
+
+
+def forget_images(token: str, host: str) -> int:
     """Remove the images built from this test's copy of the examples (a fresh runner has none)."""
     import docker
 
-    client = docker.from_env()
+    client = docker.DockerClient(base_url=host)
     removed = 0
     for image in client.images.list(filters={"label": CI_LABEL}):
         if str(image.labels.get(CI_LABEL, "")).startswith(token + "-"):
