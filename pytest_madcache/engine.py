@@ -194,8 +194,14 @@ class Engine:
         build_args: Optional[Mapping[str, str]] = None,
         labels: Optional[Mapping[str, str]] = None,
         on_line: Optional[Any] = None,
+        tmp_dir: Optional[Path] = None,
     ) -> BuildResult:
-        """Build an image; BuildFailed carries the build log."""
+        """Build an image; BuildFailed carries the build log.
+
+        docker-py packs the context into a temporary file in TMPDIR; with
+        `tmp_dir` (the cache's tmp/) it goes there instead, so a read-only
+        root filesystem with one writable cache volume is enough.
+        """
         context = Path(context)
         rel_dockerfile = None
         if dockerfile is not None:
@@ -205,10 +211,14 @@ class Engine:
         start = time.monotonic()
         lines: List[str] = []
         image_id = None
+        packed = None
         try:
+            source: Dict[str, Any] = {"path": str(context), "dockerfile": rel_dockerfile}
+            if tmp_dir is not None:
+                packed = _pack_context(context, rel_dockerfile, Path(tmp_dir))
+                source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
             stream = self.api.build(
-                path=str(context),
-                dockerfile=rel_dockerfile,
+                **source,
                 tag=tag,
                 buildargs=dict(build_args or {}),
                 labels=dict(labels or {}),
@@ -233,6 +243,9 @@ class Engine:
             raise
         except (APIError, BuildError, DockerException) as exc:
             raise BuildFailed(f"docker build failed: {exc}", "\n".join(lines)) from None
+        finally:
+            if packed is not None:
+                packed[0].close()
         if image_id is None and tag:
             info = self.inspect(tag)
             image_id = info.id if info else None
@@ -240,6 +253,24 @@ class Engine:
             raise BuildFailed("docker build finished without an image id", "\n".join(lines))
         self._layer_index = None
         return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))
+
+
+def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Path) -> Any:
+    """The build context as docker-py would send it (`.dockerignore` honoured, a
+    Dockerfile outside the context added), in an unnamed temp file in `tmp_dir`."""
+    import tempfile
+
+    from docker.api.build import process_dockerfile
+    from docker.utils import tar
+
+    exclude = None
+    ignore = context / ".dockerignore"
+    if ignore.exists():
+        exclude = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and line.strip()[0] != "#"]
+    processed = process_dockerfile(dockerfile, str(context))
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fh = tempfile.TemporaryFile(dir=str(tmp_dir), prefix="build-context-")
+    return tar(str(context), exclude=exclude, dockerfile=processed, fileobj=fh), processed[0]
 
 
 def _inside(path: Path, root: Path) -> bool:

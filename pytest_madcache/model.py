@@ -117,11 +117,13 @@ def merge_marks(marks: Iterable[Any], where: str) -> Dict[str, Any]:
     return merged
 
 
-def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str) -> ModelSpec:
+def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Optional[Path] = None) -> ModelSpec:
     """Build a ModelSpec from an item's `model` marks (closest first).
 
     `where` (the test's node id) starts every error message, so a user can
-    tell which test carries the bad mark.
+    tell which test carries the bad mark.  With `root` (the pytest rootdir:
+    "the project"), a build context or Dockerfile outside it is an error: a
+    mark must not send files from elsewhere on the machine to the engine.
     """
     if not marks:
         raise ModelMarkError(f"{where}: uses a madcache fixture but has no @pytest.mark.model(...)")
@@ -148,6 +150,12 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str) -> ModelSp
         raise ModelMarkError(f"{where}: build context {str(context)!r} of model {name!r} is not a directory")
     if not dockerfile.is_file():
         raise ModelMarkError(f"{where}: Dockerfile {str(dockerfile)!r} of model {name!r} does not exist")
+    if root is not None:
+        top = Path(root).resolve()
+        for what, p in (("build context", context), ("Dockerfile", dockerfile)):
+            if p != top and top not in p.parents:
+                raise ModelMarkError(f"{where}: {what} {str(p)!r} of model {name!r} is outside the project "
+                                     f"(the pytest rootdir {str(top)!r})")
 
     image = kw.get("image") or default_image_name(name)
     if not isinstance(image, str):

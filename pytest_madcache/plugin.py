@@ -231,7 +231,8 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
 @pytest.hookimpl(trylast=True)
 def pytest_madcache_build_image(config: pytest.Config, model: ModelSpec, tag: str, build_args: Mapping[str, str],
                                 labels: Mapping[str, str], on_line: Optional[Callable[[str], None]]) -> BuildResult:
-    return build_with_engine(_state(config).service.engine, model, tag, build_args, labels, on_line)
+    service = _state(config).service
+    return build_with_engine(service.engine, model, tag, build_args, labels, on_line, tmp_dir=service.build_tmp_dir())
 
 
 @pytest.hookimpl(trylast=True)
@@ -365,7 +366,7 @@ def _sayer(item: pytest.Item) -> Callable[[str], None]:
 def _spec(item: pytest.Item) -> ModelSpec:
     marks = list(item.iter_markers("model"))
     try:
-        return spec_from_marks(marks, Path(str(item.path)).parent, item.nodeid)
+        return spec_from_marks(marks, Path(str(item.path)).parent, item.nodeid, root=item.config.rootpath)
     except ModelMarkError as exc:
         pytest.fail(str(exc), pytrace=False)
 

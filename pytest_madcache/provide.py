@@ -91,6 +91,12 @@ class ImageService:
                 self._warn(f"{exc}; tests go on without the cache")
         return self._store
 
+    def build_tmp_dir(self) -> Optional[Any]:
+        """Where builds keep their temp files: the cache's tmp/ while the cache is in use
+        (so the plugin writes only there), else None (TMPDIR)."""
+        store = self._store if self.enabled else None
+        return store.tmp_dir if store is not None else None
+
     def close(self) -> None:
         if self._engine is not None:
             with contextlib.suppress(Exception):
@@ -245,7 +251,8 @@ class ImageService:
 
 
 def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],
-                      labels: Mapping[str, str], on_line: Optional[Callable[[str], None]]) -> BuildResult:
+                      labels: Mapping[str, str], on_line: Optional[Callable[[str], None]],
+                      tmp_dir: Optional[Any] = None) -> BuildResult:
     """The default build: the engine's classic builder with the spec's context and Dockerfile."""
     return engine.build(spec.context, dockerfile=spec.dockerfile, tag=tag, build_args=build_args, labels=labels,
-                        on_line=on_line)
+                        on_line=on_line, tmp_dir=tmp_dir)
