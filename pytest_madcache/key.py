@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from docker.utils.build import exclude_paths
-
 __all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "compute_key", "context_digest", "canonical_json", "KeyError_"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
@@ -116,6 +114,8 @@ def context_digest(context: Path, dockerfile: Optional[str] = None) -> Tuple[str
     context = Path(context)
     if not context.is_dir():
         raise KeyError_(f"build context {str(context)!r} is not a directory")
+    from docker.utils.build import exclude_paths  # here, not at import: the SDK costs ~80 ms to import
+
     patterns = read_dockerignore(context)
     included = sorted(exclude_paths(str(context), list(patterns), dockerfile=dockerfile))
     h = hashlib.sha256()
