@@ -42,8 +42,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pytest_madcache.engine import Engine
+from pytest_madcache.key import KeySpec, compute_key
 from pytest_madcache.localengine import busybox_path
 from pytest_madcache.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_design import SeedDesignCache  # noqa: E402
 
 MB = 1000 * 1000  # figures are printed in decimal megabytes
 MIB = 1 << 20
@@ -65,6 +69,23 @@ def write_random(path: Path, size: int) -> None:
             n = min(left, MIB)
             fh.write(os.urandom(n))
             left -= n
+
+
+def write_compressible(path: Path, size: int) -> None:
+    """Text-like bytes (a random vocabulary of hex words): zstd -1 shrinks them about 3x."""
+    import random
+
+    rng = random.Random(secrets.randbits(32))
+    vocab = [os.urandom(4).hex().encode() for _ in range(4000)]
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            block = b" ".join(rng.choices(vocab, k=120_000))[:min(left, MIB)]
+            fh.write(block)
+            left -= len(block)
+
+
+WRITERS = {"random": write_random, "compressible": write_compressible}
 
 
 def docker_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -132,7 +153,8 @@ class Series:
 
 
 class Bench:
-    def __init__(self, size_mb: int, repeat: int, workdir: Path) -> None:
+    def __init__(self, size_mb: int, repeat: int, workdir: Path, data: str = "random") -> None:
+        self.data = data
         self.size_mb = size_mb
         self.repeat = repeat
         self.work = workdir
@@ -163,17 +185,17 @@ class Bench:
         base_ctx.mkdir()
         shutil.copy(busybox_path(), base_ctx / "busybox")
         (base_ctx / "nonce").write_text(self.nonce + "\n")  # makes the lowest layer unique to this run
-        write_random(base_ctx / "data.bin", big)
+        WRITERS[self.data](base_ctx / "data.bin", big)
         (base_ctx / "Dockerfile").write_text(
             "FROM scratch\n"
             "COPY busybox nonce /bin/\n"
             'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
             "COPY data.bin /data/data.bin\n"
         )
-        log(f"building the base image ({big / MB:.0f} MB random layer)")
+        log(f"building the base image ({big / MB:.0f} MB {self.data} layer)")
         t, self.base_id = timed(lambda: self.build(base_ctx, self.base_ref))
         self.facts["base_build_seconds"] = t
-        shutil.rmtree(base_ctx)
+        self.base_ctx = base_ctx  # kept: P1 hashes it as a lookup would
         self.image_id = self.build_top(self.image_ref, "top")
         info = self.engine.inspect(self.image_id)
         assert info is not None
@@ -286,6 +308,49 @@ class Bench:
             self.s("load_present_raw_full_tar").add(t)
             self.ensure_state("present")
 
+    def phase_lookup(self) -> None:
+        """P1: what a test pays per lookup when the engine has the image: key (context
+        hashed, memo warm) + index lookup + presence check; vs the seed design's hit."""
+        log("phase: P1 lookups (ours: key + get_or_build; seed design: full docker load per hit)")
+        self.ensure_state("present")
+        spec = KeySpec(image=self.prefix, model_tags=["bench"], context=self.base_ctx)
+        t, key = timed(lambda: compute_key(spec))
+        self.facts["first_key_seconds"] = t  # cold: hashes the whole context once per process
+        store = Store(self.work / "cache-lookup", engine=self.engine, progress=False)
+        store.save(self.image_id, key, image_name=self.prefix)
+        for _ in range(max(50, self.repeat)):
+            t, out = timed(lambda: store.get_or_build(compute_key(spec), lambda: 1 / 0, image_name=self.prefix))
+            assert out.hit and out.load.how == "present"
+            self.s("lookup_present_ours").add(t)
+        seed = SeedDesignCache(self.work / "seed-cache")
+        for _ in range(self.repeat):
+            t, _ = timed(lambda: seed.save(self.image_ref, key.digest))
+            self.s("seed_save").add(t)
+        for _ in range(self.repeat):
+            t, _ = timed(lambda: seed.hit(key.digest))
+            self.s("seed_hit_present").add(t)
+        shutil.rmtree(self.work / "seed-cache")
+
+    def phase_compressed(self) -> None:
+        """zstd: save, full load and disk bytes against the same image stored raw."""
+        log("phase: zstd-compressed blobs (save, full load, disk)")
+        cache = self.work / "cache-zstd"
+        store = Store(cache, engine=self.engine, progress=False, compress="zstd")
+        for i in range(self.repeat):
+            if cache.exists():
+                shutil.rmtree(cache)
+            store = Store(cache, engine=self.engine, progress=False, compress="zstd")
+            t, entry = timed(lambda: store.save(self.image_id, secrets.token_hex(32), image_name=self.prefix))
+            self.s("save_ours_zstd").add(t)
+        self.facts["zstd_blob_bytes"] = tree_bytes(cache / "blobs")
+        self.facts["raw_blob_bytes"] = self.facts["cache_blob_bytes_one_image"]
+        for i in range(self.repeat):
+            self.ensure_state("none")
+            t, res = timed(lambda: store.load(entry))
+            assert res.how == "full", res
+            self.s("load_full_ours_zstd").add(t)
+        shutil.rmtree(cache)
+
     def phase_delta(self) -> None:
         log("phase: hit with only the top layer missing")
         self.restore_base()
@@ -353,6 +418,10 @@ class Bench:
         self.facts["variants_entries"] = len(store.entries())
         stats = store.stats()
         self.facts["variants_unique_blob_bytes"] = stats.total_bytes
+        layer_sizes: Dict[str, int] = {}
+        for e in store.entries():
+            layer_sizes.update({d: e.sizes[d] for d in e.layers})
+        self.facts["variants_unique_layer_bytes"] = sum(layer_sizes.values())
         shutil.rmtree(cache)
 
     # -- cleanup -------------------------------------------------------------------
@@ -387,74 +456,116 @@ def machine() -> Dict[str, Any]:
     return {"vcpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
 
 
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in rows]]
+
+
 def report(bench: Bench, info: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     s, f = bench.series, bench.facts
 
-    def ratio(a: str, b: str) -> str:
-        if a not in s or b not in s or not s[b].median:
-            return "-"
-        r = s[a].median / s[b].median
+    def med(name: str) -> float:
+        return s[name].median
+
+    def ratio_v(a: str, b: str) -> float:
+        return med(a) / med(b)
+
+    def fmt_ratio(r: float) -> str:
         return f"{r:.2f}x" if r >= 0.1 else f"{r:.3f}x"
 
-    def rate(name: str, nbytes: int) -> str:
-        return f"{nbytes / MB / s[name].median:.0f} MB/s" if name in s and s[name].median else "-"
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
 
-    rows: List[Tuple[str, str, str, str]] = [
-        ("save (miss), empty cache vs `docker save -o`", s["save_ours"].fmt(), s["save_raw"].fmt(),
-         ratio("save_ours", "save_raw")),
-        ("load, image present vs `docker load -i` full tar", s["load_present_ours"].fmt("ms"),
-         s["load_present_raw_full_tar"].fmt("ms"), ratio("load_present_ours", "load_present_raw_full_tar")),
-        ("load, image present vs CLI `docker image inspect`", s["load_present_ours"].fmt("ms"),
-         s["inspect_cli"].fmt("ms"), ratio("load_present_ours", "inspect_cli")),
-        ("load, top layer missing vs `docker load -i` top-layer tar", s["load_delta_ours"].fmt("ms"),
-         s["load_delta_raw_layer_tar"].fmt("ms"), ratio("load_delta_ours", "load_delta_raw_layer_tar")),
-        ("load, top layer missing vs `docker load -i` full tar", s["load_delta_ours"].fmt("ms"),
-         s["load_full_raw"].fmt("ms"), ratio("load_delta_ours", "load_full_raw")),
-        ("load, nothing present vs `docker load -i` full tar", s["load_full_ours"].fmt(), s["load_full_raw"].fmt(),
-         ratio("load_full_ours", "load_full_raw")),
-        (f"save of variants 2-{VARIANTS} (base already cached) vs `docker save -o`", s["variant_save_ours"].fmt(),
-         s["variant_save_raw"].fmt(), ratio("variant_save_ours", "variant_save_raw")),
-        (f"disk, {VARIANTS} variants sharing a base: blobs/ vs {VARIANTS} tars",
-         f"{f['variants_blob_bytes'] / MB:,.1f} MB", f"{f['variants_raw_tar_bytes'] / MB:,.1f} MB",
+    p1 = med("lookup_present_ours")
+    p2 = ratio_v("load_delta_ours", "load_delta_raw_layer_tar")
+    p2b = ratio_v("load_delta_ours", "load_full_raw")
+    p3 = ratio_v("load_full_ours", "load_full_raw")
+    p4 = ratio_v("save_ours", "save_raw")
+    p5 = f["variants_blob_bytes"] / f["variants_unique_layer_bytes"]
+    targets = [
+        ("P1", "hit, image in the engine: time per lookup (key + lookup + presence)",
+         s["lookup_present_ours"].fmt("ms"), f"seed design hit {s['seed_hit_present'].fmt('ms')}",
+         fmt_ratio(p1 / med("seed_hit_present")), "<= 5 ms", verdict(p1 <= 0.005)),
+        ("P2", "hit, only the top layer missing", s["load_delta_ours"].fmt("ms"),
+         f"load of a top-layer-only tar {s['load_delta_raw_layer_tar'].fmt('ms')}", fmt_ratio(p2), "<= 1.2x",
+         verdict(p2 <= 1.2)),
+        ("P2b", "  same, against a full-tar load", s["load_delta_ours"].fmt("ms"),
+         f"`docker load -i` full tar {s['load_full_raw'].fmt('ms')}", fmt_ratio(p2b), "<= 0.25x",
+         verdict(p2b <= 0.25)),
+        ("P3", "hit, nothing in the engine", s["load_full_ours"].fmt(), f"`docker load -i` {s['load_full_raw'].fmt()}",
+         fmt_ratio(p3), "<= 1.10x", verdict(p3 <= 1.10)),
+        ("P4", "miss: saving into the cache", s["save_ours"].fmt(), f"`docker save -o` {s['save_raw'].fmt()}",
+         fmt_ratio(p4), "<= 1.15x", verdict(p4 <= 1.15)),
+        ("P5", f"disk, {VARIANTS} variants sharing a base", f"{f['variants_blob_bytes'] / MB:,.1f} MB",
+         f"unique layer bytes {f['variants_unique_layer_bytes'] / MB:,.1f} MB", f"{p5:.3f}x", "<= 1.02x",
+         verdict(p5 <= 1.02)),
+    ]
+    seed_rows = [
+        ("hit, image in the engine", s["lookup_present_ours"].fmt("ms"), s["seed_hit_present"].fmt("ms"),
+         fmt_ratio(p1 / med("seed_hit_present"))),
+        ("hit, nothing in the engine", s["load_full_ours"].fmt(), s["load_full_raw"].fmt() + " (a full load, as every seed hit)",
+         fmt_ratio(p3)),
+        ("miss: save", s["save_ours"].fmt(), s["seed_save"].fmt(), fmt_ratio(med("save_ours") / med("seed_save"))),
+        (f"disk, {VARIANTS} variants", f"{f['variants_blob_bytes'] / MB:,.1f} MB",
+         f"{f['variants_raw_tar_bytes'] / MB:,.1f} MB ({VARIANTS} tars)",
          f"{f['variants_blob_bytes'] / f['variants_raw_tar_bytes']:.3f}x"),
     ]
-    headers = ("measure", "ours", "raw engine", "ratio")
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(4)]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    zstd_rows = []
+    if "save_ours_zstd" in s:
+        zstd_rows = [
+            ("disk bytes, one image", f"{f['zstd_blob_bytes'] / MB:,.1f} MB", f"{f['raw_blob_bytes'] / MB:,.1f} MB",
+             f"{f['zstd_blob_bytes'] / f['raw_blob_bytes']:.3f}x"),
+            ("save (miss)", s["save_ours_zstd"].fmt(), s["save_ours"].fmt(),
+             fmt_ratio(ratio_v("save_ours_zstd", "save_ours"))),
+            ("load, nothing in the engine", s["load_full_ours_zstd"].fmt(), s["load_full_ours"].fmt(),
+             fmt_ratio(ratio_v("load_full_ours_zstd", "load_full_ours"))),
+        ]
     out = [
-        f"pytest-madcache store benchmark, {info['date']}",
+        f"pytest-madcache store benchmark ({bench.data} data), {info['date']}",
         f"machine: {info['machine']['vcpus']} vCPU ({info['machine']['cpu']}), kernel {info['machine']['kernel']}, "
         f"Python {info['machine']['python']}; engine: dockerd {info['engine_version']} "
-        f"(storage driver {info['storage_driver']})",
-        f"image: {f['image_bytes'] / MB:.1f} MB in {f['layers']} layers (top layer {TOP_MB} MB); "
+        f"(storage driver {info['storage_driver']}); load average at start {info.get('loadavg', '?')}",
+        f"image: {f['image_bytes'] / MB:.1f} MB in {f['layers']} layers (top layer {TOP_MB} MB, {bench.data} data); "
         f"raw save tar {f['raw_tar_bytes'] / MB:.1f} MB; top-layer tar {f['delta_tar_bytes'] / MB:.2f} MB",
-        f"repeats: {bench.repeat} per measure (present: {len(s['load_present_ours'].samples)} calls); "
-        "figures are median (min-max); ratio = ours / raw, medians of the same run",
+        f"repeats: {bench.repeat} per measure (lookups: {len(s['lookup_present_ours'].samples)}); "
+        "median (min-max); each ratio compares medians measured side by side in this run",
         "",
-        line(headers),
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-        *[line(r) for r in rows],
+        "Targets",
+        *_table(("id", "measure", "ours", "compared with", "ratio", "target", "verdict"), targets),
         "",
+        "Ours vs the seed design (one tar per entry, full load on every hit, JSON index rewritten whole)",
+        *_table(("measure", "ours", "seed design", "ratio"), seed_rows),
+    ]
+    if zstd_rows:
+        out += ["", "zstd-compressed blobs vs raw blobs (both ours)",
+                *_table(("measure", "zstd", "raw", "ratio"), zstd_rows)]
+    out += [
+        "",
+        f"first lookup in a process (hashes the {bench.size_mb} MB build context once): "
+        f"{f['first_key_seconds'] * 1000:.0f} ms",
         "throughput (medians): "
-        f"raw save {rate('save_raw', f['raw_tar_bytes'])}, our save {rate('save_ours', f['raw_tar_bytes'])}, "
-        f"raw full load {rate('load_full_raw', f['raw_tar_bytes'])}, our full load {rate('load_full_ours', f['full_bytes_sent'])}",
+        f"raw save {f['raw_tar_bytes'] / MB / med('save_raw'):.0f} MB/s, our save {f['raw_tar_bytes'] / MB / med('save_ours'):.0f} MB/s, "
+        f"raw full load {f['raw_tar_bytes'] / MB / med('load_full_raw'):.0f} MB/s, "
+        f"our full load {f['full_bytes_sent'] / MB / med('load_full_ours'):.0f} MB/s",
         f"delta load sent {f['delta_bytes_sent'] / MB:.2f} MB ({f['delta_layers_sent']} layer); "
-        f"full load sent {f['full_bytes_sent'] / MB:.1f} MB",
-        f"variants: {f['variants_entries']} entries, unique blob bytes {f['variants_unique_blob_bytes'] / MB:,.1f} MB; "
-        "bytes our process wrote per save of variants 2-5: "
-        + ", ".join(f"{w / MB:.1f} MB" for w in f.get("variant_save_ours_bytes_written", [])),
+        f"full load sent {f['full_bytes_sent'] / MB:.1f} MB; "
+        f"save of variants 2-{VARIANTS} (base cached): ours {s['variant_save_ours'].fmt()}, "
+        f"`docker save -o` {s['variant_save_raw'].fmt()}",
     ]
     data = {"info": info, "facts": f, "series": {k: v.to_json() for k, v in s.items()},
-            "table": [dict(zip(headers, r)) for r in rows]}
+            "targets": [dict(zip(("id", "measure", "ours", "compared", "ratio", "target", "verdict"), r)) for r in targets]}
     return "\n".join(out), data
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=300, help="approximate image size in MB (default 300)")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions per measure, at least 3 (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions per measure, at least 3 (default 5)")
     parser.add_argument("--json", metavar="FILE", help="also write all samples as JSON to FILE")
     parser.add_argument("--workdir", metavar="DIR", help="where temp tars and caches go (default: system temp)")
+    parser.add_argument("--data", choices=sorted(WRITERS), default="random",
+                        help="content of the big layer: random (incompressible) or compressible (default random)")
     args = parser.parse_args(argv)
     if args.repeat < 3:
         parser.error("--repeat must be at least 3")
@@ -464,7 +575,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("the docker CLI is needed for the raw-engine figures")
 
     work = Path(tempfile.mkdtemp(prefix="madcache-bench-", dir=args.workdir))
-    bench = Bench(args.size_mb, args.repeat, work)
+    bench = Bench(args.size_mb, args.repeat, work, args.data)
     version = bench.engine.api.version()
     dinfo = bench.engine.api.info()
     info = {
@@ -474,13 +585,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "storage_driver": dinfo.get("Driver"),
         "size_mb": args.size_mb,
         "repeat": args.repeat,
+        "data": args.data,
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?",
     }
     try:
         bench.build_images()
         bench.phase_save()
         bench.phase_present()
+        bench.phase_lookup()
         bench.phase_delta()
         bench.phase_full()
+        bench.phase_compressed()
         bench.phase_variants()
         text, data = report(bench, info)
     finally:

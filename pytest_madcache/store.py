@@ -312,12 +312,13 @@ def _unwritable(exc: OSError, directory: Path) -> CacheUnwritable:
     return CacheUnwritable(f"cannot write to the cache directory {directory}: {reason}")
 
 
-class _Prefetch(io.RawIOBase):
-    """A file object over the engine's save stream, read ahead by a thread.
+class _Ahead:
+    """Runs an iterator of byte chunks on a thread, `depth` chunks ahead of its consumer.
 
-    dockerd writes `docker save` as fast as it is read; reading on the same
-    thread that hashes and writes blobs stalls it.  A reader thread with a
-    bounded queue (`depth` chunks) keeps the engine streaming meanwhile.
+    dockerd is CPU-bound on one core for both `docker save` and `docker
+    load`; when the same thread that talks to it also hashes, reads and
+    writes blobs, the engine waits in between.  Producing on a thread keeps
+    both sides busy.  An exception in the producer is raised in the consumer.
     """
 
     def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
@@ -326,10 +327,27 @@ class _Prefetch(io.RawIOBase):
 
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._buf = memoryview(b"")
         self._done = False
         self._thread = threading.Thread(target=self._pump, args=(iter(chunks),), daemon=True)
         self._thread.start()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is None:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
 
     def _pump(self, it: Iterator[bytes]) -> None:
         import queue
@@ -355,28 +373,30 @@ class _Prefetch(io.RawIOBase):
             except queue.Full:
                 continue
 
+
+class _Prefetch(io.RawIOBase):
+    """A file object over the engine's save stream, read ahead by a thread (see _Ahead)."""
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
+        self._ahead = _Ahead(chunks, depth)
+        self._buf = memoryview(b"")
+
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
         while not self._buf:
-            if self._done:
+            try:
+                self._buf = memoryview(next(self._ahead))
+            except StopIteration:
                 return 0
-            item = self._queue.get()
-            if item is None:
-                self._done = True
-                return 0
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            self._buf = memoryview(item)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
     def close(self) -> None:
-        self._stop.set()
+        self._ahead.close()
         super().close()
 
 
@@ -1073,13 +1093,15 @@ class Store:
             total = sum(entry.sizes.get(d, 0) for d in files)
             progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
             stream = _LoadStream(entry, files, progress)
+            ahead = _Ahead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
             try:
-                self.engine.load(stream)
+                self.engine.load(ahead)
             except Exception as exc:
                 if stream.bad:
                     self._drop_corrupt(entry, stream.bad)
                 raise StoreError(str(exc)) from None
             finally:
+                ahead.close()
                 progress.close()
             if stream.bad:
                 self._drop_corrupt(entry, stream.bad)
