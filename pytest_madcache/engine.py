@@ -3,6 +3,8 @@
 Measured on dockerd 20.10: a presence check through the SDK takes ~1 ms while
 creating a client takes ~7 ms, so one Engine (one client) is reused.  Save and
 load are streams of bytes so the store never needs an intermediate tar.
+The SDK itself (~80 ms with requests) is imported by the methods that use
+it, so a test session that never touches a model never pays for it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
-import docker
-from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
 __all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo"]
 
@@ -57,6 +57,8 @@ class Engine:
     _layer_index: Optional[Dict[str, Any]] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        import docker
+        from docker.errors import DockerException
         if self.client is None:
             try:
                 self.client = docker.from_env(timeout=600)
@@ -76,6 +78,7 @@ class Engine:
     # -- images ----------------------------------------------------------------
 
     def inspect(self, ref: str) -> Optional[ImageInfo]:
+        from docker.errors import APIError, DockerException, ImageNotFound, NotFound
         try:
             attrs = self.api.inspect_image(ref)
         except (ImageNotFound, NotFound):
@@ -97,6 +100,7 @@ class Engine:
         return self.inspect(image_id) is not None
 
     def tag(self, image_id: str, reference: str) -> None:
+        from docker.errors import DockerException
         repo, tag = split_reference(reference)
         try:
             self.api.tag(image_id, repo, tag, force=True)
@@ -107,6 +111,7 @@ class Engine:
         """Remove an image.  Untagged parents are kept unless asked: pruning them
         races with concurrent builds that use them as build cache ("unknown
         parent image ID")."""
+        from docker.errors import DockerException, ImageNotFound, NotFound
         try:
             self.api.remove_image(ref, force=force, noprune=not prune_parents)
         except (ImageNotFound, NotFound):
@@ -138,6 +143,7 @@ class Engine:
         return best
 
     def _all_layer_chains(self) -> Iterator[List[str]]:
+        from docker.errors import DockerException
         try:
             summaries = self.api.images(all=False)
         except DockerException as exc:
@@ -159,6 +165,7 @@ class Engine:
 
     def save(self, image_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """`docker save` as a stream of chunks."""
+        from docker.errors import DockerException
         try:
             return self.api.get_image(image_id, chunk_size=chunk_size)
         except DockerException as exc:
@@ -202,6 +209,7 @@ class Engine:
         `tmp_dir` (the cache's tmp/) it goes there instead, so a read-only
         root filesystem with one writable cache volume is enough.
         """
+        from docker.errors import APIError, BuildError, DockerException
         context = Path(context)
         rel_dockerfile = None
         if dockerfile is not None:

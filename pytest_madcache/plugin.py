@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set
 
 import pytest
 
@@ -28,11 +28,12 @@ from .engine import BuildFailed, BuildResult
 from .key import KeyError_, KeySpec, compute_key
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
-from .provide import ImageError, ImageService, ModelImage, build_with_engine
 from .report import Summary, run_row, summary_lines, write_csv
 from .runner import RunOptions, RunResult, parse_performance, run_container
 from .settings import (OPTIONS, Settings, SettingsError, describe, parse_additional_context, parse_bool, resolve)
-from .store import EntryNotFound, Store, StoreError
+
+if TYPE_CHECKING:  # provide and store (filelock, tarfile) load when a test first needs an image
+    from .provide import ImageService, ModelImage
 
 __all__ = ["MadcacheWarning", "STATE"]
 
@@ -57,7 +58,7 @@ class State:
     live_output: bool
     output: Optional[Path]
     is_worker: bool
-    service: ImageService
+    make_service: Callable[[], "ImageService"]
     summary: Summary
     from_cache_entry: Any = None
     seen: Set[str] = field(default_factory=set)
@@ -65,6 +66,15 @@ class State:
     counter: Any = field(default_factory=itertools.count)
     pending_warning: Optional[str] = None  # to attach to the current test's report
     output_rows: Optional[int] = None
+    _service: Optional["ImageService"] = None
+
+    @property
+    def service(self) -> "ImageService":
+        """Made on first use: a session whose tests use no model never imports the engine or store."""
+        if self._service is None:
+            self._service = self.make_service()
+            self._service._warn = lambda text: _warn_once(self, text)
+        return self._service
 
     def wire(self) -> Dict[str, Any]:
         """What the controller hands to xdist workers (plain values only)."""
@@ -172,12 +182,15 @@ def _resolve_state(config: pytest.Config) -> State:
         if output.is_dir():
             raise pytest.UsageError(f"invalid value {output_raw!r} for --output: {output} is a directory")
 
-    def store_factory(engine: Any) -> Store:
-        return Store.from_settings(settings, engine=engine, progress=False)
+    def make_service() -> "ImageService":
+        from .provide import ImageService
+        from .store import Store
 
-    service = ImageService(enabled=settings.enabled, store_factory=store_factory, force_rebuild=force)
+        return ImageService(enabled=settings.enabled, force_rebuild=force,
+                            store_factory=lambda engine: Store.from_settings(settings, engine=engine, progress=False))
+
     return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
-                 live_output=bool(live), output=output, is_worker=is_worker, service=service,
+                 live_output=bool(live), output=output, is_worker=is_worker, make_service=make_service,
                  summary=Summary(enabled=settings.enabled or bool(from_cache)))
 
 
@@ -185,8 +198,9 @@ def _resolve_state(config: pytest.Config) -> State:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARK_HELP)
     state = _resolve_state(config)
-    state.service._warn = lambda text: _warn_once(state, text)
     if state.from_cache:
+        from .store import EntryNotFound, Store, StoreError
+
         try:
             store = Store.from_settings(state.settings)
             state.from_cache_entry = store.get(state.from_cache)
@@ -231,6 +245,8 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
 @pytest.hookimpl(trylast=True)
 def pytest_madcache_build_image(config: pytest.Config, model: ModelSpec, tag: str, build_args: Mapping[str, str],
                                 labels: Mapping[str, str], on_line: Optional[Callable[[str], None]]) -> BuildResult:
+    from .provide import build_with_engine
+
     service = _state(config).service
     return build_with_engine(service.engine, model, tag, build_args, labels, on_line, tmp_dir=service.build_tmp_dir())
 
@@ -322,7 +338,8 @@ class SessionPlugin:
             terminalreporter.write_line(f"results written to {state.output} ({state.output_rows} rows)")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self.state.service.close()
+        if self.state._service is not None:
+            self.state._service.close()
 
 
 def _as_list(value: Any) -> List[Any]:
@@ -388,6 +405,8 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
+    from .provide import ImageError
+
     item = request.node
     config = request.config
     state = _state(config)

@@ -24,13 +24,32 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def _worker_engine(stack: contextlib.ExitStack) -> str:
+    """Under pytest-xdist each worker gets a private engine of its own.
+
+    Tests remove images (with their parents) to act like a fresh runner;
+    on an engine shared by two workers that races the other worker's builds,
+    which use the same busybox parent images as build cache ("unknown parent
+    image ID").  Within one worker tests run one at a time.
+    """
+    from pytest_madcache.localengine import _missing_packages, ensure_engine, install_packages, private_engine
+
+    if os.geteuid() != 0:  # no private engine without root: share the one there is
+        return stack.enter_context(ensure_engine())
+    install_packages(_missing_packages())
+    return stack.enter_context(private_engine())
+
+
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
     from pytest_madcache.localengine import EngineUnavailable, ensure_engine
 
     stack = contextlib.ExitStack()
     try:
-        host = stack.enter_context(ensure_engine())
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            host = _worker_engine(stack)
+        else:
+            host = stack.enter_context(ensure_engine())
     except EngineUnavailable as exc:
         message = f"no Docker engine for the real-engine tests: {exc}"
         if _in_ci():

@@ -60,6 +60,6 @@ def remove_images(engine, label: str) -> None:
     """Remove every image carrying `label` (`key` or `key=value`)."""
     for image in engine.client.images.list(filters={"label": label}):
         try:
-            engine.client.images.remove(image.id, force=True, noprune=True)  # keep build-cache parents
+            engine.client.images.remove(image.id, force=True)  # parents too: like a fresh runner
         except Exception:
             pass
