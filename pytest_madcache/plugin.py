@@ -24,15 +24,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 import pytest
 
 from . import hooks
-from .engine import BuildFailed, BuildResult
-from .key import KeyError_, KeySpec, compute_key
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
 from .report import Summary, run_row, summary_lines, write_csv
 from .runner import RunOptions, RunResult, parse_performance, run_container
 from .settings import (OPTIONS, Settings, SettingsError, describe, parse_additional_context, parse_bool, resolve)
 
-if TYPE_CHECKING:  # provide and store (filelock, tarfile) load when a test first needs an image
+if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs an image
+    from .engine import BuildResult
     from .provide import ImageService, ModelImage
 
 __all__ = ["MadcacheWarning", "STATE"]
@@ -405,6 +404,8 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
+    from .engine import BuildFailed
+    from .key import KeyError_, KeySpec, compute_key
     from .provide import ImageError
 
     item = request.node
