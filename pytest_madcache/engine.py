@@ -223,8 +223,12 @@ class Engine:
         try:
             source: Dict[str, Any] = {"path": str(context), "dockerfile": rel_dockerfile}
             if tmp_dir is not None:
-                packed = _pack_context(context, rel_dockerfile, Path(tmp_dir))
-                source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
+                try:
+                    packed = _pack_context(context, rel_dockerfile, Path(tmp_dir))
+                except OSError:  # the cache volume is full or read-only: docker-py's TMPDIR default
+                    packed = None
+                if packed is not None:
+                    source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
             stream = self.api.build(
                 **source,
                 tag=tag,

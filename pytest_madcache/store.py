@@ -597,7 +597,11 @@ class Store:
 
     def _ensure_layout(self) -> None:
         marker = self.dir / "madcache.json"
-        if marker.is_file():
+        try:
+            present = marker.is_file()
+        except OSError as exc:  # a cache we may not even look into (another user's, 0700)
+            raise _unwritable(exc, self.dir) from None
+        if present:
             try:
                 fmt = json.loads(marker.read_text()).get("format")
             except (OSError, ValueError):
