@@ -1,0 +1,173 @@
+"""Concurrency: mixed saves and loads from 8 processes, one build per key under `pytest -n 4`, two "pods"."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import re
+import secrets
+import subprocess
+import sys
+import textwrap
+import traceback
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from pytest_madcache.engine import Engine
+from pytest_madcache.store import Store
+from tests.images import ImageFactory, write_context
+from tests.plugin_helpers import remove_images, tiny_context
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS, OPS = 8, 25
+
+
+def key(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small_images(engine: Engine, tmp_path_factory) -> List[str]:
+    factory = ImageFactory(engine, tmp_path_factory.mktemp("hc-images"))
+    ids = [factory.make({"d.bin": 128 * 1024}).image_id for _ in range(3)]
+    ids.append(factory.build(write_context(factory.workdir / "nobase", {"u.bin": 128 * 1024}, base=False)).image_id)
+    yield ids
+    factory.cleanup()
+    for image_id in ids:
+        engine.remove(image_id)
+
+
+def _mixed_worker(directory: str, image_ids: List[str], worker: int, out) -> None:
+    try:
+        rng = random.Random(worker)
+        store = Store(directory, engine=Engine(), max_entries=1000)
+        saved, loads = [], 0
+        for j in range(OPS):
+            entries = store.entries()
+            if j % 2 == 0 or not entries:
+                image = image_ids[(worker + j) % len(image_ids)]
+                saved.append(store.save(image, key(f"m{worker}-{j}"), image_name=f"mix{worker}", image_tag=str(j)).id)
+            else:
+                e = rng.choice(entries)
+                store.load(e)
+                loads += 1
+        out.put(("ok", saved, loads))
+    except BaseException:
+        out.put(("error", traceback.format_exc(), 0))
+
+
+def test_8_processes_x_25_mixed_saves_and_loads(cache_dir: Path, small_images: List[str], engine: Engine) -> None:
+    Store(cache_dir)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_mixed_worker, args=(str(cache_dir), small_images, w, q)) for w in range(WORKERS)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    errors = [r[1] for r in results if r[0] == "error"]
+    assert not errors, "\n".join(errors)
+    saved = [i for r in results for i in r[1]]
+    loads = sum(r[2] for r in results)
+    store = Store(cache_dir, engine=engine, max_entries=1000)
+    listed = {e.id for e in store.entries()}
+    lost = set(saved) - listed
+    dirs = {p.name for p in store.entry_dir.iterdir()}
+    index = set(json.loads((cache_dir / "index.json").read_text())["entries"])
+    referenced = {d.split(":", 1)[1] for e in store.entries() for d in e.blobs}
+    blobs = {p.name.split(".", 1)[0] for p in store.blob_dir.iterdir()}
+    orphans = (blobs - referenced) | set(p.name for p in store.tmp_dir.iterdir())
+    print(f"\n{WORKERS}x{OPS} mixed: {len(saved)} saves, {loads} loads, lost {len(lost)}, orphans {len(orphans)}")
+    assert len(saved) + loads == WORKERS * OPS
+    assert not lost and not orphans
+    assert index == dirs == listed
+    assert store.verify(repair=False).ok
+
+
+def test_xdist_4_workers_sharing_one_key_build_once(pytester: pytest.Pytester, engine: Engine, tmp_path: Path) -> None:
+    name = f"one{secrets.token_hex(3)}"
+    tiny_context(pytester.path, ["RUN echo built > /built"])
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.model("{name}", ignore_params=["n"])
+        @pytest.mark.parametrize("n", range(8))
+        def test_m(model_image, n):
+            assert model_image.image_id.startswith("sha256:")
+    """)
+    try:
+        result = pytester.runpytest("-p", "no:cacheprovider", "-n", "4", "--enable-cache", "--cache-dir",
+                                    str(tmp_path / "cache"))
+        result.assert_outcomes(passed=8)
+        out = result.stdout.str()
+        builds = out.count("Cache miss. Will build Docker image and save to cache.")
+        saved = re.findall(r"Docker image saved to cache: (run_\S+)", out)
+        print(f"\npytest -n 4, 8 tests, one key: {builds} build(s), {len(saved)} save(s)")
+        assert builds == 1 and len(saved) == 1, out
+        result.stdout.fnmatch_lines(["cache hits: *, misses: 1*"])
+        assert len(Store(tmp_path / "cache").entries()) == 1
+    finally:
+        remove_images(engine, f"madcache.model={name}")
+
+
+POD = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from pytest_madcache.engine import Engine
+    from pytest_madcache.key import CacheKey
+    from pytest_madcache.store import Store
+
+    cache, ctx, log, go = sys.argv[1:5]
+    engine = Engine()
+    store = Store(cache, engine=engine)
+    while not Path(go).exists():
+        time.sleep(0.01)
+
+    def build():
+        with open(log, "a") as fh:
+            fh.write("build\\n")
+        return engine.build(Path(ctx), tag="madcache-pod:latest")
+
+    out = store.get_or_build(CacheKey("ab" * 32, {}), build, image_name="madcache-pod", image_tag="latest")
+    info = engine.inspect(out.image_id)
+    print(json.dumps({"hit": out.hit, "image_id": out.image_id, "present": info is not None and info.id == out.image_id,
+                      "entry": out.entry.id if out.entry else None}))
+""")
+
+
+def test_two_pods_with_separate_engines_share_one_cache_dir(engine: Engine, docker_host: str, tmp_path: Path) -> None:
+    from pytest_madcache.localengine import EngineUnavailable, private_engine
+
+    ctx = tiny_context(tmp_path / "ctx", ["COPY data.bin /data.bin", "RUN echo built > /built"],
+                       files={"data.bin": "x" * 100000})
+    cache, log, go = tmp_path / "cache", tmp_path / "builds.log", tmp_path / "go"
+    try:
+        with private_engine() as second_host:
+            procs = [subprocess.Popen([sys.executable, "-c", POD, str(cache), str(ctx), str(log), str(go)],
+                                      env=dict(os.environ, DOCKER_HOST=host, PYTHONPATH=str(ROOT)),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for host in (docker_host, second_host)]
+            go.touch()
+            outs = [p.communicate(timeout=300) for p in procs]
+            for p, (o, e) in zip(procs, outs):
+                assert p.returncode == 0, e
+            results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    except EngineUnavailable as exc:
+        pytest.skip(f"no second engine: {exc}")
+    finally:
+        engine.remove("madcache-pod:latest")
+    builds = log.read_text().count("build")
+    print(f"\ntwo pods: {builds} build(s), hits {[r['hit'] for r in results]}")
+    assert builds == 1
+    assert sorted(r["hit"] for r in results) == [False, True]
+    assert len({r["image_id"] for r in results}) == 1
+    assert all(r["present"] for r in results)
+    assert len(Store(cache).entries()) == 1
