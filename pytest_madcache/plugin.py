@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs
 __all__ = ["MadcacheWarning", "STATE"]
 
 PROPERTY = "madcache"  # user_properties name carrying our events
+WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only)
 
 
 class MadcacheWarning(pytest.PytestWarning):
@@ -130,6 +131,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="stream build and container output as it comes")
     group.addoption("--output", metavar="FILE.csv", default=None, dest="madcache_output",
                     help="write one CSV row per model run (madengine's performance columns)")
+    group.addoption("--cache-warm-only", action="store_true", default=False, dest="madcache_warm_only",
+                    help="fill the cache without running models: build or load the image of every collected "
+                         "model test, skip the test bodies (implies --enable-cache)")
     for name, help_text in PLUGIN_INI:
         parser.addini(name, help_text, default="")
 
@@ -171,6 +175,9 @@ def _resolve_state(config: pytest.Config) -> State:
         except SettingsError as exc:
             raise pytest.UsageError(str(exc)) from None
         force, from_cache = bool(config.option.madcache_force_rebuild), config.option.madcache_from_cache
+        if getattr(config.option, "madcache_warm_only", False) and not settings.enabled:
+            settings = dataclasses.replace(settings, enabled=True,
+                                           sources={**settings.sources, "enabled": "option --cache-warm-only"})
     output_raw = config.option.madcache_output or config.getini("madcache_output") or None
     output = None
     if output_raw and not is_worker:
@@ -270,6 +277,11 @@ class SessionPlugin:
         return _state(self.config)
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: List[pytest.Item]) -> None:
+        if config.option.madcache_warm_only:  # warm-up: only tests that need a model image
+            drop = [i for i in items if not WARM_FIXTURES & set(getattr(i, "fixturenames", ()))]
+            if drop:
+                config.hook.pytest_deselected(items=drop)
+                items[:] = [i for i in items if i not in drop]
         entry = self.state.from_cache_entry
         if entry is None:
             return
@@ -287,6 +299,13 @@ class SessionPlugin:
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Optional[bool]:
+        """--cache-warm-only: the fixtures got the image (built or loaded, saved); skip the body."""
+        if pyfuncitem.config.option.madcache_warm_only and WARM_FIXTURES & set(pyfuncitem.fixturenames):
+            return True
+        return None
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item.get_closest_marker("model") is not None:

@@ -171,3 +171,32 @@ def test_two_pods_with_separate_engines_share_one_cache_dir(engine: Engine, dock
     assert len({r["image_id"] for r in results}) == 1
     assert all(r["present"] for r in results)
     assert len(Store(cache).entries()) == 1
+
+
+def test_warm_only_fills_the_cache_without_running_models(pytester: pytest.Pytester, engine: Engine,
+                                                          tmp_path: Path) -> None:
+    """A warm-up job (`--cache-warm-only`) builds and saves; the next job hits without building."""
+    name = f"warm{secrets.token_hex(3)}"
+    tiny_context(pytester.path)
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.model("{name}")
+        def test_model(model_run):
+            assert False, "warm-up must not run the model"
+
+        def test_plain():
+            assert False, "warm-up must not run other tests"
+    """)
+    cache = tmp_path / "cache"
+    try:
+        warm = pytester.runpytest("-p", "no:cacheprovider", "--cache-warm-only", "--cache-dir", str(cache))
+        warm.assert_outcomes(passed=1, deselected=1)
+        assert "Docker image saved to cache: run_" in warm.stdout.str()
+        remove_images(engine, f"madcache.model={name}")
+        real = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(cache), "-k", "not plain")
+        real.assert_outcomes(failed=1, deselected=1)  # the body runs now (and fails on purpose)
+        assert "Cache hit! Loading Docker image from cache: run_" in real.stdout.str()
+        assert "Cache miss" not in real.stdout.str()
+    finally:
+        remove_images(engine, f"madcache.model={name}")
