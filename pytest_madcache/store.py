@@ -349,29 +349,27 @@ class _Ahead:
     def close(self) -> None:
         self._stop.set()
 
-    def _pump(self, it: Iterator[bytes]) -> None:
+    def _put(self, item: Any) -> bool:
+        """Queue an item unless the consumer has gone; False when it has."""
         import queue
 
-        item: Any
-        try:
-            for chunk in it:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(chunk, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-            item = None
-        except BaseException as exc:  # handed to the consumer, raised there
-            item = exc
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def _pump(self, it: Iterator[bytes]) -> None:
+        end: Any = None
+        try:
+            for chunk in it:
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            end = exc
+        self._put(end)
 
 
 class _Prefetch(io.RawIOBase):
