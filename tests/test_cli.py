@@ -192,3 +192,18 @@ def test_console_script_is_installed(tmp_path):
     assert exe, "the madcache console script is on PATH after installing the package"
     proc = subprocess.run([exe, "list", "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True)
     assert proc.returncode == 0 and "No cache entries" in proc.stdout
+
+
+def test_the_core_needs_no_pytest(tmp_path):
+    """Store, keys, settings, remote, engine and the command import and run with pytest unavailable."""
+    code = (
+        "import sys\n"
+        "sys.modules['pytest'] = sys.modules['_pytest'] = sys.modules['pluggy'] = None\n"
+        "import pytest_madcache.store, pytest_madcache.key, pytest_madcache.remote, pytest_madcache.engine\n"
+        "import pytest_madcache.provide, pytest_madcache.runner, pytest_madcache.model\n"
+        "from pytest_madcache.cli import main\n"
+        f"sys.exit(main(['stats', '--json', '--cache-dir', {str(tmp_path / 'c')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["entries"] == 0
