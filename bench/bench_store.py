@@ -351,42 +351,32 @@ class Bench:
             self.s("load_full_ours_zstd").add(t)
         shutil.rmtree(cache)
 
+    def _alternate_loads(self, state: str, tar: Path, how: str, name: str) -> None:
+        """Raw `docker load -i TAR` and our load from the same engine state, alternately."""
+        for i in range(self.repeat):
+            for who in (["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]):
+                self.ensure_state(state)
+                if who == "raw":
+                    t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(tar)))
+                    self.s(f"load_{name}_raw" if name == "full" else f"load_{name}_raw_layer_tar").add(t)
+                else:
+                    t, res = timed(lambda: self.store.load(self.entry))
+                    if res.how != how:
+                        raise RuntimeError(f"expected a {how} load, got {res}")
+                    self.s(f"load_{name}_ours").add(t)
+                    self.facts[f"{name}_bytes_sent"] = res.bytes_sent
+                    self.facts[f"{name}_layers_sent"] = res.layers_sent
+                info = self.engine.inspect(self.image_id)
+                assert info is not None and info.id == self.image_id
+
     def phase_delta(self) -> None:
         log("phase: hit with only the top layer missing")
         self.restore_base()
-        for i in range(self.repeat):
-            order = ["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]
-            for who in order:
-                self.ensure_state("delta")
-                if who == "raw":
-                    t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(self.delta_tar)))
-                    self.s("load_delta_raw_layer_tar").add(t)
-                else:
-                    t, res = timed(lambda: self.store.load(self.entry))
-                    if res.how != "delta":
-                        raise RuntimeError(f"expected a delta load, got {res}")
-                    self.s("load_delta_ours").add(t)
-                    self.facts["delta_bytes_sent"] = res.bytes_sent
-                    self.facts["delta_layers_sent"] = res.layers_sent
-                assert self.engine.inspect(self.image_id) is not None
+        self._alternate_loads("delta", self.delta_tar, "delta", "delta")
 
     def phase_full(self) -> None:
         log("phase: hit with nothing present")
-        for i in range(self.repeat):
-            order = ["raw", "ours"] if i % 2 == 0 else ["ours", "raw"]
-            for who in order:
-                self.ensure_state("none")
-                if who == "raw":
-                    t, _ = timed(lambda: docker_cli("load", "-q", "-i", str(self.full_tar)))
-                    self.s("load_full_raw").add(t)
-                else:
-                    t, res = timed(lambda: self.store.load(self.entry))
-                    if res.how != "full":
-                        raise RuntimeError(f"expected a full load, got {res}")
-                    self.s("load_full_ours").add(t)
-                    self.facts["full_bytes_sent"] = res.bytes_sent
-                info = self.engine.inspect(self.image_id)
-                assert info is not None and info.id == self.image_id
+        self._alternate_loads("none", self.full_tar, "full", "full")
 
     def phase_variants(self) -> None:
         log(f"phase: {VARIANTS} variants sharing the base")
