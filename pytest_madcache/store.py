@@ -743,11 +743,14 @@ class Store:
                 continue
             entries[entry_id] = entry
         data = {"format": STORE_FORMAT, "entries": {i: e.to_json() for i, e in entries.items()}}
+        path = self.dir / "index.json"
         try:
-            atomic_write(self.dir / "index.json", json.dumps(data, indent=1, sort_keys=True).encode())
+            atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
+            st = os.stat(path)
         except OSError as exc:
             raise _unwritable(exc, self.dir) from None
-        self._index_memo = None
+        # What we just wrote is what the next read would parse.
+        self._index_memo = ((st.st_ino, st.st_mtime_ns, st.st_size), dict(entries))
         return entries
 
     def _with_last_used(self, entry: Entry) -> Entry:
@@ -915,12 +918,12 @@ class Store:
                 raise _SaveConflict(missing)
             os.rename(staged, self.entry_dir / entry.id)
             _fsync_dir(self.entry_dir)
-            stale = []
-            if replace:
-                stale = [e.id for e in self._index().values() if e.key == entry.key and e.id != entry.id]
+            entries = self._write_index_locked()
+            stale = [i for i, e in entries.items() if e.key == entry.key and i != entry.id] if replace else []
             for old in stale:
                 self._remove_entry_dir(old)
-            self._write_index_locked()
+            if stale:
+                self._write_index_locked()
             evicted = self._prune_locked(self.max_entries, self.max_size_bytes, self.ttl, protect={entry.id},
                                          exclude_lease=lease.dir)
         for e in evicted:
