@@ -26,7 +26,7 @@ import pytest
 from . import hooks
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
-from .report import Summary, run_row, summary_lines, write_csv
+from .report import Summary, run_row, summary_lines, write_csv, write_summary_json
 from .runner import RunOptions, RunResult, parse_performance, run_container
 from .settings import (OPTIONS, Settings, SettingsError, describe, parse_additional_context, parse_bool, resolve)
 
@@ -134,6 +134,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cache-warm-only", action="store_true", default=False, dest="madcache_warm_only",
                     help="fill the cache without running models: build or load the image of every collected "
                          "model test, skip the test bodies (implies --enable-cache)")
+    group.addoption("--cache-summary-json", metavar="FILE.json", default=None, dest="madcache_summary_json",
+                    help="write the session's exact cache counts (hits, misses, bytes loaded, build time saved, "
+                         "entries) to FILE.json; default $MADCACHE_SUMMARY_JSON")
     for name, help_text in PLUGIN_INI:
         parser.addini(name, help_text, default="")
 
@@ -338,7 +341,18 @@ class SessionPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
-        if state.is_worker or state.output is None:
+        if state.is_worker:
+            return
+        summary_json = session.config.option.madcache_summary_json or os.environ.get("MADCACHE_SUMMARY_JSON", "").strip()
+        if summary_json:
+            target = Path(summary_json).expanduser()
+            if not target.is_absolute():
+                target = Path(session.config.invocation_params.dir) / target
+            try:
+                write_summary_json(target, state.summary)
+            except OSError as exc:
+                warnings.warn(MadcacheWarning(f"madcache: cannot write {target}: {exc}"))
+        if state.output is None:
             return
         try:
             state.output_rows = write_csv(state.output, state.summary.runs)

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from .progress import human_bytes
 
-__all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines"]
+__all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json"]
 
 CSV_COLUMNS = (
     "model", "tags", "args", "docker_file", "docker_image", "docker_sha",
@@ -46,6 +46,8 @@ class Summary:
     pushed_bytes: int = 0  # to a remote cache
     warnings: List[str] = field(default_factory=list)
     runs: List[Dict[str, Any]] = field(default_factory=list)
+    entries_hit: List[str] = field(default_factory=list)  # cache entry ids loaded (or present)
+    entries_saved: List[str] = field(default_factory=list)  # cache entry ids built and saved
 
     def add(self, event: Mapping[str, Any]) -> None:
         kind = event.get("kind")
@@ -77,14 +79,30 @@ class Summary:
             self.saved_seconds += float(e.get("entry_build_seconds") or 0.0)
             if e.get("how") == "present":
                 self.present += 1
+            if e.get("cache_id"):
+                self.entries_hit.append(str(e["cache_id"]))
         else:
             self.misses += 1
+            if e.get("cache_id"):
+                self.entries_saved.append(str(e["cache_id"]))
 
     def mark_failed(self, nodeid: str) -> None:
         """A test that failed after its run: its runs are not good results."""
         for run in self.runs:
             if run.get("nodeid") == nodeid and run.get("status") == "SUCCESS":
                 run["status"] = "FAILURE"
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The exact counts, for --cache-summary-json (read by the CI integrations)."""
+        return {
+            "enabled": self.enabled, "hits": self.hits, "misses": self.misses, "present": self.present,
+            "builds": self.builds, "reused": self.reused, "bytes_loaded": self.bytes_loaded,
+            "load_seconds": round(self.load_seconds, 3), "build_seconds": round(self.build_seconds, 3),
+            "build_time_saved_seconds": round(self.saved_seconds, 3),
+            "fetched_bytes": self.fetched_bytes, "pushed_bytes": self.pushed_bytes,
+            "entries_hit": sorted(set(self.entries_hit)), "entries_saved": sorted(set(self.entries_saved)),
+            "warnings": list(self.warnings),
+        }
 
     @property
     def used(self) -> bool:
@@ -114,6 +132,14 @@ def summary_lines(s: Summary) -> List[str]:
     for w in s.warnings:
         lines.append(f"warning: {w}")
     return lines
+
+
+def write_summary_json(path: Path, s: Summary) -> None:
+    """Write `s.as_dict()` to `path` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(s.as_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _cell(value: Any) -> Any:

@@ -122,7 +122,7 @@ def test_example_workflow_misses_then_hits(gh_env):
         assert first.echoed("saved") == ["true"], first.tail()
         assert first.echoed("misses") == ["2"] and first.echoed("hits") == ["0"], first.tail()
         assert "Cache saved successfully" in first.log  # @actions/cache against act's server
-        assert "| Misses (entries built and added) | 2 |" in first.log  # the job summary
+        assert "| Misses (pytest-madcache) | 2 |" in first.log  # the job summary, from the plugin's JSON
 
         # A fresh runner: no images in the engine, an empty workspace; only the GitHub cache survives.
         t.forget_images(token, gh_env["docker_host"])
@@ -136,6 +136,7 @@ def test_example_workflow_misses_then_hits(gh_env):
         assert len(t.lines_with(second.log, "Cache hit! Loading Docker image from cache: run_")) == 2
         assert "Cache miss" not in second.log
         assert second.echoed("hits") == ["2"] and second.echoed("misses") == ["0"], second.tail()
+        assert "| Hits (pytest-madcache) | 2 |" in second.log and "| Bytes loaded | " in second.log
         # Nothing changed: no second upload of the same bytes.
         assert second.echoed("saved") == ["false"], second.tail()
         assert "not saving: the cache did not change" in second.log
@@ -359,6 +360,20 @@ def test_helper_post_save_and_key_marker(tmp_path):
     # keys removes a stale marker, so a miss on a persistent workspace is not taken for a restore
     _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true"})
     assert not (cache / "gha-cache-key").exists()
+
+
+def test_helper_summary_counts_come_from_the_plugin_json(tmp_path):
+    inputs = {"path": ".mc", "key": "mc-Linux-X64-77-2", "save": "always"}
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs)
+    target = Path(exported["MADCACHE_SUMMARY_JSON"])
+    assert target.parent == tmp_path and not target.exists()
+    target.write_text(json.dumps({"hits": 3, "misses": 1, "bytes_loaded": 2048, "build_time_saved_seconds": 12.5}))
+    proc, out, _, summary = _helper(tmp_path, "finish", {}, exported)
+    assert (out["hits"], out["misses"]) == ("3", "1"), proc.stdout
+    assert "| Hits (pytest-madcache) | 3 |" in summary and "| Build time saved | 12.5 s |" in summary
+    # a path the workflow chose is kept
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, {"MADCACHE_SUMMARY_JSON": "/x/mine.json"})
+    assert "MADCACHE_SUMMARY_JSON" not in exported
 
 
 def test_helper_read_only_never_saves_and_bad_policy_fails(tmp_path):

@@ -82,6 +82,20 @@ def state_file(directory: Path) -> Path:
     return Path(env("RUNNER_TEMP", "/tmp")) / f"madcache-gha-{tag}.json"
 
 
+def summary_file(directory: Path) -> Path:
+    """Where pytest-madcache writes its exact counts (MADCACHE_SUMMARY_JSON)."""
+    tag = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+    return Path(env("RUNNER_TEMP", "/tmp")) / f"madcache-summary-{tag}.json"
+
+
+def read_summary(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) and "hits" in data and "misses" in data else None
+    except (OSError, ValueError):
+        return None
+
+
 # -- what is in a cache directory, without pytest-madcache ---------------------
 
 def _listdir(path: Path) -> List[str]:
@@ -242,8 +256,19 @@ def cmd_setup() -> int:
         "restored": st,
         "post_save": post_save,
     }
-    state_file(directory).write_text(json.dumps(state))
     export("MADCACHE_GHA_STATE", state_file(directory))
+    # pytest-madcache writes its exact counts there at the end of the session (the last
+    # session of the job wins); a value the workflow set itself is kept.
+    summary_json = os.environ.get("MADCACHE_SUMMARY_JSON", "").strip()
+    if not summary_json:
+        summary_json = str(summary_file(directory))
+        try:
+            os.unlink(summary_json)
+        except OSError:
+            pass
+        export("MADCACHE_SUMMARY_JSON", summary_json)
+    state["summary_json"] = summary_json
+    state_file(directory).write_text(json.dumps(state))
     set_output("cache-hit", "true" if restored else "false")
     set_output("matched-key", matched)
     set_output("entries", st["entries"])
@@ -299,6 +324,7 @@ def cmd_finish() -> int:
     used = sorted(i for i, t in now_entries.items() if i in before and t >= started - 1)
     st = stats(directory)
     changed = fingerprint(directory) != state.get("fingerprint")
+    counted = read_summary(state.get("summary_json") or env("MADCACHE_SUMMARY_JSON"))
 
     if save == "never":
         reason, do_save = "saving is off (save: never / read-only)", False
@@ -320,13 +346,26 @@ def cmd_finish() -> int:
     set_output("entries", st["entries"])
     set_output("bytes", st["bytes"])
     set_output("evicted", " ".join(evicted))
-    set_output("hits", len(used))
-    set_output("misses", len(added))
+    if counted is not None:  # exact, from pytest-madcache
+        hits, misses = int(counted["hits"]), int(counted["misses"])
+        count_rows = [
+            ("Hits (pytest-madcache)", str(hits)),
+            ("Misses (pytest-madcache)", str(misses)),
+            ("Bytes loaded", f"{int(counted.get('bytes_loaded') or 0)} ({human(int(counted.get('bytes_loaded') or 0))})"),
+            ("Build time saved", f"{float(counted.get('build_time_saved_seconds') or 0):.1f} s"),
+        ]
+    else:  # no summary file (an older plugin, or pytest did not run): from the entries' usage times
+        hits, misses = len(used), len(added)
+        count_rows = [
+            ("Hits (restored entries used)", str(hits)),
+            ("Misses (entries built and added)", str(misses)),
+        ]
+    set_output("hits", hits)
+    set_output("misses", misses)
 
     rows = [
         ("Restored from", f"`{state['matched_key']}`" if state.get("matched_key") else "nothing (cold cache)"),
-        ("Hits (restored entries used)", str(len(used))),
-        ("Misses (entries built and added)", str(len(added))),
+        *count_rows,
         ("Entries", str(st["entries"])),
         ("Bytes", f"{st['bytes']} ({human(st['bytes'])})"),
         ("Evicted", ", ".join(f"`{e}`" for e in evicted) or "none"),
