@@ -1,33 +1,10 @@
 // Stand-in for actions/cache/restore@v4 (tests only).
 'use strict';
-const { load, paths, list } = require('./common');
+const { load, restore } = require('./common');
 const core = load('@actions/core');
 const cache = load('@actions/cache');
 
-async function run() {
-  const key = core.getInput('key', { required: true });
-  const restoreKeys = list(core, 'restore-keys');
-  const crossOs = core.getBooleanInput('enableCrossOsArchive');
-  const failOnMiss = core.getBooleanInput('fail-on-cache-miss');
-  const lookupOnly = core.getBooleanInput('lookup-only');
-  core.setOutput('cache-primary-key', key);
-  if (!cache.isFeatureAvailable()) {
-    core.setFailed('Cache service is not available (ACTIONS_CACHE_URL is not set)');
-    return;
-  }
-  const matched = await cache.restoreCache(paths(core), key, restoreKeys, { lookupOnly }, crossOs);
-  if (!matched) {
-    if (failOnMiss) {
-      core.setFailed(`Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: ${key}`);
-      return;
-    }
-    core.info(`Cache not found for input keys: ${[key, ...restoreKeys].join(', ')}`);
-    core.setOutput('cache-hit', 'false');
-    return;
-  }
-  core.setOutput('cache-matched-key', matched);
-  core.setOutput('cache-hit', String(matched === key));
-  core.info(`Cache restored from key: ${matched}`);
-}
-
-run().catch((err) => core.setFailed(err.message));
+restore(core, cache, {
+  key: (key) => core.setOutput('cache-primary-key', key),
+  matched: (matched) => core.setOutput('cache-matched-key', matched),
+}).catch((err) => core.setFailed(err.message));
