@@ -275,10 +275,9 @@ def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Path) -> An
     from docker.api.build import process_dockerfile
     from docker.utils import tar
 
-    exclude = None
-    ignore = context / ".dockerignore"
-    if ignore.exists():
-        exclude = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and line.strip()[0] != "#"]
+    from .key import read_dockerignore
+
+    exclude = read_dockerignore(context)
     processed = process_dockerfile(dockerfile, str(context))
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fh = tempfile.TemporaryFile(dir=str(tmp_dir), prefix="build-context-")

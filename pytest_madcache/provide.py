@@ -9,7 +9,6 @@ hands out comes with a plain event dict for the session summary.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -17,7 +16,7 @@ from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .key import CacheKey
 from .model import ModelSpec
 from .progress import human_bytes
-from .store import CacheUnwritable, Entry, Outcome, Store, StoreError
+from .store import Entry, Outcome, Store, StoreError, build_output, run_build
 
 __all__ = ["ModelImage", "ImageService", "ImageError"]
 
@@ -151,9 +150,7 @@ class ImageService:
             # The cache failed us after (or instead of) a build: go on without it.
             self._warn(f"the cache failed ({exc}); tests go on without the cache")
             if "result" in built:
-                result = built["result"]
-                image_id = result if isinstance(result, str) else result.image_id
-                duration = getattr(result, "duration", None)
+                image_id, duration = build_output(built["result"], None)
             else:
                 image_id, duration = self._build(build, event, cached=False)
             event.update(cached=False, built=True, build_seconds=duration)
@@ -169,9 +166,8 @@ class ImageService:
                   event: Dict[str, Any]) -> ModelImage:
         entry = outcome.entry
         event["waited"] = outcome.waited
-        # remote cache traffic, when the store has a remote (plain ints, zero otherwise)
-        event["fetched_bytes"] = int(getattr(outcome, "fetched_bytes", 0) or 0)
-        event["pushed_bytes"] = int(getattr(outcome, "pushed_bytes", 0) or 0)
+        event["fetched_bytes"] = outcome.fetched_bytes  # remote cache traffic (0 without a remote)
+        event["pushed_bytes"] = outcome.pushed_bytes
         if outcome.hit and entry is not None:
             load = outcome.load
             self.say(f"Cache hit! Loading Docker image from cache: {entry.id}")
@@ -209,12 +205,7 @@ class ImageService:
 
     def _build(self, build: Callable[[], Any], event: Dict[str, Any], cached: bool) -> Tuple[str, Optional[float]]:
         self.say("Building Docker image...")
-        start = time.monotonic()
-        result = build()
-        if isinstance(result, str):
-            image_id, duration = result, time.monotonic() - start
-        else:
-            image_id, duration = result.image_id, result.duration
+        image_id, duration = run_build(build)
         self.say(f"Build Duration: {duration:.1f} seconds")
         event.update(built=True, build_seconds=duration, cached=cached)
         return image_id, duration

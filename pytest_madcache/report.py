@@ -9,12 +9,13 @@ docker_sha, performance, metric, status, build_duration, test_duration).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextIO
 
 from .progress import human_bytes
 
@@ -134,12 +135,21 @@ def summary_lines(s: Summary) -> List[str]:
     return lines
 
 
-def write_summary_json(path: Path, s: Summary) -> None:
-    """Write `s.as_dict()` to `path` atomically (a reader never sees half a file)."""
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[TextIO]:
+    """A text file that replaces `path` in one rename when the block ends: a reader never sees half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(s.as_dict(), indent=2) + "\n", encoding="utf-8")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        yield fh
     os.replace(tmp, path)
+
+
+def write_summary_json(path: Path, s: Summary) -> None:
+    """Write `s.as_dict()` to `path` atomically."""
+    with _replacing(path) as fh:
+        fh.write(json.dumps(s.as_dict(), indent=2) + "\n")
 
 
 def _cell(value: Any) -> Any:
@@ -155,18 +165,13 @@ def _cell(value: Any) -> Any:
 
 
 def write_csv(path: Path, runs: Iterable[Mapping[str, Any]]) -> int:
-    """One row per model run; written atomically so a reader never sees half a file."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    """One row per model run, written atomically."""
     rows = sorted(runs, key=lambda r: (str(r.get("nodeid")), float(r.get("seq_time") or 0.0)))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with _replacing(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({c: _cell(r.get(c)) for c in CSV_COLUMNS})
-    os.replace(tmp, path)
     return len(rows)
 
 

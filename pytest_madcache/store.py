@@ -54,7 +54,7 @@ from .progress import Progress
 __all__ = [
     "Store", "Entry", "LoadResult", "Outcome", "Stats", "VerifyReport",
     "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable",
-    "new_entry_id",
+    "new_entry_id", "build_output", "run_build",
 ]
 
 STORE_FORMAT = 1
@@ -1176,7 +1176,7 @@ class Store:
                 if hit:
                     hit.waited = waited
                     return hit
-            image_id, duration = _run_build(build)
+            image_id, duration = run_build(build)
             try:
                 entry = self.save(image_id, key, image_name=image_name, image_tag=image_tag,
                                   model_tags=model_tags, nodes=nodes, build_duration=duration,
@@ -1221,7 +1221,7 @@ class Store:
         return hit
 
     def _build_uncached(self, build: Callable[[], Any], warning: str) -> Outcome:
-        image_id, duration = _run_build(build)
+        image_id, duration = run_build(build)
         return Outcome(None, image_id, hit=False, build_duration=duration, warning=warning)
 
     # -- eviction ----------------------------------------------------------------
@@ -1411,12 +1411,19 @@ def _group_writable_umask() -> None:
     os.umask(old & ~0o070)
 
 
-def _run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
+def build_output(result: Any, elapsed: Optional[float]) -> Tuple[str, Optional[float]]:
+    """What a build callable returned (an image id, or an object with `image_id` and
+    `duration` such as the engine's BuildResult) as (image_id, duration)."""
+    if isinstance(result, str):
+        return result, elapsed
+    return result.image_id, getattr(result, "duration", None) or elapsed
+
+
+def run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
+    """Run a build callable, timing it when it does not time itself."""
     start = time.monotonic()
     result = build()
-    if isinstance(result, str):
-        return result, time.monotonic() - start
-    return result.image_id, getattr(result, "duration", None) or (time.monotonic() - start)
+    return build_output(result, time.monotonic() - start)
 
 
 def _read_lines(path: Path) -> Set[str]:

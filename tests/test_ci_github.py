@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import pytest
 

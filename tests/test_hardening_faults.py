@@ -26,7 +26,7 @@ import pytest
 
 from pytest_madcache.engine import Engine
 from pytest_madcache.key import CacheKey
-from pytest_madcache.store import CacheUnwritable, Store, StoreError
+from pytest_madcache.store import Store, StoreError
 from tests.images import ImageFactory
 from tests.plugin_helpers import FAKE_HOOKS, remove_images, tiny_context
 

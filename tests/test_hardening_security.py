@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache.engine import ImageInfo
-from pytest_madcache.key import CacheKey
 from pytest_madcache.store import Store, StoreError
 from tests.plugin_helpers import remove_images, tiny_context
 
