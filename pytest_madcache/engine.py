@@ -1,22 +1,29 @@
-"""The Docker engine adapter: the only module that talks to the engine.
+"""The engine adapter: the only module that talks to a Docker-API engine.
 
-Measured on dockerd 20.10: a presence check through the SDK takes ~1 ms while
-creating a client takes ~7 ms, so one Engine (one client) is reused.  Save and
-load are streams of bytes so the store never needs an intermediate tar.
-The SDK itself (~80 ms with requests) is imported by the methods that use
-it, so a test session that never touches a model never pays for it.
+Docker (classic or containerd image store) and Podman's Docker API service
+differ in what they save and what they load; `Engine.info` finds out once
+which one this is (`EngineInfo`), and the store picks its load archive and
+delta strategy from that.  Measured on dockerd 20.10: a presence check
+through the SDK takes ~1 ms while creating a client takes ~7 ms, so one
+Engine (one client) is reused.  Save and load are streams of bytes so the
+store never needs an intermediate tar.  Builds go through the SDK's classic
+builder or, where a buildx binary is found, BuildKit (`buildkit.py`).  The
+SDK itself is imported by the methods that use it, so a test session that
+never touches a model never pays for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 
-__all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo"]
+__all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "EngineInfo"]
 
 
 class EngineError(RuntimeError):
@@ -47,6 +54,61 @@ class BuildResult:
     image_id: str
     duration: float
     log: str = ""
+    builder: str = "legacy"  # "legacy" (the SDK's classic builder, or Podman's) or "buildkit"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What kind of engine answers, and so how images get in and out of it.
+
+    - classic Docker: loads a docker-archive; a tar may omit layers whose
+      lower chain the engine has (delta by chain).
+    - Docker on the containerd image store: image ids are manifest digests;
+      a docker-archive that omits layers loads *nothing, silently*, while an
+      OCI layout may omit blobs its content store holds (delta by blob).
+    - Podman: loads a docker-archive and refuses one that omits layers.
+    """
+
+    product: str  # "docker" or "podman"
+    version: str
+    api_version: str
+    image_store: str  # "classic", "containerd" or "podman"
+
+    @property
+    def load_layout(self) -> str:
+        return "oci" if self.image_store == "containerd" else "docker-archive"
+
+    @property
+    def delta(self) -> str:
+        """How a load may leave out what the engine has: "chain", "blobs" or "none"."""
+        return {"classic": "chain", "containerd": "blobs"}.get(self.image_store, "none")
+
+    @property
+    def name(self) -> str:
+        product = "Podman" if self.product == "podman" else "Docker"
+        store = {"classic": "classic image store", "containerd": "containerd image store",
+                 "podman": "containers/storage"}[self.image_store]
+        return f"{product} {self.version} (API {self.api_version}, {store})"
+
+    @property
+    def strategy(self) -> str:
+        delta = {"chain": "delta loads (layers whose lower chain the engine lacks)",
+                 "blobs": "delta loads (blobs the content store lacks)", "none": "full loads"}[self.delta]
+        return f"present images used as they are; {self.load_layout} archives; {delta}"
+
+    @classmethod
+    def from_api(cls, version: Mapping[str, Any], info: Mapping[str, Any]) -> "EngineInfo":
+        components = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, dict)]
+        podman = any("podman" in c.lower() for c in components)
+        status = {str(k): str(v) for k, v in (info.get("DriverStatus") or []) if isinstance(k, str)}
+        if podman:
+            store = "podman"
+        elif status.get("driver-type", "").startswith("io.containerd.snapshotter"):
+            store = "containerd"
+        else:
+            store = "classic"
+        return cls(product="podman" if podman else "docker", version=str(version.get("Version", "?")),
+                   api_version=str(version.get("ApiVersion", "?")), image_store=store)
 
 
 @dataclass
@@ -55,6 +117,7 @@ class Engine:
 
     client: Any = None
     _layer_index: Optional[Dict[str, Any]] = field(default=None, repr=False)
+    _info: Optional[EngineInfo] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         import docker
@@ -75,6 +138,16 @@ class Engine:
         except Exception as exc:
             raise EngineError(f"cannot reach the Docker engine: {exc}") from None
 
+    @property
+    def info(self) -> EngineInfo:
+        """The engine's kind and image store, asked once (two API calls, ~10 ms)."""
+        if self._info is None:
+            try:
+                self._info = EngineInfo.from_api(self.api.version(), self.api.info())
+            except Exception as exc:
+                raise EngineError(f"cannot reach the Docker engine: {exc}") from None
+        return self._info
+
     # -- images ----------------------------------------------------------------
 
     def inspect(self, ref: str) -> Optional[ImageInfo]:
@@ -92,12 +165,31 @@ class Engine:
         return ImageInfo(
             id=attrs["Id"],
             diff_ids=list((attrs.get("RootFS") or {}).get("Layers") or []),
-            repo_tags=list(attrs.get("RepoTags") or []),
+            repo_tags=short_names(attrs.get("RepoTags") or []),
             size=int(attrs.get("Size") or 0),
         )
 
     def has_image(self, image_id: str) -> bool:
         return self.inspect(image_id) is not None
+
+    def find(self, ids: Iterable[str]) -> Optional[ImageInfo]:
+        """The first of `ids` the engine has.  One image goes by different ids on
+        different engines (the config digest; a manifest digest on the
+        containerd store), so the caller offers every id it may have."""
+        for image_id in dict.fromkeys(ids):
+            info = self.inspect(image_id)
+            if info is not None:
+                return info
+        return None
+
+    def metadata_text(self, image_id: str) -> str:
+        """Everything the engine records about an image besides its files: its
+        inspect data and its history (build args used by RUN steps end up there)."""
+        from docker.errors import DockerException
+        try:
+            return json.dumps([self.api.inspect_image(image_id), self.api.history(image_id)])
+        except DockerException as exc:
+            raise EngineError(f"cannot inspect image {image_id}: {exc}") from None
 
     def tag(self, image_id: str, reference: str) -> None:
         from docker.errors import DockerException
@@ -202,13 +294,27 @@ class Engine:
         labels: Optional[Mapping[str, str]] = None,
         on_line: Optional[Any] = None,
         tmp_dir: Optional[Path] = None,
+        builder: str = "auto",
+        secrets: Optional[Mapping[str, str]] = None,
     ) -> BuildResult:
         """Build an image; BuildFailed carries the build log.
+
+        `builder`: "buildkit" (buildx, see buildkit.py), "legacy" (the SDK's
+        classic builder; Podman's own builder on Podman) or "auto" (BuildKit
+        on Docker when a buildx binary is found, else legacy).  `secrets` are
+        build args whose values must not stay in the image: BuildKit gets them
+        as secret mounts; the legacy builder as build args (the store then
+        refuses to cache an image whose metadata holds one).
 
         docker-py packs the context into a temporary file in TMPDIR; with
         `tmp_dir` (the cache's tmp/) it goes there instead, so a read-only
         root filesystem with one writable cache volume is enough.
         """
+        secrets = dict(secrets or {})
+        chosen = self.choose_builder(builder)
+        if chosen == "buildkit":
+            return self._buildkit(context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets)
+        build_args = {**dict(build_args or {}), **secrets}
         from docker.errors import APIError, BuildError, DockerException
         context = Path(context)
         rel_dockerfile = None
@@ -266,6 +372,55 @@ class Engine:
         self._layer_index = None
         return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))
 
+    def choose_builder(self, builder: str = "auto") -> str:
+        """"buildkit" or "legacy" for a requested builder, or EngineError saying why not."""
+        from .buildkit import buildx_binary
+
+        if builder not in ("auto", "buildkit", "legacy"):
+            raise EngineError(f"unknown builder {builder!r}: use auto, buildkit or legacy")
+        if builder == "legacy":
+            return "legacy"
+        podman = self.info.product == "podman"
+        binary = None if podman else buildx_binary()
+        if builder == "buildkit" and binary is None:
+            why = ("Podman builds with its own builder: use builder='legacy' (it supports RUN --mount)" if podman
+                   else "no buildx binary found (install docker-buildx, or set MADCACHE_BUILDX to its path)")
+            raise EngineError(f"builder='buildkit' cannot be used: {why}")
+        return "buildkit" if binary else "legacy"
+
+    def host(self) -> Optional[str]:
+        """The engine's address as DOCKER_HOST would give it, for tools that talk to it themselves."""
+        adapter = None
+        with contextlib.suppress(Exception):
+            adapter = self.api.get_adapter("http+docker://")
+        path = getattr(adapter, "socket_path", None)
+        if path:
+            return f"unix://{path}"
+        base = str(getattr(self.api, "base_url", "") or "")
+        if base.startswith(("http://", "https://")):
+            return "tcp://" + base.split("://", 1)[1]
+        return os.environ.get("DOCKER_HOST")
+
+    def _buildkit(self, context: Path, dockerfile: Optional[Path], tag: Optional[str],
+                  build_args: Optional[Mapping[str, str]], labels: Optional[Mapping[str, str]],
+                  on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str]) -> BuildResult:
+        from .buildkit import buildx_binary, buildx_build
+
+        binary = buildx_binary()
+        assert binary is not None
+        # An engine started without a bridge network (--bridge=none) cannot give
+        # BuildKit's RUN steps one; the classic builder falls back by itself.
+        network = None
+        with contextlib.suppress(Exception):
+            if not self.api.networks(names=["bridge"]):
+                network = "none"
+        image_id, lines, seconds = buildx_build(
+            binary, self.host(), Path(context), Path(dockerfile) if dockerfile is not None else None, tag,
+            dict(build_args or {}), secrets, dict(labels or {}), network, on_line,
+            Path(tmp_dir) if tmp_dir is not None else None)
+        self._layer_index = None
+        return BuildResult(image_id=image_id, duration=seconds, log="\n".join(lines), builder="buildkit")
+
 
 def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Path) -> Any:
     """The build context as docker-py would send it (`.dockerignore` honoured, a
@@ -290,6 +445,17 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def short_names(tags: Iterable[str]) -> List[str]:
+    """Tags as users write them: Podman says `localhost/name:tag` for a local `name:tag`."""
+    out: List[str] = []
+    for tag in tags:
+        out.append(tag)
+        for prefix in ("localhost/", "docker.io/library/"):
+            if tag.startswith(prefix) and "/" not in tag[len(prefix):]:
+                out.append(tag[len(prefix):])
+    return list(dict.fromkeys(out))
 
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:

@@ -231,7 +231,7 @@ class ImageService:
             self.say(f"Docker image loaded from cache successfully: {entry.id} ({load.layers_sent} layers, "
                      f"{human_bytes(load.bytes_sent)} in {load.seconds:.2f} s)")
         self.say(f"Using cached tags: {', '.join(entry.model_tags)}")
-        image = ModelImage(spec, entry.image_ref, entry.image_id, entry.key, dict(entry.key_components),
+        image = ModelImage(spec, entry.image_ref, load.image_id or entry.image_id, entry.key, dict(entry.key_components),
                            cache_hit=True, cache_id=entry.id, load=load.how, build_duration=entry.build_duration,
                            params=dict(params))
         self._memo["entry:" + entry.id] = image

@@ -62,6 +62,11 @@ class Images:
             self.variants.append(engine.build(ctx, dockerfile=df, tag=tag))
         self.ids += [v.image_id for v in self.variants]
 
+    def reloaded(self, index: int, image_id: str) -> None:
+        """A variant came back through a load: on the containerd store it has a new id."""
+        self.variants[index] = BuildResult(image_id=image_id, duration=self.variants[index].duration)
+        self.ids.append(image_id)
+
     def unique(self, size: int = 2 * MB) -> BuildResult:
         """An image sharing no layer with any other: FROM scratch plus random bytes."""
         ctx = write_context(self.workdir / secrets.token_hex(4), {"u.bin": size}, base=False)
@@ -112,8 +117,12 @@ def test_round_trip_save_remove_load(store: Store, imgs: Images, engine: Engine)
     assert result.how == "full"
     assert result.layers_sent == len(entry.layers)
     assert result.bytes_sent >= entry.own_bytes
-    info = engine.inspect(img.image_id)
-    assert info is not None and info.id == img.image_id
+    info = engine.inspect(result.image_id)
+    assert info is not None and info.diff_ids == entry.layers
+    # Classic Docker and Podman give the image its id back; the containerd store names it
+    # by the manifest of the archive we loaded, which the entry can compute.
+    expected = img.image_id if engine.info.image_store != "containerd" else entry.engine_ids[-1]
+    assert info.id == expected
     assert "madcache-rt:v1" in info.repo_tags
     engine.remove("madcache-rt:v1")
 
@@ -140,23 +149,32 @@ def test_shared_base_is_stored_once(store: Store, imgs: Images) -> None:
 
 
 def test_delta_load_sends_only_missing_layers(store: Store, imgs: Images, engine: Engine) -> None:
-    """With the base still in the engine (through another variant), a load sends only the top layer."""
+    """With the base still in the engine (through another variant the cache loaded), a load sends
+    only the top layer; Podman, which refuses archives that leave layers out, gets them all."""
     v0, v1 = imgs.variants[0], imgs.variants[1]
     e0 = store.save(v0.image_id, key("d0"), image_name="madcache-delta", image_tag="v0")
-    store.save(v1.image_id, key("d1"), image_name="madcache-delta", image_tag="v1")
+    e1 = store.save(v1.image_id, key("d1"), image_name="madcache-delta", image_tag="v1")
+    # v1 reaches the engine through the cache, as on a runner the cache filled: the containerd
+    # store then holds its blobs in the form our archives name them (a build leaves gzip blobs).
+    engine.remove("madcache-delta:v1")
+    engine.remove(v1.image_id)
+    imgs.reloaded(1, store.load(e1).image_id)
     engine.remove("madcache-delta:v0")
     engine.remove(v0.image_id)
-    assert engine.inspect(v0.image_id) is None and engine.inspect(v1.image_id) is not None
+    assert engine.inspect(v0.image_id) is None and engine.inspect(imgs.variants[1].image_id) is not None
 
     result = store.load(e0)
-    print(f"\ndelta load: {result.bytes_sent / MB:.2f} MB sent of {e0.own_bytes / MB:.2f} MB "
-          f"({result.layers_sent} layer, {result.seconds * 1000:.0f} ms)")
+    imgs.reloaded(0, result.image_id)
+    print(f"\n{engine.info.name}: {result.how} load: {result.bytes_sent / MB:.2f} MB sent of "
+          f"{e0.own_bytes / MB:.2f} MB ({result.layers_sent} layers, {result.seconds * 1000:.0f} ms)")
+    assert engine.inspect(result.image_id).diff_ids == e0.layers
+    if engine.info.delta == "none":
+        assert result.how == "full" and result.layers_sent == len(set(e0.layers))
+        return
     assert result.how == "delta"
     assert result.layers_sent == 1
     assert result.bytes_sent < e0.own_bytes / 10
     assert VARIANT_SIZE < result.bytes_sent < VARIANT_SIZE + 64 * 1024
-    assert engine.inspect(v0.image_id).id == v0.image_id
-    engine.remove("madcache-delta:v1")
 
 
 def test_presence_short_cut_loads_nothing_and_retags(store: Store, imgs: Images, engine: Engine) -> None:
@@ -451,6 +469,6 @@ def test_a_corrupt_shared_blob_drops_every_entry_that_needs_it(store: Store, img
         assert [e.id for e in store.entries()] == [other.id]
         assert store.verify().ok
     finally:
-        for entry in kept:  # the module's images come back with their ids
-            backup.load(entry)
+        for i, entry in enumerate(kept):  # the module's images come back (on containerd, under new ids)
+            imgs.reloaded(i, backup.load(entry).image_id)
     assert all(engine.has_image(v.image_id) for v in imgs.variants)

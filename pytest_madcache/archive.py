@@ -1,0 +1,580 @@
+"""Image archives: read what any engine's save writes, write what each engine loads.
+
+Engines save in three shapes, all handled by one streaming reader:
+
+- the legacy docker-archive (`manifest.json`, `<id>/layer.tar`, `<config>.json`),
+  as dockerd 20.10 writes it;
+- the OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`, possibly
+  nested indexes), which Docker 25+ writes beside a `manifest.json` whose paths
+  point into `blobs/`; on the containerd image store its layers are gzip blobs;
+- Podman's docker-archive: layers as `<diffid>.tar` at the root with
+  `<id>/layer.tar` links to them.
+
+Whatever the shape, each layer is stored once, uncompressed, named by its
+diffID (the canonical form: see docs/engines.md for the measurements), and
+every blob an archive names by digest is checked against that digest.  This
+module knows tar and image formats only: where blobs go is the caller's
+business (a `BlobSink`), and it never talks to an engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+
+__all__ = [
+    "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
+    "full_reference", "iter_tar", "safe_member",
+]
+
+CHUNK = 1 << 20
+MAX_SMALL_MEMBER = 64 << 20  # manifests and configs: anything larger is not metadata
+KEEP_IN_MEMORY = 1 << 20  # members up to this size are kept until the manifest says what they are
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+class ArchiveError(RuntimeError):
+    """The archive is not a readable image archive, or does not hold what it claims."""
+
+
+class BlobSink(Protocol):
+    """Where the reader puts blobs: it hashes what it is given and returns (digest, bytes)."""
+
+    def write_blob(self, fh: BinaryIO, size: Optional[int]) -> Tuple[str, int]: ...
+
+    def write_small_blob(self, data: bytes) -> str: ...
+
+
+@dataclass(frozen=True)
+class ArchiveImage:
+    """One image read from an archive, its layers stored in the sink by diffID."""
+
+    config: str  # config digest
+    layers: List[str]  # diffIDs, lowest first
+    sizes: Dict[str, int]  # digest -> uncompressed bytes, config and layers
+    repo_tags: List[str] = field(default_factory=list)
+    layout: str = "docker-archive"  # or "oci"
+
+
+def safe_member(name: str) -> str:
+    """Normalise a tar member name; refuse absolute paths and `..`."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise ArchiveError(f"refusing image archive member {name!r} (absolute path or '..')")
+    return str(PurePosixPath(*[part for part in p.parts if part != "."]))
+
+
+# -- the tar stream ---------------------------------------------------------------
+
+
+def _read_exact(fh: BinaryIO, n: int) -> bytes:
+    data = fh.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = fh.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class _MemberReader:
+    """Exactly `size` bytes of one tar member, read straight from the stream."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self.fh = fh
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.fh.read(n)
+        if not data:
+            raise EOFError("the archive ends inside a member")
+        self.left -= len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.left > 0:
+            self.read(CHUNK)
+
+
+def iter_tar(fh: BinaryIO) -> Iterator[Tuple[tarfile.TarInfo, _MemberReader]]:
+    """Walk a tar stream without tarfile's buffering layers: headers via
+    TarInfo.frombuf (checksums checked), member data handed out unbuffered.
+    Handles PAX (path, linkpath, size) and GNU long names."""
+    overrides: Dict[str, str] = {}
+    while True:
+        header = _read_exact(fh, 512)
+        if len(header) < 512:
+            if header:
+                raise EOFError("the archive ends inside a header")
+            return
+        if header == b"\0" * 512:
+            return
+        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if info.size > MAX_SMALL_MEMBER:
+                raise ArchiveError("oversized extended tar header")
+            data = _read_exact(fh, info.size)
+            _read_exact(fh, (-info.size) % 512)
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                overrides["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.GNUTYPE_LONGLINK:
+                overrides["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif info.type == tarfile.XHDTYPE:
+                overrides.update(_pax_records(data))
+            continue
+        if "path" in overrides:
+            info.name = overrides["path"]
+        if "linkpath" in overrides:
+            info.linkname = overrides["linkpath"]
+        if "size" in overrides:
+            info.size = int(overrides["size"])
+        overrides = {}
+        size = info.size if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) else 0
+        member = _MemberReader(fh, size)
+        yield info, member
+        member.drain()
+        _read_exact(fh, (-size) % 512)
+
+
+def _pax_records(data: bytes) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        record = data[space + 1:pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+# -- layers: compressed or not, hashed on the way in ---------------------------------
+
+
+class _Hashing:
+    """Passes reads through, hashing the raw bytes (a blob's digest as the archive names it)."""
+
+    def __init__(self, fh: BinaryIO, head: bytes = b"") -> None:
+        self.fh = fh
+        self.head = head
+        self.hash = hashlib.sha256(head)
+        self.count = len(head)
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            data, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
+            return data
+        data = self.fh.read(n)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+class _Gunzip:
+    """A reader of a gzip stream's uncompressed bytes (several gzip members allowed)."""
+
+    def __init__(self, fh: _Hashing) -> None:
+        self.fh = fh
+        self.z = zlib.decompressobj(wbits=31)
+        self.fed = False  # has the current decompressor had input?
+        self.pending = b""
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        n = CHUNK if n is None or n < 0 else n
+        while len(self.pending) < n and not self.eof:
+            raw = b""
+            if self.z.eof:  # one gzip member ended; another may follow
+                raw = self.z.unused_data
+                self.z, self.fed = zlib.decompressobj(wbits=31), False
+            raw = raw or self.fh.read(CHUNK)
+            if not raw:
+                if self.fed and not self.z.eof:
+                    raise EOFError("the gzip stream is truncated")
+                self.eof = True
+                break
+            self.fed = True
+            self.pending += self.z.decompress(raw)
+        data, self.pending = self.pending[:n], self.pending[n:]
+        return data
+
+
+def _uncompressed(fh: _Hashing, head: bytes) -> BinaryIO:
+    """The layer's tar bytes, whatever compression its first bytes announce."""
+    if head.startswith(GZIP_MAGIC):
+        return _Gunzip(fh)  # type: ignore[return-value]
+    if head.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard
+        except ImportError:
+            raise ArchiveError("the engine saved a zstd-compressed layer; reading it needs the zstandard package: "
+                               "pip install 'pytest-madcache[zstd]'") from None
+        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, read_across_frames=True)  # type: ignore
+    return fh  # type: ignore[return-value]
+
+
+@dataclass
+class _Member:
+    name: str
+    data: Optional[bytes] = None  # small members, kept until the manifest says what they are
+    raw_digest: Optional[str] = None  # streamed members: digest of the bytes as archived
+    diff_id: Optional[str] = None  # streamed members: digest of the uncompressed bytes, stored
+    size: int = 0  # uncompressed bytes stored
+
+
+class _Members:
+    """What an archive held, by path, with links resolved in any order."""
+
+    def __init__(self) -> None:
+        self.files: Dict[str, _Member] = {}
+        self.links: Dict[str, str] = {}
+
+    def get(self, name: str) -> _Member:
+        seen: Set[str] = set()
+        name = safe_member(name)
+        while name in self.links and name not in self.files:
+            if name in seen:
+                raise ArchiveError(f"archive member {name!r} is part of a link loop")
+            seen.add(name)
+            name = self.links[name]
+        member = self.files.get(name)
+        if member is None:
+            raise ArchiveError(f"the archive names {name!r} but does not contain it")
+        return member
+
+    def has(self, name: str) -> bool:
+        try:
+            self.get(name)
+            return True
+        except ArchiveError:
+            return False
+
+    def small(self, name: str) -> bytes:
+        member = self.get(name)
+        if member.data is None:
+            raise ArchiveError(f"archive member {name!r} is too large for image metadata")
+        return member.data
+
+
+def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
+    members = _Members()
+    for info, reader in iter_tar(fh):
+        name = safe_member(info.name)
+        if info.isdir():
+            continue
+        if info.issym() or info.islnk():
+            target = info.linkname if info.islnk() else str(PurePosixPath(name).parent / info.linkname)
+            members.links[name] = safe_member(os.path.normpath(target))
+            members.files.pop(name, None)
+            continue
+        if not info.isfile():
+            raise ArchiveError(f"refusing image archive member {name!r} of type {info.type!r}")
+        members.links.pop(name, None)
+        if info.size <= KEEP_IN_MEMORY:
+            data = _read_exact(reader, info.size)  # type: ignore[arg-type]
+            members.files[name] = _Member(name, data=data)
+            if on_bytes:
+                on_bytes(len(data))
+            continue
+        head = _read_exact(reader, 4)  # type: ignore[arg-type]
+        raw = _Hashing(reader, head)  # type: ignore[arg-type]
+        compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+        try:
+            diff_id, size = sink.write_blob(_uncompressed(raw, head), None if compressed else info.size)
+        except (zlib.error, EOFError) as exc:
+            raise ArchiveError(f"archive member {name!r} cannot be decompressed: {exc}") from None
+        raw.read(-1)  # what a decompressor left unread still counts for the raw digest
+        members.files[name] = _Member(name, raw_digest=raw.digest, diff_id=diff_id, size=size)
+    return members
+
+
+def _json(members: _Members, name: str) -> object:
+    try:
+        return json.loads(members.small(name))
+    except ValueError:
+        raise ArchiveError(f"archive member {name!r} is not valid JSON") from None
+
+
+def _blob_name(digest: str) -> str:
+    algo, _, hexpart = str(digest).partition(":")
+    if algo != "sha256" or len(hexpart) != 64:
+        raise ArchiveError(f"not a sha256 digest: {digest!r}")
+    return f"blobs/sha256/{hexpart}"
+
+
+def _checked_small(members: _Members, name: str, digest: Optional[str]) -> bytes:
+    data = members.small(name)
+    if digest is not None and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise ArchiveError(f"archive blob {name!r} does not match its digest {digest}")
+    return data
+
+
+def _images_from_index(members: _Members) -> List[Tuple[str, List[Tuple[str, Optional[str]]], List[str]]]:
+    """(config path, [(layer path, blob digest)], names) per manifest, walking nested indexes."""
+    out = []
+    todo: List[Tuple[dict, List[str]]] = [(_json(members, "index.json"), [])]  # type: ignore[list-item]
+    seen: Set[str] = set()
+    while todo:
+        index, names = todo.pop(0)
+        for desc in index.get("manifests") or []:
+            digest = desc.get("digest", "")
+            if digest in seen:
+                continue
+            seen.add(digest)
+            ref = (desc.get("annotations") or {}).get("io.containerd.image.name")
+            here = names + ([ref] if ref else [])
+            data = json.loads(_checked_small(members, _blob_name(digest), digest))
+            media = desc.get("mediaType") or data.get("mediaType")
+            if media in (OCI_INDEX, DOCKER_LIST) or "manifests" in data:
+                todo.append((data, here))
+                continue
+            config = data["config"]["digest"]
+            if not members.has(_blob_name(config)):
+                continue  # a platform the save left out
+            layers = [(_blob_name(layer["digest"]), layer["digest"]) for layer in data.get("layers") or []]
+            out.append((_blob_name(config), layers, here))
+    return out
+
+
+def _images_from_manifest(members: _Members) -> List[Tuple[str, List[Tuple[str, Optional[str]]], List[str]]]:
+    manifest = _json(members, "manifest.json")
+    if not isinstance(manifest, list):
+        raise ArchiveError("manifest.json is not a list of images")
+    out = []
+    for item in manifest:
+        layers = []
+        for path in item.get("Layers") or []:
+            path = safe_member(path)
+            digest = "sha256:" + path.rsplit("/", 1)[1] if path.startswith("blobs/sha256/") else None
+            layers.append((path, digest))
+        out.append((safe_member(item["Config"]), layers, list(item.get("RepoTags") or [])))
+    return out
+
+
+def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=None) -> ArchiveImage:
+    """Read an engine's save stream into `sink`; return the image it holds.
+
+    `want` are ids the image may go by (config digest, or a manifest digest on
+    the containerd store); an archive of several images is searched for it,
+    one of a single image is taken as it is.  The diffIDs of the stored
+    layers must be those the image's config lists.
+    """
+    try:
+        members = _read_members(fh, sink, on_bytes)
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"not a valid tar: {exc}") from None
+    if members.has("manifest.json"):
+        layout, images = "docker-archive", _images_from_manifest(members)
+    elif members.has("index.json"):
+        layout, images = "oci", _images_from_index(members)
+    else:
+        raise ArchiveError("the archive has neither manifest.json nor index.json")
+    if not images:
+        raise ArchiveError("the archive's manifest lists no image")
+    wanted = set(want)
+    chosen = images[0]
+    if len(images) > 1 and wanted:
+        for image in images:
+            config_digest = "sha256:" + hashlib.sha256(members.small(image[0])).hexdigest()
+            if config_digest in wanted:
+                chosen = image
+                break
+        else:
+            raise ArchiveError(f"the archive holds {len(images)} images, none of them {', '.join(sorted(wanted))}")
+    config_path, layer_paths, names = chosen
+    config_data = members.small(config_path)
+    config = "sha256:" + hashlib.sha256(config_data).hexdigest()
+    if config_path.startswith("blobs/sha256/") and config_path[len("blobs/sha256/"):] != config[7:]:
+        raise ArchiveError(f"archive blob {config_path!r} does not match its digest")
+    sizes = {config: len(config_data)}
+    sink.write_small_blob(config_data)
+    layers: List[str] = []
+    for path, digest in layer_paths:
+        member = members.get(path)
+        if member.data is not None:
+            raw_digest = "sha256:" + hashlib.sha256(member.data).hexdigest()
+            head = member.data[:4]
+            plain = member.data
+            if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+                plain = _decompress_bytes(member.data)
+            diff_id = sink.write_small_blob(plain)
+            size = len(plain)
+        else:
+            raw_digest, diff_id, size = member.raw_digest, member.diff_id, member.size
+        if digest is not None and raw_digest != digest:
+            raise ArchiveError(f"archive blob {path!r} hashes to {raw_digest}, not {digest}")
+        layers.append(diff_id)  # type: ignore[arg-type]
+        sizes[diff_id] = size  # type: ignore[index]
+    try:
+        listed = json.loads(config_data)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError):
+        raise ArchiveError("the image config has no rootfs.diff_ids") from None
+    if layers != listed:
+        raise ArchiveError("the archive's layers do not hash to the diffIDs its config lists")
+    tags = [t for t in names if isinstance(t, str)]
+    return ArchiveImage(config=config, layers=layers, sizes=sizes, repo_tags=tags, layout=layout)
+
+
+def _decompress_bytes(data: bytes) -> bytes:
+    reader = _uncompressed(_Hashing(io.BytesIO(data)), data[:4])  # type: ignore[arg-type]
+    parts = []
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+
+
+# -- writing the archive an engine loads ----------------------------------------------
+
+
+def full_reference(ref: str) -> str:
+    """`name[:tag]` as the containerd store names images (`docker.io/library/name:tag`)."""
+    name, tag = ref, "latest"
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = ref.rsplit(":", 1)
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = f"docker.io/library/{name}"
+    elif not ("." in first or ":" in first or first == "localhost"):
+        name = f"docker.io/{name}"
+    return f"{name}:{tag}"
+
+
+def oci_manifest(config: str, config_size: int, layers: Sequence[str], sizes: Mapping[str, int]) -> bytes:
+    """The OCI manifest we write for an image of uncompressed layers: same bytes every time."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
+        "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": sizes[d]} for d in layers],
+    }
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def oci_image_id(config: str, layers: Sequence[str], sizes: Mapping[str, int]) -> str:
+    """The id a containerd image store gives the image after loading our OCI archive."""
+    data = oci_manifest(config, sizes[config], layers, sizes)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class LoadArchive:
+    """A load tar assembled on the fly from blobs, each checked against its digest as it streams.
+
+    `layout` is "docker-archive" (classic Docker, Podman) or "oci" (the
+    containerd image store).  The manifest lists every layer; the archive
+    holds only `files` (config and the layers being sent): classic engines
+    check the lower chain by chain id, the containerd store by blob digest.
+    On a mismatch the stream stops, so the engine's load fails rather than
+    take bad data; `bad` says why.
+    """
+
+    config: str
+    layers: Sequence[str]
+    sizes: Mapping[str, int]
+    repo_tags: Sequence[str]
+    files: Mapping[str, BinaryIO]  # digest -> reader of uncompressed bytes
+    layout: str = "docker-archive"
+    on_bytes: Optional[object] = None
+    sent: int = 0
+    bad: Optional[str] = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for name, data in self._metadata():
+            yield from self._member(name, io.BytesIO(data), len(data), None)
+        for digest, fh in self.files.items():
+            yield from self._member(self._path(digest), fh, self.sizes[digest], digest)
+        yield b"\0" * 1024
+
+    def _path(self, digest: str) -> str:
+        hexpart = digest.split(":", 1)[1]
+        if self.layout == "oci":
+            return f"blobs/sha256/{hexpart}"
+        return f"{hexpart}.json" if digest == self.config else f"{hexpart}/layer.tar"
+
+    def _metadata(self) -> Iterable[Tuple[str, bytes]]:
+        if self.layout == "oci":
+            manifest = oci_manifest(self.config, self.sizes[self.config], self.layers, self.sizes)
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            manifests = [{
+                "mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
+                "annotations": {"io.containerd.image.name": full_reference(ref),
+                                "org.opencontainers.image.ref.name": full_reference(ref).rsplit(":", 1)[1]},
+            } for ref in self.repo_tags] or [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}]
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+            return [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                    ("index.json", json.dumps(index, separators=(",", ":")).encode()),
+                    (f"blobs/sha256/{digest[7:]}", manifest)]
+        manifest_json = [{
+            "Config": self._path(self.config),
+            "RepoTags": list(self.repo_tags),
+            "Layers": [self._path(d) for d in self.layers],
+        }]
+        return [("manifest.json", json.dumps(manifest_json).encode())]
+
+    def _member(self, name: str, fh: BinaryIO, size: int, digest: Optional[str]) -> Iterator[bytes]:
+        info = tarfile.TarInfo(name)
+        info.size = size  # the header goes out first; the data must match it
+        info.mode = 0o644
+        info.mtime = 0
+        header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        self.sent += len(header)
+        yield header
+        h = hashlib.sha256() if digest else None
+        left = size
+        while True:
+            try:
+                chunk = fh.read(min(CHUNK, left) if left > 0 else 1)
+            except Exception as exc:  # a damaged zstd frame
+                self.bad = f"blob {digest} cannot be read: {exc}"
+                raise ArchiveError(self.bad) from None
+            if not chunk:
+                break
+            if len(chunk) > left:
+                self.bad = f"blob {digest} is longer than the {size} bytes recorded"
+                raise ArchiveError(self.bad)
+            left -= len(chunk)
+            if h is not None:
+                h.update(chunk)
+            self.sent += len(chunk)
+            if self.on_bytes:
+                self.on_bytes(len(chunk))  # type: ignore[operator]
+            yield chunk
+        if left:
+            self.bad = f"blob {digest} has {size - left} bytes, expected {size}"
+            raise ArchiveError(self.bad)
+        if h is not None and "sha256:" + h.hexdigest() != digest:
+            self.bad = f"blob {digest} does not match its digest"
+            raise ArchiveError(self.bad)
+        pad = (-size) % 512
+        if pad:
+            yield b"\0" * pad

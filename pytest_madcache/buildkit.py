@@ -1,0 +1,121 @@
+"""BuildKit builds through the `docker-buildx` binary, for what the SDK's classic builder cannot do.
+
+docker-py drives only the classic builder, which refuses `RUN --mount`
+(cache and secret mounts), heredocs and `COPY --link`.  BuildKit has them,
+and its secret mounts are the one way a build can use a token without the
+token ending up in the image's history.  buildx runs standalone (no docker
+CLI needed) against the engine's socket; `--load` puts the result into the
+engine and `--iidfile` says its id, so the rest of the plugin sees the same
+BuildResult as from the classic builder.  This module only builds; it never
+saves, loads or decides anything about the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional
+
+__all__ = ["buildx_binary", "buildx_build", "PLUGIN_DIRS"]
+
+# Where the docker CLI looks for its plugins (and where packages put buildx).
+PLUGIN_DIRS = (
+    "~/.docker/cli-plugins",
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def buildx_binary() -> Optional[str]:
+    """The buildx binary: $MADCACHE_BUILDX, `docker-buildx` on PATH, or the CLI's plugin dirs."""
+    explicit = os.environ.get("MADCACHE_BUILDX", "").strip()
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    found = shutil.which("docker-buildx")
+    if found:
+        return found
+    config = os.environ.get("DOCKER_CONFIG")
+    dirs = ([os.path.join(config, "cli-plugins")] if config else []) + [os.path.expanduser(d) for d in PLUGIN_DIRS]
+    for directory in dirs:
+        path = os.path.join(directory, "docker-buildx")
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def buildx_build(
+    binary: str,
+    host: Optional[str],
+    context: Path,
+    dockerfile: Optional[Path],
+    tag: Optional[str],
+    build_args: Mapping[str, str],
+    secrets: Mapping[str, str],
+    labels: Mapping[str, str],
+    network: Optional[str],
+    on_line: Optional[Callable[[str], None]],
+    state_dir: Optional[Path],
+):
+    """Run `buildx build --load`; return (image id, log lines, seconds) or raise BuildFailed.
+
+    Secrets go in as `--secret id=NAME,env=VAR` with the value only in the
+    child's environment: never on a command line, never in a build arg.
+    """
+    from .engine import BuildFailed
+
+    workdir = Path(tempfile.mkdtemp(prefix="buildx-", dir=str(state_dir) if state_dir else None))
+    iidfile = workdir / "iid"
+    cmd: List[str] = [binary, "build", "--load", "--progress", "plain", "--iidfile", str(iidfile)]
+    if tag:
+        cmd += ["--tag", tag]
+    if dockerfile is not None:
+        cmd += ["--file", str(dockerfile)]
+    if network:
+        cmd += ["--network", network]
+    for name, value in build_args.items():
+        cmd += ["--build-arg", f"{name}={value}"]
+    for name, value in labels.items():
+        cmd += ["--label", f"{name}={value}"]
+    env = dict(os.environ)
+    for i, (name, value) in enumerate(secrets.items()):
+        var = f"MADCACHE_SECRET_{i}"
+        env[var] = value
+        cmd += ["--secret", f"id={name},env={var}"]
+    if host:
+        env["DOCKER_HOST"] = host
+    if state_dir is not None and "BUILDX_CONFIG" not in os.environ:
+        env["BUILDX_CONFIG"] = str(Path(state_dir) / "buildx")  # a read-only home is enough
+    cmd.append(str(context))
+    lines: List[str] = []
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+    except OSError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise BuildFailed(f"docker build failed: cannot run {binary}: {exc}", "") from None
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            lines.append(line)
+            if on_line:
+                on_line(line)
+        code = proc.wait()
+        image_id = iidfile.read_text().strip() if iidfile.is_file() else ""
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if code != 0 or not image_id:
+        reason = next((ln.split("ERROR:", 1)[1].strip() for ln in reversed(lines) if "ERROR:" in ln), None)
+        raise BuildFailed(f"docker build failed: {reason or f'buildx exited with {code}'}", "\n".join(lines))
+    return image_id, lines, time.monotonic() - start
