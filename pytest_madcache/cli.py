@@ -214,6 +214,7 @@ def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
     if args.json:
         data = dict(vars(stats))
         data["usage_percent"] = round(stats.usage, 2)
+        data["engine"] = _engine_description()
         out.json(data)
         return 0
     out("Cache Statistics:")
@@ -224,8 +225,21 @@ def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
     out(f"Usage: {stats.usage:.1f}%")
     out(f"TTL: {_settings.format_ttl(stats.ttl)}")
     out(f"Blobs: {stats.blobs} (sharing saves {human_bytes(stats.shared_bytes_saved)})")
+    out(f"Engine: {_engine_description()}")
     out("=" * 60)
     return 0
+
+
+def _engine_description() -> str:
+    """Which engine DOCKER_HOST reaches and how the cache uses it, or why none answers."""
+    from .engine import Engine, EngineError
+
+    try:
+        engine = Engine()
+        engine.ping()
+        return engine.describe()
+    except EngineError as exc:
+        return f"none answers ({exc})"
 
 
 def cmd_info(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:

@@ -372,6 +372,15 @@ class Engine:
         self._layer_index = None
         return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))
 
+    def describe(self) -> str:
+        """One line for people: which engine, how it builds, how images get into it."""
+        from .buildkit import buildx_binary
+
+        builder = self.choose_builder("auto")
+        builds = (f"BuildKit ({buildx_binary()})" if builder == "buildkit"
+                  else "Podman's builder" if self.info.product == "podman" else "the classic builder")
+        return f"{self.info.name}; builds: {builds}; loads: {self.info.strategy}"
+
     def choose_builder(self, builder: str = "auto") -> str:
         """"buildkit" or "legacy" for a requested builder, or EngineError saying why not."""
         from .buildkit import buildx_binary

@@ -20,7 +20,8 @@ __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "sel
 
 #: Keyword arguments the mark accepts; anything else is an error naming the test.
 BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes", "secrets",
-                "key_params", "ignore_params")
+                "key_params", "ignore_params", "builder")
+BUILDERS = ("auto", "buildkit", "legacy")
 RUN_KWARGS = ("command", "env", "timeout", "gpus", "rocm", "devices", "shm_size", "ipc_mode", "volumes",
               "network_mode")
 MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
@@ -28,7 +29,7 @@ MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
 MARK_HELP = (
     "model(name, dockerfile=None, context=None, image=None, tags=None, build_args=None, nodes=1, "
     "command=None, env=None, timeout=None, gpus=None, rocm=False, devices=None, shm_size=None, "
-    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None): "
+    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto'): "
     "the Docker image a model test builds (or loads from the madcache cache) and how its container runs"
 )
 
@@ -53,6 +54,12 @@ class ModelSpec:
     key_params: Optional[Tuple[str, ...]] = None
     ignore_params: Tuple[str, ...] = ()
     run: RunOptions = field(default_factory=RunOptions)
+    builder: str = "auto"  # "buildkit", "legacy" or "auto"; not part of the key: the image is the same
+
+    @property
+    def secret_values(self) -> Dict[str, str]:
+        """The build args named in `secrets=`, with their values: never to be stored."""
+        return {name: self.build_args[name] for name in self.secrets if name in self.build_args}
 
     def with_build_args(self, extra: Mapping[str, str]) -> "ModelSpec":
         return replace(self, build_args={**dict(self.build_args), **dict(extra)})
@@ -175,6 +182,9 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         raise ModelMarkError(f"{where}: give key_params or ignore_params, not both")
 
     tags = _strings(kw.get("tags"), "tags", where) or (name,)
+    builder = kw.get("builder", "auto")
+    if builder not in BUILDERS:
+        raise ModelMarkError(f"{where}: builder={builder!r} must be one of {', '.join(repr(b) for b in BUILDERS)}")
     return ModelSpec(
         name=name,
         context=context,
@@ -188,6 +198,7 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         key_params=None if key_params is None else _strings(key_params, "key_params", where),
         ignore_params=_strings(ignore_params, "ignore_params", where),
         run=run_options(kw, test_dir, where),
+        builder=builder,
     )
 
 

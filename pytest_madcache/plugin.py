@@ -245,7 +245,17 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
         return [f"madcache: running from cache entry {state.from_cache} ({describe(s, ('dir',))})"]
     if not s.enabled:
         return ["madcache: cache disabled (--enable-cache to use it)"]
-    return [f"madcache: cache enabled ({s.source('enabled')}); {describe(s)}"]
+    return [f"madcache: cache enabled ({s.source('enabled')}); {describe(s)}", _engine_line(state)]
+
+
+def _engine_line(state: Any) -> str:
+    from .engine import EngineError
+    from .provide import ImageError
+
+    try:
+        return f"madcache engine: {state.service.engine.describe()}"
+    except (ImageError, EngineError) as exc:
+        return f"madcache engine: none answers ({exc})"
 
 
 # -- the plugin's own hook implementations (trylast: users' win) ----------------

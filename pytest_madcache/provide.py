@@ -141,7 +141,7 @@ class ImageService:
         try:
             outcome = store.get_or_build(key, build_and_announce, image_name=name, image_tag=tag,
                                          model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,
-                                         force_rebuild=self.force_rebuild)
+                                         force_rebuild=self.force_rebuild, secret_values=spec.secret_values)
         except (BuildFailed, ImageError):
             raise
         except EngineError as exc:
@@ -244,6 +244,9 @@ class ImageService:
 def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],
                       labels: Mapping[str, str], on_line: Optional[Callable[[str], None]],
                       tmp_dir: Optional[Any] = None) -> BuildResult:
-    """The default build: the engine's classic builder with the spec's context and Dockerfile."""
-    return engine.build(spec.context, dockerfile=spec.dockerfile, tag=tag, build_args=build_args, labels=labels,
-                        on_line=on_line, tmp_dir=tmp_dir)
+    """The default build: the mark's builder (BuildKit where buildx is found) with the spec's context
+    and Dockerfile; build args named in `secrets=` go to BuildKit as secret mounts, not build args."""
+    secrets = {name: value for name, value in build_args.items() if name in spec.secrets}
+    plain = {name: value for name, value in build_args.items() if name not in secrets}
+    return engine.build(spec.context, dockerfile=spec.dockerfile, tag=tag, build_args=plain, labels=labels,
+                        on_line=on_line, tmp_dir=tmp_dir, builder=spec.builder, secrets=secrets)

@@ -1063,6 +1063,7 @@ class Store:
         nodes: int = 1,
         run_config: Optional[Mapping[str, Any]] = None,
         force_rebuild: bool = False,
+        secret_values: Optional[Mapping[str, str]] = None,
     ) -> Outcome:
         """Load the image for `key` from the cache, or build it once and save it.
 
@@ -1070,7 +1071,9 @@ class Store:
         engine's BuildResult) or an image id.  Only one process builds a
         given key at a time; the others wait and then hit.  A corrupt entry
         or a failed load falls back to building; a cache that cannot be
-        written still returns the built image, with `warning` set.
+        written still returns the built image, with `warning` set.  An image
+        whose metadata holds one of `secret_values` (build arg name -> value)
+        is not cached, locally or remotely, and `warning` says which and why.
         """
         if not force_rebuild:
             hit = self._try_hit(key)
@@ -1088,6 +1091,10 @@ class Store:
                     hit.waited = waited
                     return hit
             image_id, duration = run_build(build)
+            leaked = self._secrets_in(image_id, secret_values or {})
+            if leaked:
+                return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited,
+                               warning=_secret_warning(leaked))
             try:
                 entry = self.save(image_id, key, image_name=image_name, image_tag=image_tag,
                                   model_tags=model_tags, nodes=nodes, build_duration=duration,
@@ -1099,6 +1106,15 @@ class Store:
                            pushed_bytes=pushed)
         finally:
             key_lock.__exit__(None, None, None)
+
+    def _secrets_in(self, image_id: str, secret_values: Mapping[str, str]) -> List[str]:
+        """Names of the secrets whose values the engine recorded in the image's config or history
+        (the classic builder keeps build args that RUN steps use); their layers are never read."""
+        values = {name: value for name, value in secret_values.items() if value}
+        if not values:
+            return []
+        text = self.engine.metadata_text(image_id)
+        return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
 
     def _try_hit(self, key: CacheKey) -> Optional[Outcome]:
         entry = self.lookup(key)
@@ -1475,6 +1491,15 @@ class _Lease:
         self._digests.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         self._lock.release()
+
+
+def _secret_warning(names: Sequence[str]) -> str:
+    listed = ", ".join(repr(n) for n in names)
+    first = names[0]
+    return (f"the image records the value of secret build arg {listed} in its metadata (the legacy builder keeps "
+            f"build args that RUN steps use in the image history), so it is not cached; read the secret from a "
+            f"BuildKit secret mount instead (RUN --mount=type=secret,id={first} ... reads /run/secrets/{first}; "
+            f"builder='buildkit' in the model mark, or 'auto' with docker-buildx installed)")
 
 
 class _LeaseSink:
