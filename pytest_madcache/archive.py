@@ -423,7 +423,10 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
             head = member.data[:4]
             plain = member.data
             if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-                plain = _decompress_bytes(member.data)
+                try:
+                    plain = _decompress_bytes(member.data)
+                except (zlib.error, EOFError) as exc:
+                    raise ArchiveError(f"archive member {path!r} cannot be decompressed: {exc}") from None
             diff_id = sink.write_small_blob(plain)
             size = len(plain)
         else:
