@@ -27,10 +27,10 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 __all__ = [
-    "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
+    "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "ReadAhead", "Prefetch", "oci_manifest", "oci_image_id",
     "full_reference", "iter_tar", "safe_member",
 ]
 
@@ -171,6 +171,120 @@ def _pax_records(data: bytes) -> Dict[str, str]:
     return out
 
 
+# -- read-ahead: keep the engine (and the decompressor) busy on another thread ------------
+
+
+class ReadAhead:
+    """Runs an iterator of byte chunks on a thread, `depth` chunks ahead of its consumer.
+
+    dockerd is CPU-bound on one core for both `docker save` and `docker
+    load`; when the same thread that talks to it also hashes, reads and
+    writes blobs, the engine waits in between.  Producing on a thread keeps
+    both sides busy.  An exception in the producer is raised in the consumer.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
+        import queue
+        import threading
+
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, args=(iter(chunks),), daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is None:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _put(self, item: Any) -> bool:
+        """Queue an item unless the consumer has gone; False when it has."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, it: Iterator[bytes]) -> None:
+        end: Any = None
+        try:
+            for chunk in it:
+                if not self._put(chunk):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            end = exc
+        self._put(end)
+
+
+class Prefetch(io.RawIOBase):
+    """A file object over the engine's save stream, read ahead by a thread (see ReadAhead)."""
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
+        self._ahead = ReadAhead(chunks, depth)
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._ahead))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._ahead.close()
+        super().close()
+
+
+class _Inflating:
+    """A compressed layer's uncompressed bytes, produced `depth` chunks ahead on a thread.
+
+    Inflating gzip runs at 210-270 MB/s here and releases the GIL, as do
+    sha256 and file writes: on its own thread it overlaps with hashing and
+    writing what it produced before.
+    """
+
+    def __init__(self, reader: BinaryIO, depth: int = 8) -> None:
+        self._chunks = ReadAhead(iter(lambda: reader.read(CHUNK), b""), depth)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._buf:
+            self._buf = next(self._chunks, b"")
+        if n is None or n < 0 or n >= len(self._buf):
+            data, self._buf = self._buf, b""
+        else:
+            data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
 # -- layers: compressed or not, hashed on the way in ---------------------------------
 
 
@@ -306,10 +420,14 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
         head = _read_exact(reader, 4)  # type: ignore[arg-type]
         raw = _Hashing(reader, head)  # type: ignore[arg-type]
         compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+        layer = _Inflating(_uncompressed(raw, head)) if compressed else raw
         try:
-            diff_id, size = sink.write_blob(_uncompressed(raw, head), None if compressed else info.size)
+            diff_id, size = sink.write_blob(layer, None if compressed else info.size)  # type: ignore[arg-type]
         except (zlib.error, EOFError) as exc:
             raise ArchiveError(f"archive member {name!r} cannot be decompressed: {exc}") from None
+        finally:
+            if isinstance(layer, _Inflating):
+                layer.close()
         raw.read(-1)  # what a decompressor left unread still counts for the raw digest
         members.files[name] = _Member(name, raw_digest=raw.digest, diff_id=diff_id, size=size)
     return members

@@ -324,92 +324,6 @@ def _unwritable(exc: OSError, directory: Path) -> CacheUnwritable:
     return CacheUnwritable(f"cannot write to the cache directory {directory}: {reason}")
 
 
-class _Ahead:
-    """Runs an iterator of byte chunks on a thread, `depth` chunks ahead of its consumer.
-
-    dockerd is CPU-bound on one core for both `docker save` and `docker
-    load`; when the same thread that talks to it also hashes, reads and
-    writes blobs, the engine waits in between.  Producing on a thread keeps
-    both sides busy.  An exception in the producer is raised in the consumer.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
-        import queue
-        import threading
-
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._pump, args=(iter(chunks),), daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is None:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _put(self, item: Any) -> bool:
-        """Queue an item unless the consumer has gone; False when it has."""
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _pump(self, it: Iterator[bytes]) -> None:
-        end: Any = None
-        try:
-            for chunk in it:
-                if not self._put(chunk):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            end = exc
-        self._put(end)
-
-
-class _Prefetch(io.RawIOBase):
-    """A file object over the engine's save stream, read ahead by a thread (see _Ahead)."""
-
-    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
-        self._ahead = _Ahead(chunks, depth)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._ahead))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._ahead.close()
-        super().close()
-
-
 # -- the store -------------------------------------------------------------------
 
 
@@ -899,7 +813,7 @@ class Store:
     def _ingest(self, image_id: str, lease: "_Lease") -> Tuple[str, List[str], Dict[str, int]]:
         """Read the engine's save stream, whatever its layout, into blobs (see archive.py)."""
         progress = Progress(f"Saving {image_id[7:19]}", enabled=self.progress)
-        reader = io.BufferedReader(_Prefetch(self.engine.save(image_id)), CHUNK)
+        reader = io.BufferedReader(archive.Prefetch(self.engine.save(image_id)), CHUNK)
         sink = _LeaseSink(lease, progress)
         try:
             with reader:
@@ -1009,7 +923,7 @@ class Store:
             progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
             stream = archive.LoadArchive(entry.config, entry.layers, entry.sizes, entry.repo_tags, files,
                                          layout=layout, on_bytes=progress.update)
-            ahead = _Ahead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
+            ahead = archive.ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
             try:
                 self.engine.load(ahead)
             except Exception as exc:
