@@ -27,15 +27,15 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+
+from .tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
 
 __all__ = [
-    "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "ReadAhead", "Prefetch", "oci_manifest", "oci_image_id",
-    "full_reference", "iter_tar", "safe_member",
+    "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
+    "full_reference",
 ]
 
-CHUNK = 1 << 20
-MAX_SMALL_MEMBER = 64 << 20  # manifests and configs: anything larger is not metadata
 KEEP_IN_MEMORY = 1 << 20  # members up to this size are kept until the manifest says what they are
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -49,6 +49,13 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 class ArchiveError(RuntimeError):
     """The archive is not a readable image archive, or does not hold what it claims."""
+
+
+def _safe(name: str) -> str:
+    try:
+        return safe_member(name)
+    except TarError as exc:
+        raise ArchiveError(str(exc)) from None
 
 
 class BlobSink(Protocol):
@@ -68,196 +75,6 @@ class ArchiveImage:
     sizes: Dict[str, int]  # digest -> uncompressed bytes, config and layers
     repo_tags: List[str] = field(default_factory=list)
     layout: str = "docker-archive"  # or "oci"
-
-
-def safe_member(name: str) -> str:
-    """Normalise a tar member name; refuse absolute paths and `..`."""
-    p = PurePosixPath(name)
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise ArchiveError(f"refusing image archive member {name!r} (absolute path or '..')")
-    return str(PurePosixPath(*[part for part in p.parts if part != "."]))
-
-
-# -- the tar stream ---------------------------------------------------------------
-
-
-def _read_exact(fh: BinaryIO, n: int) -> bytes:
-    data = fh.read(n)
-    if len(data) == n or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < n:
-        more = fh.read(n - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-class _MemberReader:
-    """Exactly `size` bytes of one tar member, read straight from the stream."""
-
-    def __init__(self, fh: BinaryIO, size: int) -> None:
-        self.fh = fh
-        self.left = size
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self.fh.read(n)
-        if not data:
-            raise EOFError("the archive ends inside a member")
-        self.left -= len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.left > 0:
-            self.read(CHUNK)
-
-
-def iter_tar(fh: BinaryIO) -> Iterator[Tuple[tarfile.TarInfo, _MemberReader]]:
-    """Walk a tar stream without tarfile's buffering layers: headers via
-    TarInfo.frombuf (checksums checked), member data handed out unbuffered.
-    Handles PAX (path, linkpath, size) and GNU long names."""
-    overrides: Dict[str, str] = {}
-    while True:
-        header = _read_exact(fh, 512)
-        if len(header) < 512:
-            if header:
-                raise EOFError("the archive ends inside a header")
-            return
-        if header == b"\0" * 512:
-            return
-        info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-            if info.size > MAX_SMALL_MEMBER:
-                raise ArchiveError("oversized extended tar header")
-            data = _read_exact(fh, info.size)
-            _read_exact(fh, (-info.size) % 512)
-            if info.type == tarfile.GNUTYPE_LONGNAME:
-                overrides["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif info.type == tarfile.GNUTYPE_LONGLINK:
-                overrides["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif info.type == tarfile.XHDTYPE:
-                overrides.update(_pax_records(data))
-            continue
-        if "path" in overrides:
-            info.name = overrides["path"]
-        if "linkpath" in overrides:
-            info.linkname = overrides["linkpath"]
-        if "size" in overrides:
-            info.size = int(overrides["size"])
-        overrides = {}
-        size = info.size if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) else 0
-        member = _MemberReader(fh, size)
-        yield info, member
-        member.drain()
-        _read_exact(fh, (-size) % 512)
-
-
-def _pax_records(data: bytes) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        record = data[space + 1:pos + length - 1]
-        key, _, value = record.partition(b"=")
-        out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return out
-
-
-# -- read-ahead: keep the engine (and the decompressor) busy on another thread ------------
-
-
-class ReadAhead:
-    """Runs an iterator of byte chunks on a thread, `depth` chunks ahead of its consumer.
-
-    dockerd is CPU-bound on one core for both `docker save` and `docker
-    load`; when the same thread that talks to it also hashes, reads and
-    writes blobs, the engine waits in between.  Producing on a thread keeps
-    both sides busy.  An exception in the producer is raised in the consumer.
-    """
-
-    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
-        import queue
-        import threading
-
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._pump, args=(iter(chunks),), daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is None:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _put(self, item: Any) -> bool:
-        """Queue an item unless the consumer has gone; False when it has."""
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _pump(self, it: Iterator[bytes]) -> None:
-        end: Any = None
-        try:
-            for chunk in it:
-                if not self._put(chunk):
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
-            end = exc
-        self._put(end)
-
-
-class Prefetch(io.RawIOBase):
-    """A file object over the engine's save stream, read ahead by a thread (see ReadAhead)."""
-
-    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
-        self._ahead = ReadAhead(chunks, depth)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._ahead))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._ahead.close()
-        super().close()
 
 
 class _Inflating:
@@ -372,7 +189,7 @@ class _Members:
 
     def get(self, name: str) -> _Member:
         seen: Set[str] = set()
-        name = safe_member(name)
+        name = _safe(name)
         while name in self.links and name not in self.files:
             if name in seen:
                 raise ArchiveError(f"archive member {name!r} is part of a link loop")
@@ -400,24 +217,24 @@ class _Members:
 def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
     members = _Members()
     for info, reader in iter_tar(fh):
-        name = safe_member(info.name)
+        name = _safe(info.name)
         if info.isdir():
             continue
         if info.issym() or info.islnk():
             target = info.linkname if info.islnk() else str(PurePosixPath(name).parent / info.linkname)
-            members.links[name] = safe_member(os.path.normpath(target))
+            members.links[name] = _safe(os.path.normpath(target))
             members.files.pop(name, None)
             continue
         if not info.isfile():
             raise ArchiveError(f"refusing image archive member {name!r} of type {info.type!r}")
         members.links.pop(name, None)
         if info.size <= KEEP_IN_MEMORY:
-            data = _read_exact(reader, info.size)  # type: ignore[arg-type]
+            data = read_exact(reader, info.size)  # type: ignore[arg-type]
             members.files[name] = _Member(name, data=data)
             if on_bytes:
                 on_bytes(len(data))
             continue
-        head = _read_exact(reader, 4)  # type: ignore[arg-type]
+        head = read_exact(reader, 4)  # type: ignore[arg-type]
         raw = _Hashing(reader, head)  # type: ignore[arg-type]
         compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
         layer = _Inflating(_uncompressed(raw, head)) if compressed else raw
@@ -489,10 +306,10 @@ def _images_from_manifest(members: _Members) -> List[Tuple[str, List[Tuple[str, 
     for item in manifest:
         layers = []
         for path in item.get("Layers") or []:
-            path = safe_member(path)
+            path = _safe(path)
             digest = "sha256:" + path.rsplit("/", 1)[1] if path.startswith("blobs/sha256/") else None
             layers.append((path, digest))
-        out.append((safe_member(item["Config"]), layers, list(item.get("RepoTags") or [])))
+        out.append((_safe(item["Config"]), layers, list(item.get("RepoTags") or [])))
     return out
 
 
@@ -506,6 +323,8 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
     """
     try:
         members = _read_members(fh, sink, on_bytes)
+    except TarError as exc:
+        raise ArchiveError(str(exc)) from None
     except (tarfile.TarError, EOFError, ValueError) as exc:
         raise ArchiveError(f"not a valid tar: {exc}") from None
     if members.has("manifest.json"):

@@ -39,10 +39,9 @@ import re
 import secrets
 import stat
 import shutil
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import (TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
@@ -52,6 +51,7 @@ from . import archive
 from .archive import ArchiveError
 from .key import CacheKey
 from .progress import Progress
+from .tarstream import Prefetch, ReadAhead
 
 if TYPE_CHECKING:
     from .engine import EngineInfo, ImageInfo
@@ -813,7 +813,7 @@ class Store:
     def _ingest(self, image_id: str, lease: "_Lease") -> Tuple[str, List[str], Dict[str, int]]:
         """Read the engine's save stream, whatever its layout, into blobs (see archive.py)."""
         progress = Progress(f"Saving {image_id[7:19]}", enabled=self.progress)
-        reader = io.BufferedReader(archive.Prefetch(self.engine.save(image_id)), CHUNK)
+        reader = io.BufferedReader(Prefetch(self.engine.save(image_id)), CHUNK)
         sink = _LeaseSink(lease, progress)
         try:
             with reader:
@@ -923,7 +923,7 @@ class Store:
             progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
             stream = archive.LoadArchive(entry.config, entry.layers, entry.sizes, entry.repo_tags, files,
                                          layout=layout, on_bytes=progress.update)
-            ahead = archive.ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
+            ahead = ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
             try:
                 self.engine.load(ahead)
             except Exception as exc:
