@@ -1,9 +1,12 @@
 """Shared fixtures: a real Docker engine and small test images built FROM scratch.
 
 The engine is the one DOCKER_HOST (or the default socket) points at; when
-none answers, a private dockerd is installed and started for the session.
-Under CI=true a missing engine fails the tests; elsewhere they are skipped
-with the reason.
+none answers, a private engine is installed and started for the session.
+Under pytest-xdist every worker starts a private engine of its own.  The kind
+of a private engine follows MADCACHE_ENGINE_KIND (debian12 by default; see
+pytest_madcache.localengine.ENGINE_KINDS), which `python -m
+pytest_madcache.localengine --engine KIND -- pytest ...` sets.  Under CI=true
+a missing engine fails the tests; elsewhere they are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _worker_engine(stack: contextlib.ExitStack) -> str:
+def _engine_kind() -> str:
+    """The kind of private engine to start: $MADCACHE_ENGINE_KIND, else debian12."""
+    from pytest_madcache.localengine import ENGINE_KINDS
+
+    kind = os.environ.get("MADCACHE_ENGINE_KIND", "").strip() or "debian12"
+    if kind not in ENGINE_KINDS:
+        pytest.fail(f"MADCACHE_ENGINE_KIND={kind!r} is not an engine kind; valid kinds: {', '.join(ENGINE_KINDS)}",
+                    pytrace=False)
+    return kind
+
+
+def _worker_engine(stack: contextlib.ExitStack, kind: str) -> str:
     """Under pytest-xdist each worker gets a private engine of its own.
 
     Tests remove images (with their parents) to act like a fresh runner;
@@ -35,21 +49,22 @@ def _worker_engine(stack: contextlib.ExitStack) -> str:
     from pytest_madcache.localengine import _missing_packages, ensure_engine, install_packages, private_engine
 
     if os.geteuid() != 0:  # no private engine without root: share the one there is
-        return stack.enter_context(ensure_engine())
-    install_packages(_missing_packages())
-    return stack.enter_context(private_engine())
+        return stack.enter_context(ensure_engine(kind=kind))
+    install_packages(_missing_packages(kind))
+    return stack.enter_context(private_engine(kind=kind))
 
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
     from pytest_madcache.localengine import EngineUnavailable, ensure_engine
 
+    kind = _engine_kind()
     stack = contextlib.ExitStack()
     try:
         if os.environ.get("PYTEST_XDIST_WORKER"):
-            host = _worker_engine(stack)
-        else:
-            host = stack.enter_context(ensure_engine())
+            host = _worker_engine(stack, kind)
+        else:  # the engine in DOCKER_HOST when one answers, else a private one of `kind`
+            host = stack.enter_context(ensure_engine(kind=kind))
     except EngineUnavailable as exc:
         message = f"no Docker engine for the real-engine tests: {exc}"
         if _in_ci():
@@ -155,7 +170,7 @@ def registry(registry_factory) -> str:
 
 @pytest.fixture(scope="session")
 def second_engine(docker_host):
-    """Another machine's engine: a second private dockerd with its own data root."""
+    """Another machine's engine: a second private engine (of the session's kind) with its own data root."""
     import docker
 
     from pytest_madcache.engine import Engine
@@ -163,7 +178,7 @@ def second_engine(docker_host):
 
     stack = contextlib.ExitStack()
     try:
-        host = stack.enter_context(private_engine())
+        host = stack.enter_context(private_engine(kind=_engine_kind()))
     except EngineUnavailable as exc:
         if _in_ci():
             pytest.fail(f"cannot start a second engine: {exc}", pytrace=False)

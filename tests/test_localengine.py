@@ -1,8 +1,14 @@
-"""The private engine used by tests, the README and CI: it starts, answers, and never outlives its owner."""
+"""The private engines used by tests, the README and CI.
+
+Each kind starts, answers, builds and runs, and never outlives its owner.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,38 +17,242 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.localengine import engine_answers
+from pytest_madcache import enginepkgs
+from pytest_madcache.localengine import (
+    DOCKER_KINDS,
+    ENGINE_KINDS,
+    EngineUnavailable,
+    _missing_packages,
+    buildx_path,
+    engine_answers,
+    install_packages,
+    main,
+    private_engine,
+)
+from tests.conftest import _in_ci
+from tests.images import write_context
 
 SCRIPT = """
 import sys, time
 from pytest_madcache.localengine import private_engine
-with private_engine() as host:
+with private_engine(kind=sys.argv[1]) as host:
     print(host, flush=True)
     time.sleep(300)
 """
+
+
+def _unavailable(message: str) -> None:
+    """A kind that cannot be started fails under CI=true and is skipped elsewhere."""
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _ready(kind: str) -> None:
+    """Install (and fetch) what `kind` needs, or fail/skip saying why."""
+    if os.geteuid() != 0:
+        _unavailable(f"a private {kind} engine needs root")
+    try:
+        install_packages(_missing_packages(kind))
+        if kind not in ("debian12", "podman"):
+            enginepkgs.trixie_root()
+    except (EngineUnavailable, enginepkgs.PackageError) as exc:
+        _unavailable(f"cannot prepare a {kind} engine: {exc}")
+
+
+def _assert_gone(base: Path) -> None:
+    deadline = time.monotonic() + 10
+    while base.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not base.exists(), "the engine's temp dir is removed"
+    leftover = subprocess.run(["pgrep", "-af", str(base)], capture_output=True, text=True).stdout.splitlines()
+    assert leftover == [], f"processes still running for {base}: {leftover}"
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(base) in line]
+    assert mounts == [], f"mounts left under {base}: {mounts}"
 
 
 def test_engine_answers_is_false_for_a_dead_socket(tmp_path):
     assert engine_answers(f"unix://{tmp_path}/nothing.sock") is False
 
 
-@pytest.mark.usefixtures("docker_host")
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_private_engine_stops_when_its_owner_is_terminated(sig):
-    """A `timeout` or CI cancel (SIGTERM) or Ctrl-C must not leave a dockerd behind."""
-    if os.geteuid() != 0:
-        pytest.skip("a private dockerd needs root")
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    host = proc.stdout.readline().strip()
-    assert host.startswith("unix://"), proc.stderr.read()
+def test_an_unknown_kind_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'debian11'.*debian12, debian13, debian13-containerd, podman"):
+        with private_engine(kind="debian11"):
+            pass
+
+
+def test_main_names_an_unknown_engine_and_where_it_came_from(capsys):
+    assert main(["--engine", "docker99", "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "'docker99'" in err and "--engine" in err
+    assert all(kind in err for kind in ENGINE_KINDS)
+    assert main(["--engine"]) == 2
+
+
+def test_the_debian_mirror_is_the_first_uris_of_debian_sources(tmp_path, monkeypatch):
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\n# URIs: http://commented.invalid/x\nURIs: http://mirror.invalid/debian "
+                       "http://second.invalid/debian\nSuites: bookworm\n\nTypes: deb\nURIs: http://third.invalid/d\n")
+    monkeypatch.setattr(enginepkgs, "SOURCES", sources)
+    assert enginepkgs.debian_mirror() == "http://mirror.invalid/debian"
+    monkeypatch.setattr(enginepkgs, "SOURCES", tmp_path / "missing.sources")
+    legacy = tmp_path / "sources.list"
+    legacy.write_text("# deb http://no.invalid x main\n"
+                      "deb [arch=amd64 signed-by=/k.gpg] http://old.invalid/debian bookworm main\n")
+    monkeypatch.setattr(enginepkgs, "LEGACY_SOURCES", legacy)
+    assert enginepkgs.debian_mirror() == "http://old.invalid/debian"
+    legacy.write_text("")
+    with pytest.raises(enginepkgs.PackageError, match="no Debian mirror"):
+        enginepkgs.debian_mirror()
+
+
+def test_fetched_engines_live_where_madcache_engines_dir_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("MADCACHE_ENGINES_DIR", str(tmp_path / "engines"))
+    assert enginepkgs.engines_dir() == tmp_path / "engines"
+    with pytest.raises(enginepkgs.PackageError, match="not in .*downloading was not allowed"):
+        enginepkgs.trixie_root(download=False)
+    assert buildx_path(download=False) is None
+    assert not (tmp_path / "engines").exists(), "nothing is created without a download"
+
+
+EXPECTED = {
+    "debian12": "dockerd 20.10",
+    "debian13": "dockerd 26.1, classic image store",
+    "debian13-containerd": "dockerd 26.1, containerd image store",
+    "podman": "Podman",
+}
+
+
+def _check_identity(kind: str, client) -> None:
+    info, version = client.info(), client.version()
+    driver_status = [list(pair) for pair in info.get("DriverStatus") or []]
+    components = [c.get("Name", "") for c in version.get("Components") or []]
+    described = f"{EXPECTED[kind]} expected; ServerVersion {info.get('ServerVersion')}, " \
+                f"DriverStatus {driver_status}, components {components}"
+    snapshotter = ["driver-type", "io.containerd.snapshotter.v1"]
+    if kind == "debian12":
+        assert info["ServerVersion"].startswith("20.10."), described
+    elif kind == "debian13":
+        assert info["ServerVersion"].startswith("26.1."), described
+        assert snapshotter not in driver_status, described
+    elif kind == "debian13-containerd":
+        assert info["ServerVersion"].startswith("26.1."), described
+        assert snapshotter in driver_status, described
+    else:
+        assert any("Podman" in name for name in components), described
+    if kind.startswith("debian13"):  # trixie's containerd with Debian 12's runc (trixie's needs glibc 2.38)
+        containerd = next(c for c in version["Components"] if c["Name"] == "containerd")
+        assert containerd["Version"].startswith("1.7."), f"containerd {containerd['Version']} is not trixie's 1.7"
+        runc = next(c for c in version["Components"] if c["Name"] == "runc")
+        ours = subprocess.run(["/usr/sbin/runc", "--version"], capture_output=True, text=True).stdout
+        assert runc["Version"] in ours, f"runc {runc['Version']} is not /usr/sbin/runc: {ours}"
+
+
+def _buildkit_build(host: str, context: Path, tmp_path: Path) -> str:
+    """A BuildKit build (with a cache mount) through the standalone docker-buildx binary."""
+    buildx = buildx_path()
+    assert buildx, "buildx_path() found no docker-buildx"
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        "RUN --mount=type=cache,target=/cache echo buildkit > /cache/x && cp /cache/x /built\n")
+    iidfile = tmp_path / "iid"
+    env = dict(os.environ, DOCKER_HOST=host, DOCKER_CONFIG=str(tmp_path / "docker-config"))
+    proc = subprocess.run([buildx, "build", "--load", "--network", "none", "--iidfile", str(iidfile),
+                           "--tag", "madcache-buildkit:test", str(context)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return iidfile.read_text().strip()
+
+
+@pytest.mark.engine
+@pytest.mark.own_engines  # starts engines of its own: run once, not once per engine kind
+@pytest.mark.parametrize("kind", ENGINE_KINDS)
+def test_each_kind_starts_builds_runs_and_leaves_nothing(kind, tmp_path, registry):
+    import docker
+
+    _ready(kind)
+    stack = contextlib.ExitStack()
+    started = time.monotonic()
+    try:
+        host = stack.enter_context(private_engine(kind=kind))
+    except EngineUnavailable as exc:
+        _unavailable(f"cannot start a {kind} engine: {exc}")
     base = Path(host[len("unix://"):]).parent
-    assert engine_answers(host)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 10
-    while base.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not base.exists(), "the engine's temp dir is removed"
+    with stack:
+        seconds = time.monotonic() - started
+        assert engine_answers(host), f"{kind} engine at {host} answered once and then not"
+        assert len(host) - len("unix://") < 108, "unix socket paths are limited to 107 bytes"
+        client = docker.DockerClient(base_url=host, timeout=300)
+        try:
+            _check_identity(kind, client)
+            context = write_context(tmp_path / "context", {"hello.txt": f"hello from {kind}\n".encode()})
+            image, _ = client.images.build(path=str(context), tag=f"madcache-kind-{kind}:test", rm=True)
+            out = client.containers.run(image.id, ["cat", "/data/hello.txt"], remove=True)
+            assert out.decode() == f"hello from {kind}\n"
+            # The engine reaches a plain-HTTP registry on the host's loopback (Podman's service too:
+            # only its containers' network is private).
+            repository = f"{registry}/kinds/{kind}"
+            image.tag(repository, "test")
+            client.images.push(repository, tag="test")
+            client.images.remove(f"{repository}:test")
+            assert client.images.pull(repository, tag="test").id == image.id
+            if kind in DOCKER_KINDS:
+                image_id = _buildkit_build(host, context, tmp_path)
+                out = client.containers.run(image_id, ["cat", "/built"], remove=True)
+                assert out.decode() == "buildkit\n"
+            # A container still running when the engine stops must not outlive it.
+            client.containers.run(image.id, ["sleep", "300"], detach=True)
+        finally:
+            client.close()
+        print(f"{kind}: first answer after {seconds:.1f}s")
+    _assert_gone(base)
+
+
+def _parametrized_signals():
+    yield from ((signal.SIGTERM, kind) for kind in ENGINE_KINDS)
+    yield from ((signal.SIGINT, kind) for kind in ("debian12", "podman"))
+
+
+@pytest.mark.engine
+@pytest.mark.own_engines  # starts engines of its own: run once, not once per engine kind
+@pytest.mark.parametrize("sig,kind", list(_parametrized_signals()))
+def test_private_engine_stops_when_its_owner_is_terminated(sig, kind):
+    """A `timeout` or CI cancel (SIGTERM) or Ctrl-C must not leave an engine behind."""
+    _ready(kind)
+    with subprocess.Popen([sys.executable, "-c", SCRIPT, kind], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        host = proc.stdout.readline().strip()
+        if not host.startswith("unix://"):
+            proc.wait(timeout=60)
+            _unavailable(f"cannot start a {kind} engine: {proc.stderr.read()[-2000:]}")
+        base = Path(host[len("unix://"):]).parent
+        assert engine_answers(host)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    _assert_gone(base)
     assert not engine_answers(host)
-    leftover = subprocess.run(["pgrep", "-f", str(base)], capture_output=True, text=True).stdout.split()
-    assert leftover == [], f"processes still running for {base}: {leftover}"
+
+
+@pytest.mark.engine
+@pytest.mark.own_engines  # starts engines of its own: run once, not once per engine kind
+def test_main_with_engine_starts_that_kind_and_says_so(docker_host, tmp_path, monkeypatch):
+    """--engine starts a private engine even when DOCKER_HOST answers, and the command learns its kind."""
+    _ready("debian12")
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    monkeypatch.delenv("MADCACHE_BUILDX", raising=False)
+    out = tmp_path / "env.json"
+    dump = ("import json, os, sys; json.dump({k: os.environ.get(k) for k in "
+            "('DOCKER_HOST', 'MADCACHE_ENGINE_KIND', 'MADCACHE_BUILDX')}, open(sys.argv[1], 'w'))")
+    for kind in ("debian12", "podman"):
+        if kind == "podman":
+            _ready("podman")
+        assert main(["--engine", kind, "--", sys.executable, "-c", dump, str(out)]) == 0
+        seen = json.loads(out.read_text())
+        assert seen["DOCKER_HOST"] != docker_host and re.match(r"unix:///tmp/mcd-", seen["DOCKER_HOST"])
+        assert seen["MADCACHE_ENGINE_KIND"] == kind
+        if kind == "podman":
+            assert seen["MADCACHE_BUILDX"] is None, "Podman builds with its own builder"
+        else:
+            assert seen["MADCACHE_BUILDX"] and os.access(seen["MADCACHE_BUILDX"], os.X_OK), seen
+        assert not Path(seen["DOCKER_HOST"][len("unix://"):]).parent.exists()
