@@ -352,6 +352,8 @@ def private_engine(base: Optional[Path] = None, log=sys.stderr, start_timeout: f
                 raise EngineUnavailable(
                     f"{name} ({kind}) did not answer within {start_timeout:.0f}s:\n{_tail(logpath)}")
             time.sleep(0.1)
+        if kind == "podman":
+            _share_socket_like_dockerd(Path(_socket_path(host) or ""))
         print(f"madcache: started a private {kind} engine at {host} in {time.monotonic() - started:.1f}s",
               file=log, flush=True)
         yield host
@@ -366,6 +368,16 @@ def private_engine(base: Optional[Path] = None, log=sys.stderr, start_timeout: f
         if owned:
             _remove_tree(base)
         restore()
+
+
+def _share_socket_like_dockerd(sock: Path) -> None:
+    """Podman's socket is root:root 0600; dockerd's is root:docker 0660.  Match dockerd's,
+    so a non-root member of `docker` can use either (and group root grants nothing new)."""
+    import grp
+
+    with contextlib.suppress(KeyError, OSError):
+        os.chown(sock, -1, grp.getgrnam("docker").gr_gid)
+        os.chmod(sock, 0o660)
 
 
 def _exit_on_termination():

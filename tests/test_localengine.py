@@ -6,6 +6,7 @@ Each kind starts, answers, builds and runs, and never outlives its owner.
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
 import re
@@ -183,6 +184,9 @@ def test_each_kind_starts_builds_runs_and_leaves_nothing(kind, tmp_path, registr
         seconds = time.monotonic() - started
         assert engine_answers(host), f"{kind} engine at {host} answered once and then not"
         assert len(host) - len("unix://") < 108, "unix socket paths are limited to 107 bytes"
+        with contextlib.suppress(KeyError):  # every kind's socket is root:docker 0660, as dockerd makes its own
+            sock = os.stat(host[len("unix://"):])
+            assert (sock.st_gid, sock.st_mode & 0o777) == (grp.getgrnam("docker").gr_gid, 0o660)
         client = docker.DockerClient(base_url=host, timeout=300)
         try:
             _check_identity(kind, client)
