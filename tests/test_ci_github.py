@@ -23,7 +23,7 @@ import pytest
 
 from tests.ci import tooling as t
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.own_engines]
 
 ACTION_DIR = t.ROOT / "github_action"
 WORKFLOWS = t.CI_DIR / "github"

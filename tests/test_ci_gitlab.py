@@ -21,7 +21,7 @@ import yaml
 
 from tests.ci import tooling as t
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.own_engines]
 
 TEMPLATES = t.ROOT / "gitlab_templates"
 PIPELINES = t.CI_DIR / "gitlab"
