@@ -115,9 +115,15 @@ class _Hashing:
         self.count = len(head)
 
     def read(self, n: int = -1) -> bytes:
-        if self.head:
-            data, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
-            return data
+        if self.head:  # the sniffed bytes, topped up to a full read (callers judge the first chunk)
+            if 0 <= n < len(self.head):
+                data, self.head = self.head[:n], self.head[n:]
+                return data
+            data, self.head = self.head, b""
+            more = self.fh.read(-1 if n < 0 else n - len(data))
+            self.hash.update(more)
+            self.count += len(more)
+            return data + more
         data = self.fh.read(n)
         self.hash.update(data)
         self.count += len(data)
