@@ -49,6 +49,16 @@ def buildx_binary() -> Optional[str]:
     return None
 
 
+def _workdir(state_dir: Optional[Path]) -> Path:
+    """A temp dir for one build: in the cache's tmp/ when given, else (full or read-only) in TMPDIR."""
+    if state_dir is not None:
+        try:
+            return Path(tempfile.mkdtemp(prefix="buildx-", dir=str(state_dir)))
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="madcache-buildx-"))
+
+
 def buildx_build(
     binary: str,
     host: Optional[str],
@@ -69,7 +79,7 @@ def buildx_build(
     """
     from .engine import BuildFailed
 
-    workdir = Path(tempfile.mkdtemp(prefix="buildx-", dir=str(state_dir) if state_dir else None))
+    workdir = _workdir(state_dir)
     iidfile = workdir / "iid"
     cmd: List[str] = [binary, "build", "--load", "--progress", "plain", "--iidfile", str(iidfile)]
     if tag:
@@ -89,8 +99,10 @@ def buildx_build(
         cmd += ["--secret", f"id={name},env={var}"]
     if host:
         env["DOCKER_HOST"] = host
-    if state_dir is not None and "BUILDX_CONFIG" not in os.environ:
-        env["BUILDX_CONFIG"] = str(Path(state_dir) / "buildx")  # a read-only home is enough
+    if "BUILDX_CONFIG" not in os.environ:
+        # buildx keeps a little state per run; in the build's own temp dir it writes
+        # nothing outside the cache (a read-only home is enough) and leaves nothing behind.
+        env["BUILDX_CONFIG"] = str(workdir / "config")
     cmd.append(str(context))
     lines: List[str] = []
     start = time.monotonic()

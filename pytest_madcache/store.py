@@ -1172,7 +1172,7 @@ class Store:
             if name.startswith("trash-"):
                 shutil.rmtree(path, ignore_errors=True)
                 continue
-            if name.startswith("new-"):  # a lease killed before it was renamed into view
+            if name.startswith(("new-", "buildx-")):  # a lease killed before its rename; a killed build's dir
                 with contextlib.suppress(OSError):
                     if time.time() - path.stat().st_mtime > 3600:
                         shutil.rmtree(path, ignore_errors=True)
