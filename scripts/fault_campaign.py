@@ -310,12 +310,13 @@ class Campaign:
                 f.new_entry_absent += 1
         if load_check and entries and report.ok:
             e = self.rng.choice(entries)
-            self.engine.remove(e.image_id)
+            for image_id in e.engine_ids:
+                self.engine.remove(image_id)
             try:
-                store.load(e)
-                info = self.engine.inspect(e.image_id)
-                if info is None or info.id != e.image_id:
-                    raise RuntimeError(f"loaded image id {info.id if info else None} != {e.image_id}")
+                result = store.load(e)
+                info = self.engine.inspect(result.image_id)
+                if info is None or result.image_id not in e.engine_ids or info.diff_ids != e.layers:
+                    raise RuntimeError(f"loaded image {result.image_id} is not entry {e.id}'s image")
                 f.loads_checked += 1
             except Exception as exc:
                 f.corrupt_served += 1

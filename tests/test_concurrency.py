@@ -47,6 +47,17 @@ def image_ids(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Itera
         engine.remove(image_id)
 
 
+def reload_through_the_engine(store: Store, entry, engine: Engine, image_ids: List[str]) -> None:
+    """Remove the entry's image (under every id it goes by) and load it back from the cache; the
+    module's images follow it, since a containerd store names the reloaded image anew."""
+    for image_id in entry.engine_ids:  # force the blobs through the engine, not the presence short-cut
+        engine.remove(image_id)
+    result = store.load(entry)
+    assert result.how in ("full", "delta")
+    assert result.image_id in entry.engine_ids and engine.inspect(result.image_id).diff_ids == entry.layers
+    image_ids[:] = [result.image_id if i == entry.image_id else i for i in image_ids]
+
+
 def _save_worker(directory: str, image_ids: List[str], worker: int, count: int, max_entries: int,
                  out: "multiprocessing.Queue") -> None:
     """Child process: `count` saves under distinct keys; reports ids or the traceback."""
@@ -128,10 +139,7 @@ def test_eviction_and_gc_racing_with_saves_leave_a_loadable_cache(
     assert_consistent(store)
     assert store.verify().ok
     for entry in remaining:
-        engine.remove(entry.image_id)  # force the blobs through the engine, not the presence short-cut
-        result = store.load(entry)
-        assert result.how in ("full", "delta")
-        assert engine.inspect(entry.image_id).id == entry.image_id
+        reload_through_the_engine(store, entry, engine, image_ids)
     assert store.prune() == []
     assert list(store.tmp_dir.iterdir()) == []
 
@@ -191,9 +199,7 @@ def test_kill_9_mid_save_leaves_a_usable_cache(cache_dir: Path, image_ids: List[
         assert {e.id for e in reopened.entries()} == {e.id for e in earlier}
         assert reopened.verify().ok
         for entry in earlier:
-            engine.remove(entry.image_id)
-            assert reopened.load(entry).how in ("full", "delta")
-            assert engine.inspect(entry.image_id).id == entry.image_id
+            reload_through_the_engine(reopened, entry, engine, image_ids)
 
         # The next save collects the dead lease, its partial blob and anything it had published.
         after = reopened.save(image_ids[1], key("after-kill"), image_name="after")

@@ -168,9 +168,11 @@ def test_two_pods_with_separate_engines_share_one_cache_dir(engine: Engine, dock
     print(f"\ntwo pods: {builds} build(s), hits {[r['hit'] for r in results]}")
     assert builds == 1
     assert sorted(r["hit"] for r in results) == [False, True]
-    assert len({r["image_id"] for r in results}) == 1
     assert all(r["present"] for r in results)
-    assert len(Store(cache).entries()) == 1
+    entries = Store(cache).entries()
+    assert len(entries) == 1
+    # One image: each pod's engine names it its own way (config digest, or a containerd manifest digest).
+    assert all(r["image_id"] in entries[0].engine_ids for r in results)
 
 
 def test_warm_only_fills_the_cache_without_running_models(pytester: pytest.Pytester, engine: Engine,
