@@ -42,7 +42,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
@@ -77,6 +76,9 @@ class ArchiveImage:
     layout: str = "docker-archive"  # or "oci"
 
 
+# -- layers: compressed or not, hashed on the way in ---------------------------------
+
+
 class _Inflating:
     """A compressed layer's uncompressed bytes, produced `depth` chunks ahead on a thread.
 
@@ -100,9 +102,6 @@ class _Inflating:
 
     def close(self) -> None:
         self._chunks.close()
-
-
-# -- layers: compressed or not, hashed on the way in ---------------------------------
 
 
 class _Hashing:
