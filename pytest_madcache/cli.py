@@ -112,21 +112,69 @@ def _entry_json(entry: Entry, unique: Optional[int] = None) -> Dict[str, Any]:
     return data
 
 
+class _ReaderGone(Exception):
+    """Writing our output failed with BrokenPipeError (not some socket of an engine or registry)."""
+
+
 class _Out:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
+    def write(self, text: str, flush: bool = False) -> None:
+        try:
+            self.stream.write(text)
+            if flush:
+                self.stream.flush()
+        except BrokenPipeError:
+            raise _ReaderGone() from None
+
     def __call__(self, text: str = "") -> None:
-        print(text, file=self.stream)
+        self.write(f"{text}\n")
 
     def json(self, data: Any) -> None:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str), file=self.stream)
+        self.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None,
          stdout: Optional[TextIO] = None, stdin: Optional[TextIO] = None) -> int:
-    env = os.environ if env is None else env
     out = _Out(stdout or sys.stdout)
+    try:
+        code = _main(argv, env, out, stdin)
+        out.write("", flush=True)  # a reader gone before the last buffered text is written is the same case
+        return code
+    except _ReaderGone:
+        return _reader_gone(out.stream)
+
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13), as `seq 1000000 | head -1` does.
+EXIT_BROKEN_PIPE = 141
+
+
+def _reader_gone(stream: TextIO) -> int:
+    """The reader of our output went away (`madcache list | head`): stop quietly.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError;
+    the text still buffered would raise it again when the interpreter flushes
+    stdout at exit ("Exception ignored ... BrokenPipeError").  Point the
+    stream's file descriptor at /dev/null so that flush succeeds, and exit
+    with 141 like a Unix tool killed by SIGPIPE: the output was cut short,
+    which a caller with `set -o pipefail` sees as it would for any other tool.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # StringIO and the like: nothing buffered at exit
+        return EXIT_BROKEN_PIPE
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Optional[Sequence[str]], env: Optional[Mapping[str, str]], out: _Out,
+          stdin: Optional[TextIO]) -> int:
+    env = os.environ if env is None else env
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -285,8 +333,7 @@ def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
     store = _open(settings)
     if not args.yes:
         n = len(store.entries())
-        out.stream.write(f"Remove all {n} cache entries from {store.dir}? [y/N] ")
-        out.stream.flush()
+        out.write(f"Remove all {n} cache entries from {store.dir}? [y/N] ", flush=True)
         answer = stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             out("Aborted; nothing removed.")
