@@ -118,6 +118,7 @@ class Engine:
     client: Any = None
     _layer_index: Optional[Dict[str, Any]] = field(default=None, repr=False)
     _info: Optional[EngineInfo] = field(default=None, repr=False)
+    _description: Optional[str] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         import docker
@@ -374,12 +375,14 @@ class Engine:
 
     def describe(self) -> str:
         """One line for people: which engine, how it builds, how images get into it."""
-        from .buildkit import buildx_binary
+        if self._description is None:
+            from .buildkit import buildx_binary
 
-        builder = self.choose_builder("auto")
-        builds = (f"BuildKit ({buildx_binary()})" if builder == "buildkit"
-                  else "Podman's builder" if self.info.product == "podman" else "the classic builder")
-        return f"{self.info.name}; builds: {builds}; loads: {self.info.strategy}"
+            builder = self.choose_builder("auto")
+            builds = (f"BuildKit ({buildx_binary()})" if builder == "buildkit"
+                      else "Podman's builder" if self.info.product == "podman" else "the classic builder")
+            self._description = f"{self.info.name}; builds: {builds}; loads: {self.info.strategy}"
+        return self._description
 
     def choose_builder(self, builder: str = "auto") -> str:
         """"buildkit" or "legacy" for a requested builder, or EngineError saying why not."""

@@ -245,17 +245,22 @@ def pytest_report_header(config: pytest.Config) -> List[str]:
         return [f"madcache: running from cache entry {state.from_cache} ({describe(s, ('dir',))})"]
     if not s.enabled:
         return ["madcache: cache disabled (--enable-cache to use it)"]
-    return [f"madcache: cache enabled ({s.source('enabled')}); {describe(s)}", _engine_line(state)]
+    return [f"madcache: cache enabled ({s.source('enabled')}); {describe(s)}"]
 
 
-def _engine_line(state: Any) -> str:
+def pytest_report_collectionfinish(config: pytest.Config, items: List[pytest.Item]) -> List[str]:
+    """Which engine the model tests will use, said only when there are some: a suite without
+    models never pays for the Docker SDK.  (Under xdist the summary says it instead.)"""
+    state = config.stash.get(STATE, None)
+    if state is None or not any(item.get_closest_marker("model") for item in items):
+        return []
     from .engine import EngineError
     from .provide import ImageError
 
     try:
-        return f"madcache engine: {state.service.engine.describe()}"
+        return [f"madcache engine: {state.service.engine.describe()}"]
     except (ImageError, EngineError) as exc:
-        return f"madcache engine: none answers ({exc})"
+        return [f"madcache engine: none answers ({exc})"]
 
 
 # -- the plugin's own hook implementations (trylast: users' win) ----------------

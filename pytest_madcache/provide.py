@@ -122,6 +122,7 @@ class ImageService:
             return image, event
 
         event["cached"] = True
+        event["engine"] = self.engine.describe()  # the store is open, so the engine answered
         built: Dict[str, Any] = {}
 
         def build_and_announce() -> Any:
@@ -236,6 +237,7 @@ class ImageService:
                            params=dict(params))
         self._memo["entry:" + entry.id] = image
         event = {"kind": "image", "model": spec.name, "key": entry.key, "cached": True, "hit": True,
+                 "engine": self.engine.describe(),
                  "built": False, "cache_id": entry.id, "how": load.how, "bytes_loaded": load.bytes_sent,
                  "load_seconds": load.seconds, "entry_build_seconds": entry.build_duration}
         return image, event

@@ -49,6 +49,7 @@ class Summary:
     runs: List[Dict[str, Any]] = field(default_factory=list)
     entries_hit: List[str] = field(default_factory=list)  # cache entry ids loaded (or present)
     entries_saved: List[str] = field(default_factory=list)  # cache entry ids built and saved
+    engines: List[str] = field(default_factory=list)  # which engine(s) the images came from, and how
 
     def add(self, event: Mapping[str, Any]) -> None:
         kind = event.get("kind")
@@ -62,6 +63,9 @@ class Summary:
                 self.warnings.append(text)
 
     def _add_image(self, e: Mapping[str, Any]) -> None:
+        engine = e.get("engine")
+        if engine and engine not in self.engines:
+            self.engines.append(str(engine))
         if e.get("reused"):
             self.reused += 1
             return
@@ -127,6 +131,7 @@ def summary_lines(s: Summary) -> List[str]:
             lines.append(f"waited for other processes building the same image: {s.waited_seconds:.1f} s")
     else:
         lines.append(f"cache disabled (use --enable-cache): {s.builds} builds in {s.build_seconds:.1f} s")
+    lines += [f"engine: {engine}" for engine in s.engines]
     if s.runs:
         good = sum(1 for r in s.runs if r.get("status") == "SUCCESS")
         lines.append(f"model runs: {len(s.runs)} ({good} SUCCESS, {len(s.runs) - good} FAILURE)")

@@ -77,7 +77,8 @@ def test_untuned_suite_misses_hits_present_then_loads_after_rmi(pytester, engine
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Cache miss. Will build Docker image and save to cache." in first.stdout
     assert len(SAVED.findall(first.stdout)) == 2  # untuned: each batch size keys its own image
-    assert f"madcache engine: {engine.info.name}" in first.stdout
+    assert f"madcache engine: {engine.info.name}" in first.stdout  # after collection
+    assert any(line.startswith(f"engine: {engine.info.name}") for line in first.stdout.splitlines())  # summary
 
     second = _run(pytester, cache)
     assert second.returncode == 0, second.stdout

@@ -390,6 +390,9 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
         def inspect(self, ref):
             return None
 
+        def describe(self):
+            return "a fake engine"
+
     said, warned = [], []
     service = ImageService(enabled=True, store_factory=lambda engine: FakeStore(), warn=warned.append)
     service._engine = FakeEngine()
@@ -409,3 +412,19 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
     assert said[1].startswith("Docker image loaded from cache successfully: run_1_deadbeef (all layers: 1 layers")
     assert event["entry_build_seconds"] == 42.0 and event["bytes_loaded"] == 2048
     assert service.remembered(key2) is image
+
+
+def test_a_suite_without_models_never_imports_the_docker_sdk(pytester: pytest.Pytester, tmp_path) -> None:
+    """--enable-cache costs a model-less suite nothing: no engine line, no SDK import (~200 ms here)."""
+    pytester.makeconftest('''
+import sys
+
+def pytest_unconfigure(config):
+    print("docker SDK imported:", "docker" in sys.modules)
+''')
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--enable-cache", "--cache-dir",
+                                           str(tmp_path / "c"), "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["docker SDK imported: False"])
+    assert "madcache engine:" not in result.stdout.str()
