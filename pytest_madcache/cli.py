@@ -445,11 +445,7 @@ def _pairs(items: Sequence[str], what: str, parse: bool) -> Dict[str, Any]:
 def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     context: Dict[str, Any] = {}
     if args.additional_context:
-        parse = getattr(_settings, "parse_additional_context", None)
-        if parse is not None:
-            context = parse(args.additional_context, "option --additional-context")
-        else:  # pragma: no cover - until the plugin's parser lands
-            context = _literal(args.additional_context)
+        context = _settings.parse_additional_context(args.additional_context, "option --additional-context")
     spec = KeySpec(
         image=args.image, model_tags=args.model_tags, additional_context=context,
         params=_pairs(args.params, "--param", parse=True),

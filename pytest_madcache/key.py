@@ -162,12 +162,6 @@ class KeySpec:
     context: Optional[Path] = None
     secrets: Collection[str] = ()
 
-    def redacted_build_args(self) -> Dict[str, Any]:
-        return {k: ("***" if k in self.secrets else v) for k, v in self.build_args.items()}
-
-    def redacted_context(self) -> Dict[str, Any]:
-        return {k: ("***" if k in self.secrets else v) for k, v in self.additional_context.items()}
-
 
 @dataclass(frozen=True)
 class CacheKey:

@@ -328,14 +328,6 @@ class _RawStream:
         self.resp.close()
 
 
-@dataclass
-class RemoteStats:
-    fetched_entries: int = 0
-    fetched_bytes: int = 0
-    pushed_entries: int = 0
-    pushed_bytes: int = 0
-
-
 class RemoteCache:
     """The registry behind a local store: fetch on a local miss, push after a build.
 
@@ -347,7 +339,6 @@ class RemoteCache:
         self.registry = registry
         self.log = log  # a Store sets this to its own log when left None
         self.disabled: Optional[str] = None
-        self.stats = RemoteStats()
 
     def _say(self, message: str) -> None:
         if self.log is not None:
@@ -374,8 +365,6 @@ class RemoteCache:
             if meta.get("key") != key:
                 raise RemoteError(f"the manifest tagged {key_tag(key)} belongs to key {meta.get('key')!r}")
             entry, fetched = store.import_entry(meta, lambda d: _RawStream(self.registry.open_blob(d)))
-            self.stats.fetched_entries += 1
-            self.stats.fetched_bytes += fetched
             self._mark_used(entry)
             return entry, fetched
         except RemoteUnavailable as exc:
@@ -394,8 +383,6 @@ class RemoteCache:
                 if self.registry.upload_blob(digest, lambda d=digest: store.open_blob(d), entry.sizes[digest]):
                     sent += entry.sizes[digest]
             self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry))
-            self.stats.pushed_entries += 1
-            self.stats.pushed_bytes += sent
         except RemoteUnavailable as exc:
             self._off(exc)
         except (RemoteError, OSError) as exc:

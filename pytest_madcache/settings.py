@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "Option",
@@ -282,11 +282,6 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
         raise SettingsError(f"invalid value {str(raw)!r} for {opt.name.replace('_', ' ')} from {source}: {exc}") from None
 
 
-def parse_value(name: str, raw: Any, source: str) -> Any:
-    """Parse one value of option `name` (used for marks and sub-command flags)."""
-    return _parse(OPTIONS_BY_NAME[name], raw, source)
-
-
 # -- ini files, for the `madcache` command outside pytest -----------------------
 
 
@@ -405,11 +400,6 @@ def _pytest_section(path: Path) -> Optional[Tuple[Mapping[str, Any], str]]:
 
 def _ours(section: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in section.items() if k.startswith("madcache_")}
-
-
-def ini_keys() -> Iterable[Tuple[str, str]]:
-    """(ini key, help) pairs for pytest's `parser.addini`."""
-    return [(o.ini, o.help) for o in OPTIONS]
 
 
 def describe(settings: Settings, names: Sequence[str] = ("dir", "max_entries", "max_size_gb", "ttl")) -> str:

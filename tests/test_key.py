@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pytest_madcache.key import KeyError_, KeySpec, compute_key, context_digest
+from pytest_madcache.model import ModelSpec, run_config
 
 
 @pytest.fixture
@@ -175,7 +177,9 @@ def test_secret_build_arg_is_hashed_never_stored(ctx: Path) -> None:
     assert set(key.components["build_args"]["HF_TOKEN"]) == {"secret_sha256"}
     assert key.components["build_args"]["VERSION"] == "1.2"  # non-secret args stay readable
     assert key.digest == compute_key(KeySpec(image="m", context=ctx, **spec)).digest
-    assert KeySpec(image="m", **spec).redacted_build_args() == {"HF_TOKEN": "***", "VERSION": "1.2"}
+    # What an entry records about the run (model.run_config) shows the secret as *** only.
+    recorded = run_config(replace(_spec(ctx), build_args=spec["build_args"], secrets=("HF_TOKEN",)), {}, {})
+    assert recorded["build_args"] == {"HF_TOKEN": "***", "VERSION": "1.2"}
 
 
 def test_secret_context_entry_is_hashed_never_stored(ctx: Path) -> None:
@@ -189,8 +193,8 @@ def test_secret_context_entry_is_hashed_never_stored(ctx: Path) -> None:
     assert "p@ssw0rd-very-secret" not in dump
     assert key.digest != other.digest
     assert key.components["additional_context"]["gpu"] == "AMD"
-    assert KeySpec(image="m", additional_context={"registry_auth": secret}, secrets=["registry_auth"]
-                   ).redacted_context() == {"registry_auth": "***"}
+    recorded = run_config(replace(_spec(ctx), secrets=("registry_auth",)), {}, {"registry_auth": secret, "gpu": "AMD"})
+    assert recorded["additional_context"] == {"registry_auth": "***", "gpu": "AMD"}
 
 
 def test_secret_hash_is_not_a_plain_sha256(ctx: Path) -> None:
@@ -237,3 +241,7 @@ def test_supported_exotic_values_are_canonical() -> None:
     a = compute_key(KeySpec(image="m", params={"t": (1, 2), "s": {"b", "a"}, "p": Path("/x")}))
     b = compute_key(KeySpec(image="m", params={"t": [1, 2], "s": ["a", "b"], "p": "/x"}))
     assert a.digest == b.digest
+
+
+def _spec(ctx: Path) -> ModelSpec:
+    return ModelSpec(name="m", context=ctx, dockerfile=ctx / "Dockerfile", image="ci-m")
