@@ -45,6 +45,7 @@ from pytest_madcache.engine import Engine
 from pytest_madcache.key import KeySpec, compute_key
 from pytest_madcache.localengine import busybox_path
 from pytest_madcache.store import Store
+from pytest_madcache.provide import get_or_build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_design import SeedDesignCache  # noqa: E402
@@ -319,7 +320,7 @@ class Bench:
         store = Store(self.work / "cache-lookup", engine=self.engine, progress=False)
         store.save(self.image_id, key, image_name=self.prefix)
         for _ in range(max(50, self.repeat)):
-            t, out = timed(lambda: store.get_or_build(compute_key(spec), lambda: 1 / 0, image_name=self.prefix))
+            t, out = timed(lambda: get_or_build(store, compute_key(spec), lambda: 1 / 0, image_name=self.prefix))
             assert out.hit and out.load.how == "present"
             self.s("lookup_present_ours").add(t)
         seed = SeedDesignCache(self.work / "seed-cache")

@@ -57,9 +57,9 @@ if TYPE_CHECKING:
     from .engine import EngineInfo, ImageInfo
 
 __all__ = [
-    "Store", "Entry", "LoadResult", "Outcome", "Stats", "VerifyReport",
+    "Store", "Entry", "LoadResult", "Stats", "VerifyReport",
     "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable",
-    "new_entry_id", "build_output", "run_build",
+    "new_entry_id",
 ]
 
 STORE_FORMAT = 1
@@ -241,22 +241,6 @@ class LoadResult:
     layers_sent: int = 0
     seconds: float = 0.0
     image_id: str = ""  # the id the engine has the image under now
-
-
-@dataclass
-class Outcome:
-    """What `get_or_build` did for one key."""
-
-    entry: Optional[Entry]
-    image_id: str
-    hit: bool
-    load: Optional[LoadResult] = None
-    build_duration: Optional[float] = None
-    waited: float = 0.0  # seconds spent waiting for another process building the same key
-    saved: bool = False
-    warning: Optional[str] = None
-    fetched_bytes: int = 0  # bytes fetched from the remote cache (a remote hit)
-    pushed_bytes: int = 0  # bytes pushed to the remote cache after a build
 
 
 @dataclass
@@ -964,108 +948,6 @@ class Store:
                 self._gc_locked()
         raise EntryCorrupt(f"cache entry {entry.id} is corrupt ({why}); it has been dropped")
 
-    # -- get or build ------------------------------------------------------------
-
-    def get_or_build(
-        self,
-        key: CacheKey,
-        build: Callable[[], Any],
-        *,
-        image_name: str,
-        image_tag: str = "latest",
-        model_tags: Sequence[str] = (),
-        nodes: int = 1,
-        run_config: Optional[Mapping[str, Any]] = None,
-        force_rebuild: bool = False,
-        secret_values: Optional[Mapping[str, str]] = None,
-    ) -> Outcome:
-        """Load the image for `key` from the cache, or build it once and save it.
-
-        `build()` returns an object with `image_id` and `duration` (the
-        engine's BuildResult) or an image id.  Only one process builds a
-        given key at a time; the others wait and then hit.  A corrupt entry
-        or a failed load falls back to building; a cache that cannot be
-        written still returns the built image, with `warning` set.  An image
-        whose metadata holds one of `secret_values` (build arg name -> value)
-        is not cached, locally or remotely, and `warning` says which and why.
-        """
-        if not force_rebuild:
-            hit = self._try_hit(key)
-            if hit:
-                return hit
-        try:
-            key_lock = self.key_lock(key.digest)
-            waited = key_lock.__enter__()
-        except CacheUnwritable as exc:
-            return self._build_uncached(build, str(exc))
-        try:
-            if not force_rebuild or waited > 0.5:
-                hit = self._try_hit(key) or (self._try_remote(key) if not force_rebuild else None)
-                if hit:
-                    hit.waited = waited
-                    return hit
-            image_id, duration = run_build(build)
-            leaked = self._secrets_in(image_id, secret_values or {})
-            if leaked:
-                return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited,
-                               warning=_secret_warning(leaked))
-            try:
-                entry = self.save(image_id, key, image_name=image_name, image_tag=image_tag,
-                                  model_tags=model_tags, nodes=nodes, build_duration=duration,
-                                  run_config=run_config)
-            except CacheUnwritable as exc:
-                return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
-            pushed = self.remote.push(self, entry) if self.remote is not None else 0
-            return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True,
-                           pushed_bytes=pushed)
-        finally:
-            key_lock.__exit__(None, None, None)
-
-    def _secrets_in(self, image_id: str, secret_values: Mapping[str, str]) -> List[str]:
-        """Names of the secrets whose values the engine recorded in the image's config or history
-        (the classic builder keeps build args that RUN steps use); their layers are never read."""
-        values = {name: value for name, value in secret_values.items() if value}
-        if not values:
-            return []
-        text = self.engine.metadata_text(image_id)
-        return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
-
-    def _try_hit(self, key: CacheKey) -> Optional[Outcome]:
-        entry = self.lookup(key)
-        if entry is None:
-            return None
-        try:
-            load = self.load(entry)
-        except EntryCorrupt as exc:
-            self.log(f"{exc}; building instead")
-            return None
-        except StoreError as exc:
-            self.log(f"Failed to load {entry.id} from cache ({exc}); building instead")
-            return None
-        return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load,
-                       build_duration=entry.build_duration)
-
-    def _try_remote(self, key: CacheKey) -> Optional[Outcome]:
-        """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-        if self.remote is None:
-            return None
-        try:
-            got = self.remote.fetch(self, key.digest)
-        except CacheUnwritable as exc:
-            self.log(f"Warning: {exc}; not fetching from the remote cache")
-            return None
-        if got is None:
-            return None
-        entry, fetched = got
-        hit = self._try_hit(key)
-        if hit:
-            hit.fetched_bytes = fetched
-        return hit
-
-    def _build_uncached(self, build: Callable[[], Any], warning: str) -> Outcome:
-        image_id, duration = run_build(build)
-        return Outcome(None, image_id, hit=False, build_duration=duration, warning=warning)
-
     # -- eviction ----------------------------------------------------------------
 
     def evict(self, entry_id: str) -> Entry:
@@ -1253,21 +1135,6 @@ def _group_writable_umask() -> None:
     os.umask(old & ~0o070)
 
 
-def build_output(result: Any, elapsed: Optional[float]) -> Tuple[str, Optional[float]]:
-    """What a build callable returned (an image id, or an object with `image_id` and
-    `duration` such as the engine's BuildResult) as (image_id, duration)."""
-    if isinstance(result, str):
-        return result, elapsed
-    return result.image_id, getattr(result, "duration", None) or elapsed
-
-
-def run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
-    """Run a build callable, timing it when it does not time itself."""
-    start = time.monotonic()
-    result = build()
-    return build_output(result, time.monotonic() - start)
-
-
 def _read_lines(path: Path) -> Set[str]:
     try:
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
@@ -1405,15 +1272,6 @@ class _Lease:
         self._digests.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         self._lock.release()
-
-
-def _secret_warning(names: Sequence[str]) -> str:
-    listed = ", ".join(repr(n) for n in names)
-    first = names[0]
-    return (f"the image records the value of secret build arg {listed} in its metadata (the legacy builder keeps "
-            f"build args that RUN steps use in the image history), so it is not cached; read the secret from a "
-            f"BuildKit secret mount instead (RUN --mount=type=secret,id={first} ... reads /run/secrets/{first}; "
-            f"builder='buildkit' in the model mark, or 'auto' with docker-buildx installed)")
 
 
 class _LeaseSink:

@@ -11,6 +11,7 @@ import pytest
 from pytest_madcache.key import CacheKey
 from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
 from pytest_madcache.store import EntryCorrupt, Store, StoreError, ZSTD_SUFFIX
+from pytest_madcache.provide import get_or_build
 
 pytest.importorskip("zstandard")
 pytestmark = pytest.mark.engine
@@ -76,7 +77,7 @@ def test_compressed_and_raw_stores_share_through_a_registry(engine, second_engin
     entry = a.save(mixed.image_id, k, image_name="zstd-share")
     assert remote_a.push(a, entry) > 0, "the registry gets uncompressed layers (real OCI images)"
     b = Store(tmp_path / "b", engine=second_engine, remote=RemoteCache(Registry(RemoteRef.parse(f"{registry}/zstd-share"))))
-    got = b.get_or_build(k, lambda: pytest.fail("no build on machine B"), image_name="zstd-share")
+    got = get_or_build(b, k, lambda: pytest.fail("no build on machine B"), image_name="zstd-share")
     assert got.hit and second_engine.inspect(got.image_id).diff_ids == entry.layers
     assert not any(p.name.endswith(ZSTD_SUFFIX) for p in b.blob_dir.iterdir())
 

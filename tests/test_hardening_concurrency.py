@@ -124,6 +124,7 @@ POD = textwrap.dedent("""
     from pytest_madcache.engine import Engine
     from pytest_madcache.key import CacheKey
     from pytest_madcache.store import Store
+    from pytest_madcache.provide import get_or_build
 
     cache, ctx, log, go = sys.argv[1:5]
     engine = Engine()
@@ -136,7 +137,7 @@ POD = textwrap.dedent("""
             fh.write("build\\n")
         return engine.build(Path(ctx), tag="madcache-pod:latest")
 
-    out = store.get_or_build(CacheKey("ab" * 32, {}), build, image_name="madcache-pod", image_tag="latest")
+    out = get_or_build(store, CacheKey("ab" * 32, {}), build, image_name="madcache-pod", image_tag="latest")
     info = engine.inspect(out.image_id)
     print(json.dumps({"hit": out.hit, "image_id": out.image_id, "present": info is not None and info.id == out.image_id,
                       "entry": out.entry.id if out.entry else None}))

@@ -27,6 +27,7 @@ import pytest
 from pytest_madcache.engine import Engine
 from pytest_madcache.key import CacheKey
 from pytest_madcache.store import Store, StoreError
+from pytest_madcache.provide import get_or_build
 from tests.images import ImageFactory
 from tests.plugin_helpers import FAKE_HOOKS, remove_images, tiny_context
 
@@ -318,7 +319,7 @@ def test_corruption_is_detected_dropped_and_rebuilt_never_loaded(saved, engine, 
 
     try:
         reopened = Store(store.dir, engine=engine, max_entries=50)
-        outcome = reopened.get_or_build(key("corrupt-me"), build, image_name="corrupt", image_tag="t")
+        outcome = get_or_build(reopened, key("corrupt-me"), build, image_name="corrupt", image_tag="t")
     finally:
         del engine.load
     if kind == "garbage index":  # the data is fine: the index is rebuilt and the entry hits

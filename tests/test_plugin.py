@@ -360,7 +360,8 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
     """Outcome.warning (cache unwritable at save time): said, warned once, the built image is used."""
     from pytest_madcache.key import KeySpec, compute_key
     from pytest_madcache.provide import ImageService
-    from pytest_madcache.store import Entry, LoadResult, Outcome
+    from pytest_madcache.provide import Outcome
+    from pytest_madcache.store import Entry, LoadResult
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
 
@@ -394,7 +395,8 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
             return "a fake engine"
 
     said, warned = [], []
-    service = ImageService(enabled=True, store_factory=lambda engine: FakeStore(), warn=warned.append)
+    service = ImageService(enabled=True, store_factory=lambda engine: FakeStore(), warn=warned.append,
+                           decide=lambda store, key, build, **kw: store.get_or_build(key, build, **kw))
     service._engine = FakeEngine()
     service.say = said.append
     key1 = compute_key(KeySpec(image="ci-m", params={"n": 1}))

@@ -16,6 +16,7 @@ import pytest
 from pytest_madcache.key import KeySpec, compute_key
 from pytest_madcache.remote import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
 from pytest_madcache.store import Store
+from pytest_madcache.provide import get_or_build
 
 
 def _remote(registry: str, repo: str, log=None) -> RemoteCache:
@@ -62,9 +63,9 @@ def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
     store = Store(cache_dir, engine=engine, remote=remote, log=messages.append)
     ctx = images.context({"x.bin": 10_000})
     key = compute_key(KeySpec(image="offline", context=ctx))
-    first = store.get_or_build(key, lambda: images.build(ctx), image_name="offline")
+    first = get_or_build(store, key, lambda: images.build(ctx), image_name="offline")
     assert not first.hit and first.saved
-    second = store.get_or_build(compute_key(KeySpec(image="offline2", context=ctx)), lambda: images.build(ctx),
+    second = get_or_build(store, compute_key(KeySpec(image="offline2", context=ctx)), lambda: images.build(ctx),
                                 image_name="offline2")
     assert second.saved
     warnings = [m for m in messages if "unavailable" in m]
@@ -81,7 +82,7 @@ def test_second_machine_hits_through_the_registry(engine, second_engine, images,
     remote_a = _remote(registry, "two-machines")
     a = Store(tmp_path / "a", engine=engine, remote=remote_a)
     t0 = time.monotonic()
-    built = a.get_or_build(key, lambda: images.build(ctx, tag="shared-model:latest"), image_name="shared-model",
+    built = get_or_build(a, key, lambda: images.build(ctx, tag="shared-model:latest"), image_name="shared-model",
                            model_tags=["bert"], nodes=2)
     build_seconds = time.monotonic() - t0
     assert not built.hit and built.pushed_bytes > 8_000_000
@@ -89,7 +90,7 @@ def test_second_machine_hits_through_the_registry(engine, second_engine, images,
     remote_b = _remote(registry, "two-machines")
     b = Store(tmp_path / "b", engine=second_engine, remote=remote_b)
     t0 = time.monotonic()
-    got = b.get_or_build(key, lambda: pytest.fail("machine B must not build"), image_name="shared-model")
+    got = get_or_build(b, key, lambda: pytest.fail("machine B must not build"), image_name="shared-model")
     fetch_seconds = time.monotonic() - t0
     assert got.hit and got.fetched_bytes >= 8_000_000
     assert got.entry.id == built.entry.id and got.entry.nodes == 2
@@ -102,10 +103,10 @@ def test_second_machine_hits_through_the_registry(engine, second_engine, images,
     ctx2 = images.context({"weights.bin": 8_000_000, "model.py": b"print('v2')\n"})
     (ctx2 / "weights.bin").write_bytes((ctx / "weights.bin").read_bytes())
     key2 = compute_key(KeySpec(image="shared-model", model_tags=["bert-v2"], context=ctx2))
-    built2 = a.get_or_build(key2, lambda: images.build(ctx2), image_name="shared-model", image_tag="v2")
+    built2 = get_or_build(a, key2, lambda: images.build(ctx2), image_name="shared-model", image_tag="v2")
     assert not built2.hit
     assert built2.pushed_bytes < 1_000_000, "busybox and weights layers are already in the registry"
-    got2 = b.get_or_build(key2, lambda: pytest.fail("machine B must not build"), image_name="shared-model",
+    got2 = get_or_build(b, key2, lambda: pytest.fail("machine B must not build"), image_name="shared-model",
                           image_tag="v2")
     assert got2.hit and got2.fetched_bytes < 1_000_000, "machine B fetched only the blobs it lacked"
 
@@ -114,7 +115,7 @@ def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, 
     ctx = images.context({"a.bin": 100_000})
     key = compute_key(KeySpec(image="pullable", context=ctx))
     store = Store(tmp_path / "c", engine=engine, remote=_remote(registry, "pullable"))
-    out = store.get_or_build(key, lambda: images.build(ctx), image_name="pullable")
+    out = get_or_build(store, key, lambda: images.build(ctx), image_name="pullable")
     ref = f"{registry}/pullable:{key_tag(key.digest)}"
     second_engine.client.api.pull(f"{registry}/pullable", tag=key_tag(key.digest))
     pulled = second_engine.client.api.inspect_image(ref)
@@ -154,6 +155,7 @@ from pytest_madcache.key import CacheKey
 from pytest_madcache.localengine import private_engine
 from pytest_madcache.remote import RemoteCache
 from pytest_madcache.store import Store
+from pytest_madcache.provide import get_or_build
 
 registry, key, cache_dir = sys.argv[1:4]
 with private_engine(kind=os.environ.get("MADCACHE_ENGINE_KIND") or "debian12") as host:  # the session's kind
@@ -162,7 +164,7 @@ with private_engine(kind=os.environ.get("MADCACHE_ENGINE_KIND") or "debian12") a
     t0 = time.monotonic()
     def build():
         raise SystemExit("node had to build")
-    out = store.get_or_build(CacheKey(key, {}), build, image_name="multi")
+    out = get_or_build(store, CacheKey(key, {}), build, image_name="multi")
     print(json.dumps({"hit": out.hit, "image_id": out.image_id, "nodes": out.entry.nodes,
                       "present": engine.inspect(out.image_id) is not None, "seconds": time.monotonic() - t0}))
 """
@@ -176,7 +178,7 @@ def test_every_node_gets_the_image_through_the_remote(engine, images, registry, 
     ctx = images.context({"shard.bin": 2_000_000})
     key = compute_key(KeySpec(image="multi", nodes=2, context=ctx))
     head = Store(tmp_path / "head", engine=engine, remote=_remote(registry, "nodes"))
-    built = head.get_or_build(key, lambda: images.build(ctx), image_name="multi", nodes=2)
+    built = get_or_build(head, key, lambda: images.build(ctx), image_name="multi", nodes=2)
     assert built.entry.nodes == 2
     procs = [subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, registry, key.digest, str(tmp_path / f"node{i}")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -21,6 +21,7 @@ import pytest
 from pytest_madcache.engine import BuildResult, Engine
 from pytest_madcache.key import CacheKey
 from pytest_madcache.store import EntryCorrupt, EntryNotFound, Store
+from pytest_madcache.provide import get_or_build
 from tests.images import ImageFactory, write_context
 
 MB = 1 << 20
@@ -330,7 +331,7 @@ def test_tampered_blob_makes_get_or_build_build(store: Store, imgs: Images, engi
         imgs.ids.append(result.image_id)
         return result
 
-    outcome = store.get_or_build(k, build, image_name="madcache-gob")
+    outcome = get_or_build(store, k, build, image_name="madcache-gob")
     assert builds == [1]
     assert outcome.hit is False and outcome.saved is True
     assert outcome.entry.id != entry.id
@@ -371,10 +372,10 @@ def test_get_or_build_miss_then_hit(store: Store, imgs: Images) -> None:
         return BuildResult(image_id=img.image_id, duration=1.5)
 
     k = cache_key("gob")
-    first = store.get_or_build(k, build, image_name="gob", model_tags=["t"], run_config={"gpu": "x"})
+    first = get_or_build(store, k, build, image_name="gob", model_tags=["t"], run_config={"gpu": "x"})
     assert (first.hit, first.saved, first.build_duration, calls) == (False, True, 1.5, [1])
     assert first.entry.build_duration == 1.5 and first.entry.key_components == {"image": "gob"}
-    second = store.get_or_build(k, build, image_name="gob")
+    second = get_or_build(store, k, build, image_name="gob")
     assert (second.hit, second.load.how, calls) == (True, "present", [1])
     assert second.entry.id == first.entry.id and second.build_duration == 1.5
 
@@ -384,7 +385,7 @@ def test_force_rebuild_replaces_the_entry(store: Store, imgs: Images) -> None:
     k = cache_key("force")
     old = store.save(imgs.variants[0].image_id, k, image_name="force")
     other = store.save(imgs.variants[0].image_id, key("unrelated"), image_name="keep")
-    outcome = store.get_or_build(k, lambda: imgs.variants[2].image_id, image_name="force", force_rebuild=True)
+    outcome = get_or_build(store, k, lambda: imgs.variants[2].image_id, image_name="force", force_rebuild=True)
     assert outcome.hit is False and outcome.saved
     assert outcome.entry.image_id == imgs.variants[2].image_id
     assert store.lookup(k).id == outcome.entry.id
@@ -402,7 +403,7 @@ def _single_flight_worker(directory: str, image_id: str, digest: str, log: str, 
         time.sleep(2.0)
         return image_id
 
-    outcome = store.get_or_build(CacheKey(digest, {}), build, image_name="single")
+    outcome = get_or_build(store, CacheKey(digest, {}), build, image_name="single")
     out.put((outcome.hit, outcome.waited, outcome.entry.id))
 
 
