@@ -732,12 +732,8 @@ class Store:
             _fsync_dir(self.entry_dir)
             entries = self._write_index_locked()
             stale = [i for i, e in entries.items() if e.key == entry.key and i != entry.id] if replace else []
-            for old in stale:
-                self._remove_entry_dir(old)
-            if stale:
-                self._write_index_locked()
             evicted = self._prune_locked(self.max_entries, self.max_size_bytes, self.ttl, protect={entry.id},
-                                         exclude_lease=lease.dir)
+                                         exclude_lease=lease.dir, drop=stale)
         for e in evicted:
             self.log(f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits")
 
@@ -938,14 +934,10 @@ class Store:
                         bad.add(digest)
                         with contextlib.suppress(OSError):
                             path.unlink()
-                for other in list(self._index().values()):
-                    if other.id == entry.id or bad & set(other.blobs):
-                        if other.id != entry.id:
-                            self.log(f"Dropping cache entry {other.id}: it shares a corrupt blob with {entry.id}")
-                        self._remove_entry_dir(other.id)
-                self._remove_entry_dir(entry.id)
-                self._write_index_locked()
-                self._gc_locked()
+                sharing = [other.id for other in self._index().values() if other.id != entry.id and bad & set(other.blobs)]
+                for other_id in sharing:
+                    self.log(f"Dropping cache entry {other_id}: it shares a corrupt blob with {entry.id}")
+                self._drop_locked([entry.id, *sharing])
         raise EntryCorrupt(f"cache entry {entry.id} is corrupt ({why}); it has been dropped")
 
     # -- eviction ----------------------------------------------------------------
@@ -955,18 +947,13 @@ class Store:
             entry = self._index().get(entry_id)
             if entry is None:
                 raise EntryNotFound(entry_id, self.entries())
-            self._remove_entry_dir(entry_id)
-            self._write_index_locked()
-            self._gc_locked()
+            self._drop_locked([entry_id])
         return entry
 
     def clear(self) -> List[Entry]:
         with self.lock():
             entries = list(self._index().values())
-            for e in entries:
-                self._remove_entry_dir(e.id)
-            self._write_index_locked()
-            self._gc_locked()
+            self._drop_locked([e.id for e in entries])
         return entries
 
     def prune(self, max_entries: Optional[int] = None, max_size_bytes: Optional[int] = None,
@@ -981,8 +968,11 @@ class Store:
             )
 
     def _prune_locked(self, max_entries: int, max_bytes: int, ttl: Optional[float],
-                      protect: Set[str] = frozenset(), exclude_lease: Optional[Path] = None) -> List[Entry]:
-        entries = sorted((self._with_last_used(e) for e in self._index().values()),
+                      protect: Set[str] = frozenset(), exclude_lease: Optional[Path] = None,
+                      drop: Sequence[str] = ()) -> List[Entry]:
+        """Evict to the limits, least recently used first; `drop` (entries a save replaced) go too, in
+        the same removal.  Returns the evicted entries."""
+        entries = sorted((self._with_last_used(e) for e in self._index().values() if e.id not in drop),
                          key=lambda e: (e.last_used, e.created))
         evicted: List[Entry] = []
         now = time.time()
@@ -998,12 +988,18 @@ class Store:
                 continue
             evicted.append(e)
             entries.remove(e)
-        for e in evicted:
-            self._remove_entry_dir(e.id)
-        if evicted:
+        self._drop_locked([*drop, *(e.id for e in evicted)], exclude_lease)
+        return evicted
+
+    def _drop_locked(self, entry_ids: Sequence[str], exclude_lease: Optional[Path] = None) -> None:
+        """The one way entries leave (evict, clear, prune, a save's replaced entries, corrupt blobs,
+        verify's repair), under the store lock: each entry dir disappears by one rename, the index
+        is written once, then the blobs nothing references any more are collected."""
+        for entry_id in entry_ids:
+            self._remove_entry_dir(entry_id)
+        if entry_ids:
             self._write_index_locked()
         self._gc_locked(exclude_lease)
-        return evicted
 
     def _remove_entry_dir(self, entry_id: str) -> None:
         src = self.entry_dir / entry_id
@@ -1112,11 +1108,8 @@ class Store:
                 for d in report.bad_blobs:
                     with contextlib.suppress(OSError):
                         paths[d].unlink()
-                for e in broken:
-                    self._remove_entry_dir(e.id)
-                    report.dropped_entries.append(e.id)
-                self._write_index_locked()
-                self._gc_locked()
+                report.dropped_entries = [e.id for e in broken]
+                self._drop_locked(report.dropped_entries)
         return report
 
 
