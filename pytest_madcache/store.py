@@ -1136,9 +1136,13 @@ def _read_lines(path: Path) -> Set[str]:
 
 
 def _check_compression(value: Optional[str]) -> str:
-    value = (value or "none").lower()
-    if value not in COMPRESSIONS:
-        raise StoreError(f"unknown blob compression {value!r}: use one of {', '.join(COMPRESSIONS)}")
+    """The settings' own parser, so `off` (and `0`, `false`) mean `none` here as on the command line."""
+    from .settings import parse_compress
+
+    try:
+        value = parse_compress(value or "none")
+    except ValueError:
+        raise StoreError(f"unknown blob compression {value!r}: use one of {', '.join(COMPRESSIONS)} (or off)") from None
     if value == "zstd":
         try:
             import zstandard  # noqa: F401

@@ -95,3 +95,8 @@ def test_one_directory_can_mix_compressed_and_raw_blobs(engine, mixed, cache_dir
 def test_unknown_compression_is_refused(cache_dir):
     with pytest.raises(StoreError, match="unknown blob compression 'lz4'"):
         Store(cache_dir, compress="lz4")
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "false", "none", None])
+def test_off_means_none_in_the_store_as_in_the_settings(cache_dir, value):
+    assert Store(cache_dir, compress=value).compress == "none"
