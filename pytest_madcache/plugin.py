@@ -145,6 +145,16 @@ def _ini_source(config: pytest.Config) -> str:
     return str(config.inipath) if config.inipath else "ini file"
 
 
+def _getini(config: pytest.Config, name: str) -> str:
+    """An ini value; pytest 9 refuses a TOML number or boolean for our string keys with a bare
+    TypeError (an INTERNALERROR): say which key, which file, and how to write it instead."""
+    try:
+        return config.getini(name)
+    except TypeError as exc:
+        raise pytest.UsageError(f"invalid value for ini key {name} in {_ini_source(config)}: {exc}; madcache's ini "
+                                f'keys are strings in TOML too: write {name} = "..." (quoted)') from None
+
+
 def _resolve_state(config: pytest.Config) -> State:
     workerinput = getattr(config, "workerinput", None)
     is_worker = workerinput is not None
@@ -157,7 +167,7 @@ def _resolve_state(config: pytest.Config) -> State:
         force, from_cache, live = wire["force_rebuild"], wire["from_cache"], wire["live_output"]
     else:
         flags = {opt.name: getattr(config.option, f"madcache_{opt.name}", None) for opt in OPTIONS}
-        ini = {opt.ini: config.getini(opt.ini) for opt in OPTIONS}
+        ini = {opt.ini: _getini(config, opt.ini) for opt in OPTIONS}
         try:
             settings = resolve(flags, os.environ, ini, _ini_source(config))
             raw_ctx = config.option.madcache_additional_context
@@ -165,11 +175,11 @@ def _resolve_state(config: pytest.Config) -> State:
                 context = parse_additional_context(raw_ctx, "option --additional-context")
             else:
                 context = parse_additional_context(
-                    config.getini("madcache_additional_context"),
+                    _getini(config, "madcache_additional_context"),
                     f"ini key madcache_additional_context in {_ini_source(config)}")
             live = config.option.madcache_live_output
             if live is None:
-                raw_live = config.getini("madcache_live_output")
+                raw_live = _getini(config, "madcache_live_output")
                 try:
                     live = parse_bool(raw_live) if raw_live else False
                 except ValueError as exc:
@@ -181,7 +191,7 @@ def _resolve_state(config: pytest.Config) -> State:
         if getattr(config.option, "madcache_warm_only", False) and not settings.enabled:
             settings = dataclasses.replace(settings, enabled=True,
                                            sources={**settings.sources, "enabled": "option --cache-warm-only"})
-    output_raw = config.option.madcache_output or config.getini("madcache_output") or None
+    output_raw = config.option.madcache_output or _getini(config, "madcache_output") or None
     output = None
     if output_raw and not is_worker:
         output = Path(output_raw)

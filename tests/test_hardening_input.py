@@ -165,3 +165,17 @@ def test_bad_mark_arguments_error_naming_the_test(pytester: pytest.Pytester, cac
     assert result.ret != 0
     assert "test_marks.py::test_bad" in out and expected in out, out
     assert tree_hash(cache) == before
+
+
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="pytest.toml and TOML-native ini values arrived in pytest 9")
+def test_a_toml_number_for_an_ini_key_is_a_usage_error_naming_key_and_file(pytester: pytest.Pytester) -> None:
+    """pytest 9 reads pytest.toml with TOML types and refuses a number for a string key with a bare
+    TypeError; the plugin turns it into a usage error that says how to write it."""
+    pytester.makefile(".toml", pytest="[pytest]\nmadcache_max_entries = 7\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "INTERNALERROR" not in err + result.stdout.str()
+    assert "madcache_max_entries" in err and "pytest.toml" in err
+    assert 'write madcache_max_entries = "..." (quoted)' in err
