@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 import pytest
 
 from . import hooks
+from .events import Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
 from .report import Summary, run_row, summary_lines, write_csv, write_summary_json
@@ -350,17 +351,17 @@ class SessionPlugin:
         for name, value in report.user_properties:
             if name != PROPERTY or not isinstance(value, dict):
                 continue
-            eid = value.get("id")
-            if eid in state.seen:
+            eid, event = from_wire(value)
+            if event is None or eid in state.seen:
                 continue
             state.seen.add(eid)
-            if value.get("kind") == "message":
+            if isinstance(event, MessageEvent):
                 if relayed:
                     worker = getattr(report.node, "gateway", None)
                     prefix = f"[{worker.id}] " if worker is not None else ""
-                    _write(self.config, f"{prefix}{value.get('text')}")
+                    _write(self.config, f"{prefix}{event.text}")
                 continue
-            state.summary.add(value)
+            state.summary.add(event)
         if report.when == "call" and report.failed:
             state.summary.mark_failed(report.nodeid)
 
@@ -416,18 +417,17 @@ def _write(config: pytest.Config, text: str) -> None:
         tr.write_line(text)
 
 
-def _emit(item: pytest.Item, event: Dict[str, Any]) -> None:
-    """Attach an event to the test's report (crosses to the xdist controller) ."""
+def _emit(item: pytest.Item, event: Event) -> None:
+    """Attach an event to the test's report, in the plain form that crosses to the xdist controller."""
     state = _state(item.config)
-    event = dict(event, id=state.event_id())
-    item.user_properties.append((PROPERTY, event))
+    item.user_properties.append((PROPERTY, to_wire(event, state.event_id())))
 
 
 def _sayer(item: pytest.Item) -> Callable[[str], None]:
     state = _state(item.config)
 
     def say(text: str) -> None:
-        _emit(item, {"kind": "message", "text": text})
+        _emit(item, MessageEvent(text))
         if not state.is_worker:
             _write(item.config, text)
 
@@ -499,7 +499,7 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
                         "parameters out)", pytrace=False)
         remembered = service.remembered(key)
         if remembered is not None:
-            _emit(item, {"kind": "image", "reused": True, "model": spec.name, "key": key.digest})
+            _emit(item, ImageEvent(model=spec.name, key=key.digest, reused=True))
             return dataclasses.replace(remembered, model=spec, params=params)
         ref = f"{spec.image}:{spec.image_tag or key.digest[:12]}"
         on_line = _live(item) if state.live_output else None
@@ -526,7 +526,7 @@ def _flush_warning(item: pytest.Item) -> None:
     """Attach a warning raised while getting the image to this test's report (for the summary)."""
     state = _state(item.config)
     if state.pending_warning:
-        _emit(item, {"kind": "warning", "text": state.pending_warning})
+        _emit(item, WarningEvent(state.pending_warning))
         state.pending_warning = None
 
 

@@ -4,8 +4,8 @@ The one place that decides hit, remote, build and save (`get_or_build`):
 the store below it keeps blobs and entries and knows nothing of builds, the
 engine builds and loads, the remote fetches and pushes.  No pytest here: it
 says what happens in madengine's words through a `say` callable the caller
-routes (terminal, report, log), and each image it hands out comes with a
-plain event dict for the session summary.  It must not reach back up into
+routes (terminal, report, log), and each image it hands out comes with an
+ImageEvent for the session summary.  It must not reach back up into
 the plugin.
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .engine import BuildFailed, BuildResult, Engine, EngineError
+from .events import ImageEvent
 from .key import CacheKey
 from .model import ModelSpec
 from .progress import human_bytes
@@ -132,21 +133,20 @@ class ImageService:
         return self._memo.get(key.digest)
 
     def obtain(self, spec: ModelSpec, key: CacheKey, ref: str, params: Mapping[str, Any],
-               run_config: Mapping[str, Any], build: Callable[[], Any]) -> Tuple[ModelImage, Dict[str, Any]]:
-        """The image for `key`, as a ModelImage plus an `image` event for the summary."""
-        event: Dict[str, Any] = {"kind": "image", "model": spec.name, "key": key.digest, "cached": False,
-                                 "hit": False, "built": False}
+               run_config: Mapping[str, Any], build: Callable[[], Any]) -> Tuple[ModelImage, ImageEvent]:
+        """The image for `key`, as a ModelImage plus its event for the summary."""
+        event = ImageEvent(model=spec.name, key=key.digest)
         name, tag = ref.rsplit(":", 1)
         store = self.store() if self.enabled else None
         if store is None:
-            image_id, duration = self._build(build, event, cached=False)
+            image_id, duration = self._build(build)
             image = ModelImage(spec, ref, image_id, key.digest, dict(key.components), build_duration=duration,
                                params=dict(params))
             self._memo[key.digest] = image
-            return image, event
+            return image, replace(event, built=True, build_seconds=duration)
 
-        event["cached"] = True
-        event["engine"] = self.engine.describe()  # the store is open, so the engine answered
+        # The store is open, so the engine answered.
+        event = replace(event, cached=True, engine=self.engine.describe())
         built: Dict[str, Any] = {}
 
         def build_and_announce() -> Any:
@@ -177,22 +177,20 @@ class ImageService:
             if "result" in built:
                 image_id, duration = build_output(built["result"], None)
             else:
-                image_id, duration = self._build(build, event, cached=False)
-            event.update(cached=False, built=True, build_seconds=duration)
+                image_id, duration = self._build(build)
             image = ModelImage(spec, ref, image_id, key.digest, dict(key.components), build_duration=duration,
                                params=dict(params))
             self._memo[key.digest] = image
-            return image, event
-        image = self._announce(outcome, spec, ref, key, params, event)
+            return image, replace(event, cached=False, built=True, build_seconds=duration)
+        image, event = self._announce(outcome, spec, ref, key, params, event)
         self._memo[key.digest] = image
         return image, event
 
     def _announce(self, outcome: Outcome, spec: ModelSpec, ref: str, key: CacheKey, params: Mapping[str, Any],
-                  event: Dict[str, Any]) -> ModelImage:
+                  event: ImageEvent) -> Tuple[ModelImage, ImageEvent]:
         entry = outcome.entry
-        event["waited"] = outcome.waited
-        event["fetched_bytes"] = outcome.fetched_bytes  # remote cache traffic (0 without a remote)
-        event["pushed_bytes"] = outcome.pushed_bytes
+        event = replace(event, waited=outcome.waited, fetched_bytes=outcome.fetched_bytes,  # 0 without a remote
+                        pushed_bytes=outcome.pushed_bytes)
         if outcome.hit and entry is not None:
             load = outcome.load
             self.say(f"Cache hit! Loading Docker image from cache: {entry.id}")
@@ -203,22 +201,22 @@ class ImageService:
                 self.say(f"Docker image loaded from cache successfully: {entry.id} ({what}: {load.layers_sent} "
                          f"layers, {human_bytes(load.bytes_sent)} in {load.seconds:.2f} s)")
             self._ensure_tag(outcome.image_id, ref)
-            event.update(hit=True, cache_id=entry.id, how=load.how if load else None,
-                         bytes_loaded=load.bytes_sent if load else 0, load_seconds=load.seconds if load else 0.0,
-                         entry_build_seconds=entry.build_duration)
+            event = replace(event, hit=True, cache_id=entry.id, how=load.how if load else None,
+                            bytes_loaded=load.bytes_sent if load else 0, load_seconds=load.seconds if load else 0.0,
+                            entry_build_seconds=entry.build_duration)
             return ModelImage(spec, ref, outcome.image_id, key.digest, dict(key.components), cache_hit=True,
                               cache_id=entry.id, load=load.how if load else None,
-                              build_duration=entry.build_duration, params=dict(params))
-        event.update(built=True, build_seconds=outcome.build_duration)
+                              build_duration=entry.build_duration, params=dict(params)), event
+        event = replace(event, built=True, build_seconds=outcome.build_duration)
         if outcome.saved and entry is not None:
             self.say(f"Docker image saved to cache: {entry.id}")
-            event["cache_id"] = entry.id
+            event = replace(event, cache_id=entry.id)
         if outcome.warning:
             self.say(f"Docker image not saved to cache: {outcome.warning}")
             self._warn(f"{outcome.warning}; tests go on without the cache")
         return ModelImage(spec, ref, outcome.image_id, key.digest, dict(key.components), cache_hit=False,
                           cache_id=entry.id if entry is not None else None,
-                          build_duration=outcome.build_duration, params=dict(params))
+                          build_duration=outcome.build_duration, params=dict(params)), event
 
     def _ensure_tag(self, image_id: str, ref: str) -> None:
         try:
@@ -228,18 +226,18 @@ class ImageService:
         except EngineError:
             pass  # the image id still runs; the tag is a convenience
 
-    def _build(self, build: Callable[[], Any], event: Dict[str, Any], cached: bool) -> Tuple[str, Optional[float]]:
+    def _build(self, build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
+        """A build with the cache out of the way."""
         self.say("Building Docker image...")
         image_id, duration = run_build(build)
         self.say(f"Build Duration: {duration:.1f} seconds")
-        event.update(built=True, build_seconds=duration, cached=cached)
         return image_id, duration
 
-    def from_entry(self, spec: ModelSpec, entry: Entry, params: Mapping[str, Any]) -> Tuple[ModelImage, Dict[str, Any]]:
+    def from_entry(self, spec: ModelSpec, entry: Entry, params: Mapping[str, Any]) -> Tuple[ModelImage, ImageEvent]:
         """`--from-cache ID`: the entry's image, loaded when the engine lacks it."""
         memo = self._memo.get("entry:" + entry.id)
         if memo is not None:
-            return memo, {"kind": "image", "reused": True, "model": spec.name}
+            return memo, ImageEvent(model=spec.name, reused=True)
         store = self._store_factory(self.engine)
         store.log = lambda text: self.say(text)
         self.say(f"Running from cache: {entry.id}")
@@ -260,11 +258,9 @@ class ImageService:
                            cache_hit=True, cache_id=entry.id, load=load.how, build_duration=entry.build_duration,
                            params=dict(params))
         self._memo["entry:" + entry.id] = image
-        event = {"kind": "image", "model": spec.name, "key": entry.key, "cached": True, "hit": True,
-                 "engine": self.engine.describe(),
-                 "built": False, "cache_id": entry.id, "how": load.how, "bytes_loaded": load.bytes_sent,
-                 "load_seconds": load.seconds, "entry_build_seconds": entry.build_duration}
-        return image, event
+        return image, ImageEvent(model=spec.name, key=entry.key, cached=True, hit=True, engine=self.engine.describe(),
+                                 cache_id=entry.id, how=load.how, bytes_loaded=load.bytes_sent,
+                                 load_seconds=load.seconds, entry_build_seconds=entry.build_duration)
 
 
 # -- get or build: the one place that decides hit, remote, build and save -----------

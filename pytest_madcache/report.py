@@ -1,8 +1,7 @@
-"""Summary statistics and the results CSV, from plain event dicts.
+"""Summary statistics and the results CSV, from the session's events (events.py).
 
-Events are plain dicts so they travel unchanged from xdist workers to the
-controller in a report's `user_properties`; the controller (or the single
-process) aggregates them here.  Column names follow madengine's performance
+The controller (or the single process) adds up the events every test sent;
+nothing here talks to an engine or a cache.  Column names follow madengine's performance
 CSV where it has one (model, tags, args, docker_file, docker_image,
 docker_sha, performance, metric, status, build_duration, test_duration).
 """
@@ -13,10 +12,11 @@ import contextlib
 import csv
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextIO
 
+from .events import Event, ImageEvent, RunEvent, WarningEvent
 from .progress import human_bytes
 
 __all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json"]
@@ -46,56 +46,52 @@ class Summary:
     fetched_bytes: int = 0  # from a remote cache
     pushed_bytes: int = 0  # to a remote cache
     warnings: List[str] = field(default_factory=list)
-    runs: List[Dict[str, Any]] = field(default_factory=list)
+    runs: List[RunEvent] = field(default_factory=list)
     entries_hit: List[str] = field(default_factory=list)  # cache entry ids loaded (or present)
     entries_saved: List[str] = field(default_factory=list)  # cache entry ids built and saved
     engines: List[str] = field(default_factory=list)  # which engine(s) the images came from, and how
 
-    def add(self, event: Mapping[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "image":
+    def add(self, event: Event) -> None:
+        if isinstance(event, ImageEvent):
             self._add_image(event)
-        elif kind == "run":
-            self.runs.append(dict(event))
-        elif kind == "warning":
-            text = str(event.get("text"))
-            if text not in self.warnings:
-                self.warnings.append(text)
+        elif isinstance(event, RunEvent):
+            self.runs.append(event)
+        elif isinstance(event, WarningEvent):
+            if event.text not in self.warnings:
+                self.warnings.append(event.text)
 
-    def _add_image(self, e: Mapping[str, Any]) -> None:
-        engine = e.get("engine")
-        if engine and engine not in self.engines:
-            self.engines.append(str(engine))
-        if e.get("reused"):
+    def _add_image(self, e: ImageEvent) -> None:
+        if e.engine and e.engine not in self.engines:
+            self.engines.append(e.engine)
+        if e.reused:
             self.reused += 1
             return
-        if e.get("built"):
+        if e.built:
             self.builds += 1
-            self.build_seconds += float(e.get("build_seconds") or 0.0)
-        if not e.get("cached"):
+            self.build_seconds += e.build_seconds or 0.0
+        if not e.cached:
             return
-        self.waited_seconds += float(e.get("waited") or 0.0)
-        self.fetched_bytes += int(e.get("fetched_bytes") or 0)
-        self.pushed_bytes += int(e.get("pushed_bytes") or 0)
-        if e.get("hit"):
+        self.waited_seconds += e.waited
+        self.fetched_bytes += e.fetched_bytes
+        self.pushed_bytes += e.pushed_bytes
+        if e.hit:
             self.hits += 1
-            self.bytes_loaded += int(e.get("bytes_loaded") or 0)
-            self.load_seconds += float(e.get("load_seconds") or 0.0)
-            self.saved_seconds += float(e.get("entry_build_seconds") or 0.0)
-            if e.get("how") == "present":
+            self.bytes_loaded += e.bytes_loaded
+            self.load_seconds += e.load_seconds
+            self.saved_seconds += e.entry_build_seconds or 0.0
+            if e.how == "present":
                 self.present += 1
-            if e.get("cache_id"):
-                self.entries_hit.append(str(e["cache_id"]))
+            if e.cache_id:
+                self.entries_hit.append(e.cache_id)
         else:
             self.misses += 1
-            if e.get("cache_id"):
-                self.entries_saved.append(str(e["cache_id"]))
+            if e.cache_id:
+                self.entries_saved.append(e.cache_id)
 
     def mark_failed(self, nodeid: str) -> None:
         """A test that failed after its run: its runs are not good results."""
-        for run in self.runs:
-            if run.get("nodeid") == nodeid and run.get("status") == "SUCCESS":
-                run["status"] = "FAILURE"
+        self.runs = [replace(r, status="FAILURE") if r.nodeid == nodeid and r.status == "SUCCESS" else r
+                     for r in self.runs]
 
     def as_dict(self) -> Dict[str, Any]:
         """The exact counts, for --cache-summary-json (read by the CI integrations)."""
@@ -133,7 +129,7 @@ def summary_lines(s: Summary) -> List[str]:
         lines.append(f"cache disabled (use --enable-cache): {s.builds} builds in {s.build_seconds:.1f} s")
     lines += [f"engine: {engine}" for engine in s.engines]
     if s.runs:
-        good = sum(1 for r in s.runs if r.get("status") == "SUCCESS")
+        good = sum(1 for r in s.runs if r.status == "SUCCESS")
         lines.append(f"model runs: {len(s.runs)} ({good} SUCCESS, {len(s.runs) - good} FAILURE)")
     for w in s.warnings:
         lines.append(f"warning: {w}")
@@ -169,9 +165,9 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_csv(path: Path, runs: Iterable[Mapping[str, Any]]) -> int:
+def write_csv(path: Path, runs: Iterable[RunEvent]) -> int:
     """One row per model run, written atomically."""
-    rows = sorted(runs, key=lambda r: (str(r.get("nodeid")), float(r.get("seq_time") or 0.0)))
+    rows = [r.row() for r in sorted(runs, key=lambda r: (r.nodeid, r.seq_time))]
     with _replacing(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
@@ -183,16 +179,16 @@ def write_csv(path: Path, runs: Iterable[Mapping[str, Any]]) -> int:
 def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], dockerfile: str, image: str,
             image_id: str, performance: Optional[float], metric: Optional[str], status: str,
             build_duration: Optional[float], duration: float, cache_hit: Optional[bool],
-            cache_id: Optional[str], nodeid: str, seq_time: float) -> Dict[str, Any]:
-    """A run event with the CSV's fields (plain values only: it crosses process boundaries)."""
-    return {
-        "kind": "run", "model": model, "tags": list(tags),
-        "args": " ".join(f"{k}={v}" for k, v in params.items()),
-        "params": {str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else repr(v))
-                   for k, v in params.items()},
-        "docker_file": dockerfile, "docker_image": image, "docker_sha": image_id,
-        "performance": performance, "metric": metric, "status": status,
-        "build_duration": build_duration, "test_duration": duration,
-        "cache_hit": "" if cache_hit is None else ("yes" if cache_hit else "no"),
-        "cache_id": cache_id, "nodeid": nodeid, "seq_time": seq_time,
-    }
+            cache_id: Optional[str], nodeid: str, seq_time: float) -> RunEvent:
+    """The run event of one model run (plain values only: it crosses process boundaries)."""
+    return RunEvent(
+        model=model, tags=tuple(tags),
+        args=" ".join(f"{k}={v}" for k, v in params.items()),
+        params={str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else repr(v))
+                for k, v in params.items()},
+        docker_file=dockerfile, docker_image=image, docker_sha=image_id,
+        performance=performance, metric=metric, status=status,
+        build_duration=build_duration, test_duration=duration,
+        cache_hit="" if cache_hit is None else ("yes" if cache_hit else "no"),
+        cache_id=cache_id, nodeid=nodeid, seq_time=seq_time,
+    )

@@ -406,13 +406,13 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
     assert said[0] == "Cache miss. Will build Docker image and save to cache."
     assert "Docker image not saved to cache: cannot write to the cache directory /c: the disk is full" in said
     assert warned == ["cannot write to the cache directory /c: the disk is full; tests go on without the cache"]
-    assert event["cached"] and event["built"] and not event["hit"]
+    assert event.cached and event.built and not event.hit
     said.clear()
     image, event = service.obtain(spec, key2, "ci-m:bbb", {}, {}, lambda: pytest.fail("a hit must not build"))
     assert image.cache_hit and image.cache_id == "run_1_deadbeef" and image.load == "full"
     assert said[0] == "Cache hit! Loading Docker image from cache: run_1_deadbeef"
     assert said[1].startswith("Docker image loaded from cache successfully: run_1_deadbeef (all layers: 1 layers")
-    assert event["entry_build_seconds"] == 42.0 and event["bytes_loaded"] == 2048
+    assert event.entry_build_seconds == 42.0 and event.bytes_loaded == 2048
     assert service.remembered(key2) is image
 
 

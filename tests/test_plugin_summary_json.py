@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from pytest_madcache.report import Summary
+from pytest_madcache.events import ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
+from pytest_madcache.report import Summary, run_row
 from tests.plugin_helpers import FAKE_HOOKS
 
 SUITE = """
@@ -56,12 +57,12 @@ def test_no_file_unless_asked(suite: pytest.Pytester, monkeypatch) -> None:
 
 def test_counts_from_events() -> None:
     s = Summary(enabled=True)
-    s.add({"kind": "image", "cached": True, "hit": True, "cache_id": "run_1_aa", "how": "delta",
-           "bytes_loaded": 1000, "load_seconds": 0.5, "entry_build_seconds": 30.0})
-    s.add({"kind": "image", "cached": True, "hit": True, "cache_id": "run_2_bb", "how": "present",
-           "bytes_loaded": 0, "load_seconds": 0.0, "entry_build_seconds": 10.0})
-    s.add({"kind": "image", "cached": True, "hit": False, "built": True, "build_seconds": 4.0, "cache_id": "run_3_cc"})
-    s.add({"kind": "image", "reused": True})
+    s.add(ImageEvent("m", cached=True, hit=True, cache_id="run_1_aa", how="delta",
+                     bytes_loaded=1000, load_seconds=0.5, entry_build_seconds=30.0))
+    s.add(ImageEvent("m", cached=True, hit=True, cache_id="run_2_bb", how="present",
+                     bytes_loaded=0, load_seconds=0.0, entry_build_seconds=10.0))
+    s.add(ImageEvent("m", cached=True, hit=False, built=True, build_seconds=4.0, cache_id="run_3_cc"))
+    s.add(ImageEvent("m", reused=True))
     data = s.as_dict()
     assert (data["hits"], data["misses"], data["present"], data["builds"], data["reused"]) == (2, 1, 1, 1, 1)
     assert data["bytes_loaded"] == 1000 and data["build_time_saved_seconds"] == 40.0
@@ -87,3 +88,17 @@ def test_xdist_controller_writes_the_totals(pytester: pytest.Pytester, monkeypat
     result = pytester.runpytest("-p", "no:cacheprovider", "-n", "2", "--cache-summary-json", "s.json")
     result.assert_outcomes(passed=2)
     assert json.loads((pytester.path / "s.json").read_text())["builds"] == 2
+
+
+@pytest.mark.parametrize("event", [
+    ImageEvent("m", key="k", cached=True, hit=True, engine="Docker 26", cache_id="run_1_aa", how="full",
+               bytes_loaded=5, load_seconds=0.25, entry_build_seconds=3.0, waited=0.5, fetched_bytes=7),
+    run_row(model="m", tags=["a", "b"], params={"bs": 4}, dockerfile="D", image="i:t", image_id="sha256:x",
+            performance=1.5, metric="samples/s", status="SUCCESS", build_duration=None, duration=0.5,
+            cache_hit=True, cache_id=None, nodeid="t.py::x", seq_time=1.0),
+    MessageEvent("Cache hit!"), WarningEvent("the disk is full"),
+])
+def test_events_cross_to_the_xdist_controller_unchanged(event) -> None:
+    """Workers send events as plain JSON-like dicts; the controller gets the same typed value back."""
+    wire = json.loads(json.dumps(to_wire(event, "w1-3")))
+    assert from_wire(wire) == ("w1-3", event)
