@@ -60,6 +60,7 @@ class State:
     output: Optional[Path]
     is_worker: bool
     make_service: Callable[[], "ImageService"]
+    reporter: "_TestReporter"
     summary: Summary
     from_cache_entry: Any = None
     seen: Set[str] = field(default_factory=set)
@@ -74,7 +75,6 @@ class State:
         """Made on first use: a session whose tests use no model never imports the engine or store."""
         if self._service is None:
             self._service = self.make_service()
-            self._service._warn = lambda text: _warn_once(self, text)
         return self._service
 
     def wire(self) -> Dict[str, Any]:
@@ -202,15 +202,19 @@ def _resolve_state(config: pytest.Config) -> State:
         if output.is_dir():
             raise pytest.UsageError(f"invalid value {output_raw!r} for --output: {output} is a directory")
 
+    reporter = _TestReporter(config)
+
     def make_service() -> "ImageService":
         from .provide import ImageService
         from .store import Store
 
-        return ImageService(enabled=settings.enabled, force_rebuild=force,
-                            store_factory=lambda engine: Store.from_settings(settings, engine=engine, progress=False))
+        return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter,
+                            store_factory=lambda engine, log: Store.from_settings(settings, engine=engine,
+                                                                                  progress=False, log=log))
 
     return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
                  live_output=bool(live), output=output, is_worker=is_worker, make_service=make_service,
+                 reporter=reporter,
                  summary=Summary(enabled=settings.enabled or bool(from_cache)))
 
 
@@ -423,15 +427,22 @@ def _emit(item: pytest.Item, event: Event) -> None:
     item.user_properties.append((PROPERTY, to_wire(event, state.event_id())))
 
 
-def _sayer(item: pytest.Item) -> Callable[[str], None]:
-    state = _state(item.config)
+class _TestReporter:
+    """The plugin's Reporter: says lines in the terminal under the test being set up (and, from an
+    xdist worker, in that test's report for the controller to print); warns once per text."""
 
-    def say(text: str) -> None:
-        _emit(item, MessageEvent(text))
-        if not state.is_worker:
-            _write(item.config, text)
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.item: Optional[pytest.Item] = None  # the test whose image is being obtained
 
-    return say
+    def say(self, text: str) -> None:
+        if self.item is not None:
+            _emit(self.item, MessageEvent(text))
+        if not _state(self.config).is_worker:
+            _write(self.config, text)
+
+    def warn(self, text: str) -> None:
+        _warn_once(_state(self.config), text)
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -472,7 +483,7 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
     spec = _with_context(_spec(item), state.additional_context)
     params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
     service = state.service
-    service.say = _sayer(item)
+    state.reporter.item = item
     try:
         if state.from_cache_entry is not None:
             image, event = service.from_entry(spec, state.from_cache_entry, params)

@@ -15,7 +15,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .events import ImageEvent
@@ -24,9 +24,25 @@ from .model import ModelSpec
 from .progress import human_bytes
 from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Store, StoreError
 
-__all__ = ["ModelImage", "ImageService", "ImageError", "Outcome", "get_or_build", "run_build", "build_output"]
+__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "get_or_build", "run_build",
+           "build_output"]
 
-Say = Callable[[str], None]
+
+class Reporter(Protocol):
+    """Where an ImageService's words go: `say` for madengine's progress lines, `warn` for the
+    one-time warnings (the cache could not be used; tests go on without it)."""
+
+    def say(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+class _Silent:
+    def say(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
 
 
 @dataclass
@@ -77,19 +93,22 @@ class ImageService:
     same key, so a parameter sweep asks the cache once.
     """
 
-    def __init__(self, *, enabled: bool, store_factory: Callable[[Engine], Store], force_rebuild: bool = False,
-                 warn: Callable[[str], None] = lambda text: None,
+    def __init__(self, *, enabled: bool, store_factory: Callable[[Engine, Callable[[str], None]], Store],
+                 force_rebuild: bool = False, reporter: Optional[Reporter] = None,
                  decide: Optional[Callable[..., "Outcome"]] = None) -> None:
+        """`store_factory(engine, log)` opens the cache, its messages going to `log`."""
         self.enabled = enabled
         self.force_rebuild = force_rebuild
         self._decide = decide or get_or_build  # tests script outcomes here
         self._store_factory = store_factory
-        self._warn = warn
+        self.reporter: Reporter = reporter or _Silent()
         self._engine: Optional[Engine] = None
         self._store: Optional[Store] = None
         self._store_failed = False
         self._memo: Dict[str, ModelImage] = {}
-        self.say: Say = lambda text: None  # rebound per test by the caller
+
+    def say(self, text: str) -> None:
+        self.reporter.say(text)
 
     # -- resources -------------------------------------------------------------
 
@@ -108,11 +127,10 @@ class ImageService:
         """The cache, or None when it cannot be opened (warned once, tests go on uncached)."""
         if self._store is None and not self._store_failed:
             try:
-                self._store = self._store_factory(self.engine)
-                self._store.log = lambda text: self.say(text)
+                self._store = self._store_factory(self.engine, self.say)
             except StoreError as exc:  # CacheUnwritable included
                 self._store_failed = True
-                self._warn(f"{exc}; tests go on without the cache")
+                self.reporter.warn(f"{exc}; tests go on without the cache")
         return self._store
 
     def build_tmp_dir(self) -> Optional[Any]:
@@ -173,7 +191,7 @@ class ImageService:
             raise ImageError(str(exc)) from None
         except StoreError as exc:
             # The cache failed us after (or instead of) a build: go on without it.
-            self._warn(f"the cache failed ({exc}); tests go on without the cache")
+            self.reporter.warn(f"the cache failed ({exc}); tests go on without the cache")
             if "result" in built:
                 image_id, duration = build_output(built["result"], None)
             else:
@@ -213,7 +231,7 @@ class ImageService:
             event = replace(event, cache_id=entry.id)
         if outcome.warning:
             self.say(f"Docker image not saved to cache: {outcome.warning}")
-            self._warn(f"{outcome.warning}; tests go on without the cache")
+            self.reporter.warn(f"{outcome.warning}; tests go on without the cache")
         return ModelImage(spec, ref, outcome.image_id, key.digest, dict(key.components), cache_hit=False,
                           cache_id=entry.id if entry is not None else None,
                           build_duration=outcome.build_duration, params=dict(params)), event
@@ -238,8 +256,7 @@ class ImageService:
         memo = self._memo.get("entry:" + entry.id)
         if memo is not None:
             return memo, ImageEvent(model=spec.name, reused=True)
-        store = self._store_factory(self.engine)
-        store.log = lambda text: self.say(text)
+        store = self._store_factory(self.engine, self.say)
         self.say(f"Running from cache: {entry.id}")
         try:
             load = store.load(entry)

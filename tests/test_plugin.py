@@ -395,10 +395,13 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
             return "a fake engine"
 
     said, warned = [], []
-    service = ImageService(enabled=True, store_factory=lambda engine: FakeStore(), warn=warned.append,
+
+    class Listening:  # a Reporter
+        say, warn = staticmethod(said.append), staticmethod(warned.append)
+
+    service = ImageService(enabled=True, store_factory=lambda engine, log: FakeStore(), reporter=Listening(),
                            decide=lambda store, key, build, **kw: store.get_or_build(key, build, **kw))
     service._engine = FakeEngine()
-    service.say = said.append
     key1 = compute_key(KeySpec(image="ci-m", params={"n": 1}))
     key2 = compute_key(KeySpec(image="ci-m", params={"n": 2}))
     image, event = service.obtain(spec, key1, "ci-m:aaa", {}, {}, lambda: "sha256:" + "ef" * 32)
