@@ -72,9 +72,9 @@ def make_workspace(gh_env, workflow: str, token: str) -> Path:
     return ws
 
 
-def act(gh_env, ws: Path, workflow: str, run_id: int, tag: str, extra=()) -> "ActRun":
+def act(gh_env, ws: Path, workflow: str, run_id: int, tag: str, extra=(), event: str = "push") -> "ActRun":
     cmd = [
-        gh_env["act"], "push", "-W", f".github/workflows/{workflow}",
+        gh_env["act"], event, "-W", f".github/workflows/{workflow}",
         "-P", "ubuntu-latest=-self-hosted",
         "--local-repository", f"org/madcache-action@v1={gh_env['action']}",
         "--local-repository", f"actions/cache@v4={gh_env['standin']}",
@@ -151,7 +151,8 @@ def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
 
     With save: on-success the action restores through the all-in-one
     actions/cache@v4 (here the stand-in), whose post step saves at the end of
-    the job when it succeeded.
+    the job when it succeeded; the action's own post hook runs just before it
+    and sets an unchanged cache aside, so two green runs with no change upload once.
     """
     token = t.new_token()
     ws = make_workspace(gh_env, "madcache-single.yml", token)
@@ -178,10 +179,53 @@ def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
         hits = t.lines_with(second.log, "Cache hit! Loading Docker image from cache: run_")
         assert len(hits) == 2, second.tail()
         assert "Cache miss" not in second.log
-        # the post step cannot skip an unchanged cache: it saves this run's key too
-        assert "cache saved with key: madcache-linux-x64-302-1" in second.log.lower(), second.tail()
+        # Nothing changed: the post hook set the cache aside, the post step of actions/cache found
+        # no path and uploaded nothing. Two green runs, one upload.
+        assert "not saving: the cache did not change" in second.log, second.tail()
+        assert "cache saved with key" not in second.log.lower(), second.tail()
+        uploads = [line for run in (first, second) for line in t.lines_with(run.log.lower(), "cache saved with key:")]
+        assert len(uploads) == 1, uploads
+        hook = [i for i, line in enumerate(second.log.splitlines()) if "not saving: the cache did not change" in line]
+        path_gone = [i for i, line in enumerate(second.log.splitlines()) if "Path Validation Error" in line]
+        assert path_gone and hook[0] < path_gone[0], second.tail()  # the hook ran first
         print(f"\nGitHub one-step workflow under act: run 1 (miss, post-step save) {first.seconds:.1f} s, "
               f"run 2 (restore, {len(hits)} hits) {second.seconds:.1f} s")
+    finally:
+        t.forget_images(token, gh_env["docker_host"])
+
+
+def test_pull_request_restores_without_saving(gh_env):
+    """A pull_request run restores and hits, builds a new image, yet saves nothing by default;
+    save-pull-requests: 'true' saves it."""
+    token = t.new_token()
+    wf = "madcache-pull-request.yml"
+    ws = make_workspace(gh_env, wf, token)
+    event = ["-e", str(WORKFLOWS / "pull_request.json")]
+    try:
+        t.forget_images(token, gh_env["docker_host"])
+        push = act(gh_env, ws, wf, 401, "push")
+        assert push.code == 0, push.tail()
+        assert len(t.lines_with(push.log, "Cache miss. Will build")) == 1, push.tail()
+        assert "cache saved with key: madcache-pr-linux-x64-401-1" in push.log.lower(), push.tail()
+
+        t.forget_images(token, gh_env["docker_host"])
+        pr = act(gh_env, ws, wf, 402, "pr", extra=event, event="pull_request")
+        assert pr.code == 0, pr.tail()
+        assert pr.echoed("event") == ["pull_request"] and pr.echoed("cache-hit") == ["true"], pr.tail()
+        assert "cache restored from key: madcache-pr-linux-x64-401-1" in pr.log.lower(), pr.tail()
+        assert len(t.lines_with(pr.log, "Cache hit! Loading Docker image from cache: run_")) == 1, pr.tail()
+        assert len(t.lines_with(pr.log, "Cache miss. Will build")) == 1, pr.tail()  # the cache changed...
+        assert "pull_request run: restore only" in pr.log, pr.tail()
+        assert pr.echoed("save-policy") == ["never"] and pr.echoed("post-save") == ["0"], pr.tail()
+        assert "cache saved with key" not in pr.log.lower(), pr.tail()  # ...and nothing was uploaded
+
+        t.forget_images(token, gh_env["docker_host"])
+        opted = act(gh_env, ws, wf, 403, "pr-save", extra=[*event, "--env", "SAVE_PR=true"], event="pull_request")
+        assert opted.code == 0, opted.tail()
+        assert "pull_request run: restore only" not in opted.log, opted.tail()
+        assert "cache saved with key: madcache-pr-linux-x64-403-1" in opted.log.lower(), opted.tail()
+        print(f"\npull_request under act: push saved 1 image; pull_request hit 1, built 1, uploaded 0; "
+              f"with save-pull-requests uploaded 1")
     finally:
         t.forget_images(token, gh_env["docker_host"])
 
@@ -247,6 +291,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
 def test_action_metadata_matches_the_github_actions_schema():
     checker = t.pip_tool("check-jsonschema", "check-jsonschema")
     files = [ACTION_DIR / "action.yml", ACTION_DIR / "restore" / "action.yml", ACTION_DIR / "save" / "action.yml",
+             ACTION_DIR / "post" / "action.yml",
              STANDIN / "action.yml", STANDIN / "restore" / "action.yml", STANDIN / "save" / "action.yml"]
     proc = t.run([checker, "--builtin-schema", "vendor.github-actions", *map(str, files)], timeout=120)
     assert proc.returncode == 0, proc.stdout
@@ -256,8 +301,18 @@ def test_action_interfaces():
     import yaml
 
     main = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
-    assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only"}
+    assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only",
+                                   "save-pull-requests"}
     assert main["inputs"]["path"]["default"] == ".madcache"
+    for action in (main, yaml.safe_load((ACTION_DIR / "restore" / "action.yml").read_text())):
+        # fits GitHub's 10 GB per repository, and says so
+        assert 0 < float(action["inputs"]["max-size-gb"]["default"]) <= 10
+        assert "10 GB" in action["inputs"]["max-size-gb"]["description"]
+        assert action["inputs"]["save-pull-requests"]["default"] == "false"
+        assert "merge ref" in action["inputs"]["save-pull-requests"]["description"]
+    assert "org/madcache-action/post@v1" in [s.get("uses") for s in main["runs"]["steps"]]
+    hook = yaml.safe_load((ACTION_DIR / "post" / "action.yml").read_text())
+    assert hook["runs"]["using"] == "node20" and hook["runs"]["post-if"] == "success()"
     assert set(main["outputs"]) == {"cache-hit", "matched-key", "entries", "bytes"}
     assert main["runs"]["using"] == "composite"
     uses = [s.get("uses") for s in main["runs"]["steps"]]
@@ -382,3 +437,97 @@ def test_helper_read_only_never_saves_and_bad_policy_fails(tmp_path):
     assert exported["MADCACHE_GHA_SAVE"] == "never"
     proc, _, _, _ = _helper(tmp_path, "setup", {"path": ".mc", "key": "k", "save": "sometimes"})
     assert proc.returncode != 0 and "expected one of on-success, always, never" in proc.stdout
+
+
+def test_helper_warns_near_the_quota(tmp_path):
+    cache = tmp_path / "ws" / ".mc"
+    (cache / "blobs" / "sha256").mkdir(parents=True)
+    (cache / "blobs" / "sha256" / ("cd" * 32)).write_bytes(b"x" * 900_000)
+    inputs = {"path": ".mc", "key": "k", "save": "always"}
+    # a quota of 1 MiB: 900 kB is above 80% of it
+    proc, _, _, _ = _helper(tmp_path, "setup", inputs, {"MADCACHE_GHA_QUOTA_GB": str(1 / 1024)})
+    assert proc.returncode == 0, proc.stdout
+    assert "::warning title=madcache::the restored cache holds" in proc.stdout, proc.stdout
+    assert "above 80% of GitHub's" in proc.stdout and "lower max-size-gb" in proc.stdout
+    proc, _, _, _ = _helper(tmp_path, "setup", inputs, {"MADCACHE_GHA_QUOTA_GB": str(2 / 1024)})
+    assert "::warning" not in proc.stdout, proc.stdout
+    proc, _, _, _ = _helper(tmp_path, "setup", inputs)  # 10 GB by default
+    assert "::warning" not in proc.stdout, proc.stdout
+
+
+def test_helper_pull_request_restores_only(tmp_path):
+    pr = {"GITHUB_EVENT_NAME": "pull_request"}
+    proc, out, _, _ = _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true"}, pr)
+    assert out["post-save"] == "false", proc.stdout
+    proc, out, _, _ = _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true", "save-pull-requests": "true"}, pr)
+    assert out["post-save"] == "true", proc.stdout
+    inputs = {"path": ".mc", "key": "k", "save": "always"}
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, pr)
+    assert exported["MADCACHE_GHA_SAVE"] == "never" and "pull_request run: restore only" in proc.stdout
+    proc, out, _, _ = _helper(tmp_path, "finish", {"job-status": "success"}, exported)
+    assert out["save"] == "false" and "pull_request run without save-pull-requests" in proc.stdout, proc.stdout
+    proc, _, exported, _ = _helper(tmp_path, "setup", {**inputs, "save-pull-requests": "true"}, pr)
+    assert exported["MADCACHE_GHA_SAVE"] == "always"
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, {"GITHUB_EVENT_NAME": "push"})
+    assert exported["MADCACHE_GHA_SAVE"] == "always"
+
+
+def test_helper_post_hook_sets_an_unchanged_cache_aside(tmp_path):
+    import os
+
+    # A stand-in `madcache` command (stats and prune leave these hand-made entries alone).
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "madcache").write_text('#!/bin/sh\ncase "$1" in stats) echo \'{"entries": 1, "total_bytes": 0}\';; '
+                                   'prune) echo \'{"evicted": []}\';; esac\n')
+    (stub / "madcache").chmod(0o755)
+    path_env = {"PATH": f"{stub}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cache = tmp_path / "ws" / ".mc"
+    (cache / "entries" / "run_1_ab").mkdir(parents=True)
+    (cache / "entries" / "run_1_ab" / "meta.json").write_text("{}")
+    inputs = {"path": ".mc", "key": "mc-Linux-X64-77-2", "post-save": "true", "existing": "0"}
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, path_env)
+    # unchanged: set aside, so the post step of actions/cache finds no path and uploads nothing
+    proc, _, _, summary = _helper(tmp_path, "post", {"path": ".mc"}, {**exported, **path_env})
+    assert proc.returncode == 0, proc.stdout
+    assert "not saving: the cache did not change" in proc.stdout, proc.stdout
+    assert not cache.exists() and (tmp_path / "ws" / ".mc.unchanged" / "entries" / "run_1_ab").is_dir()
+    assert "| Saved | no: the cache did not change |" in summary
+    # the next run's keys step takes it back (a persistent workspace)
+    _helper(tmp_path, "keys", {"path": ".mc", "post-save": "true"}, path_env)
+    assert (cache / "entries" / "run_1_ab").is_dir() and not (tmp_path / "ws" / ".mc.unchanged").exists()
+    # changed (a new entry): left in place for the upload
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, path_env)
+    (cache / "entries" / "run_2_cd").mkdir()
+    (cache / "entries" / "run_2_cd" / "meta.json").write_text("{}")
+    proc, _, _, _ = _helper(tmp_path, "post", {"path": ".mc"}, {**exported, **path_env})
+    assert "the cache changed: the post step of actions/cache uploads it as mc-Linux-X64-77-2" in proc.stdout
+    assert (cache / "entries" / "run_2_cd").is_dir()
+    # not the one-step form (save: always): the hook leaves everything alone
+    proc, _, exported, _ = _helper(tmp_path, "setup", {**inputs, "post-save": "false", "save": "always"}, path_env)
+    proc, _, _, _ = _helper(tmp_path, "post", {"path": ".mc"}, {**exported, **path_env})
+    assert cache.is_dir() and proc.stdout.strip() == "", proc.stdout
+
+
+def test_actions_fail_with_one_line_without_python3(tmp_path):
+    """Before the first python3 call, a shell check: one clear error line where python3 is missing."""
+    import os
+
+    import yaml
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("bash", "echo"):
+        found = shutil.which(tool)
+        if found:
+            os.symlink(found, bindir / tool)
+    for rel in ("action.yml", "restore/action.yml", "save/action.yml"):
+        steps = yaml.safe_load((ACTION_DIR / rel).read_text())["runs"]["steps"]
+        first = next(s["run"] for s in steps if "run" in s)
+        lines = [line for line in first.splitlines() if line.strip()]
+        assert "command -v python3" in lines[0] and "python3" in lines[1], (rel, first)
+        proc = t.run([str(bindir / "bash"), "-c", first], env={"PATH": str(bindir), "GITHUB_ACTION_PATH": str(tmp_path)})
+        assert proc.returncode == 1, (rel, proc.stdout)
+        assert proc.stdout.strip().splitlines() == [
+            "::error title=madcache::python3 is not on PATH: the madcache action runs a Python helper "
+            "(in a container job, use an image with python3 or install it before this step)"], (rel, proc.stdout)

@@ -4,6 +4,8 @@
     madcache_gha.py keys     compute the cache keys (restore prefix, this run's save key)
     madcache_gha.py setup    after the restore: export settings, remember the cache's state
     madcache_gha.py finish   before the save: prune, compare, decide, write the job summary
+    madcache_gha.py post     end of job, one-step form: before the post step of actions/cache,
+                             set an unchanged cache aside so that nothing is uploaded
 
 Inputs come from MADCACHE_GHA_IN_* environment variables set by the composite steps.
 Results go to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_STEP_SUMMARY.
@@ -27,6 +29,14 @@ SAVE_POLICIES = ("on-success", "always", "never")
 # The all-in-one actions/cache only outputs cache-hit (exact match), not the key it
 # restored by prefix; the restored marker tells it.
 KEY_MARKER = "gha-cache-key"
+# GitHub keeps 10 GB of caches per repository (least recently used evicted beyond it).
+# Warn when the restored cache is above this share of it. MADCACHE_GHA_QUOTA_GB
+# overrides the quota (GitHub Enterprise Server, a raised repository limit).
+QUOTA_GB = 10.0
+QUOTA_WARN_SHARE = 0.8
+# Events whose caches GitHub scopes to a ref nobody else restores from (the pull
+# request's merge ref): restore only, unless the save-pull-requests input is true.
+PULL_REQUEST_EVENTS = ("pull_request",)
 
 
 def env(name: str, default: str = "") -> str:
@@ -175,6 +185,23 @@ def human(n: float) -> str:
 
 # -- commands ------------------------------------------------------------------
 
+def aside(directory: Path) -> Path:
+    """Where the post hook sets an unchanged cache aside (so actions/cache uploads nothing)."""
+    return directory.with_name(directory.name + ".unchanged")
+
+
+def pull_request_restore_only() -> bool:
+    return env("GITHUB_EVENT_NAME") in PULL_REQUEST_EVENTS and inp("save-pull-requests", "false").lower() not in TRUE
+
+
+def quota_bytes() -> int:
+    try:
+        gb = float(env("MADCACHE_GHA_QUOTA_GB", str(QUOTA_GB)))
+    except ValueError:
+        gb = QUOTA_GB
+    return int(gb * 1024**3)
+
+
 def post_save_wanted() -> bool:
     """Whether the all-in-one action saves through the post step of actions/cache@v4.
 
@@ -183,7 +210,7 @@ def post_save_wanted() -> bool:
     """
     if inp("post-save", "false").lower() not in TRUE:
         return False
-    if inp("read-only", "false").lower() in TRUE:
+    if inp("read-only", "false").lower() in TRUE or pull_request_restore_only():
         return False
     return inp("save", "on-success") == "on-success"
 
@@ -192,6 +219,13 @@ def cmd_keys() -> int:
     prefix = key_prefix()
     key = f"{prefix}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
     directory = cache_dir(inp("path", ".madcache"))
+    # A cache the last job set aside unchanged (a persistent workspace): take it back.
+    kept = aside(directory)
+    if kept.is_dir():
+        if directory.exists():
+            shutil.rmtree(kept, ignore_errors=True)
+        else:
+            kept.rename(directory)
     # A marker left in a persistent workspace must not pass for a restored one.
     try:
         (directory / KEY_MARKER).unlink()
@@ -217,6 +251,10 @@ def cmd_setup() -> int:
     read_only = inp("read-only", "false").lower() in TRUE
     if read_only:
         save = "never"
+    elif pull_request_restore_only() and save != "never":
+        save = "never"
+        log("pull_request run: restore only (its caches would be scoped to the pull request's merge ref "
+            "and only take quota); set save-pull-requests: 'true' to save")
     matched = inp("matched-key")
     marker = directory / KEY_MARKER
     if not matched:
@@ -277,9 +315,35 @@ def cmd_setup() -> int:
         log(f"restored {st['entries']} entries ({human(st['bytes'])}) from {matched or 'a previous cache'} into {directory}")
     else:
         log(f"no cache restored; starting empty at {directory}")
+    # What GitHub stores is the archive of the whole directory: count every blob on disk.
+    quota, on_disk = quota_bytes(), max(st["bytes"], blob_bytes(directory))
+    if on_disk > QUOTA_WARN_SHARE * quota:
+        warn(f"the restored cache holds {human(on_disk)} of image layers, above {QUOTA_WARN_SHARE:.0%} of "
+             f"GitHub's {human(quota)} cache quota per repository; GitHub evicts the repository's least recently "
+             f"used caches beyond it: lower max-size-gb")
     if post_save:
-        log(f"the cache is saved as {inp('key')} at the end of the job if it succeeds (post step of actions/cache)")
+        log(f"the cache is saved as {inp('key')} at the end of the job if it succeeds and changed (post step of actions/cache)")
     return 0
+
+
+def prune(directory: Path) -> List[str]:
+    """madcache prune to the limits; the ids it evicted."""
+    evicted: List[str] = []
+    cli = madcache_cli()
+    if cli is None:
+        warn("the madcache command is not installed here: the cache is saved without pruning")
+        return evicted
+    proc = subprocess.run([*cli, "prune", "--json", "--cache-dir", str(directory)], capture_output=True, text=True)
+    if proc.returncode == 0:
+        try:
+            evicted = [e["id"] if isinstance(e, dict) else str(e) for e in json.loads(proc.stdout).get("evicted", [])]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            pass
+        if evicted:
+            log(f"pruned {len(evicted)} entries to the limits: {', '.join(evicted)}")
+    else:
+        warn(f"madcache prune failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return evicted
 
 
 def cmd_finish() -> int:
@@ -300,22 +364,7 @@ def cmd_finish() -> int:
     job_status = inp("job-status", "success").lower()
     post_save = env("MADCACHE_GHA_POST_SAVE") in TRUE or (bool(state.get("post_save")) and not env("MADCACHE_GHA_POST_SAVE"))
 
-    evicted: List[str] = []
-    if directory.is_dir() and save != "never":
-        cli = madcache_cli()
-        if cli is None:
-            warn("the madcache command is not installed here: the cache is saved without pruning")
-        else:
-            proc = subprocess.run([*cli, "prune", "--json", "--cache-dir", str(directory)], capture_output=True, text=True)
-            if proc.returncode == 0:
-                try:
-                    evicted = [e["id"] if isinstance(e, dict) else str(e) for e in json.loads(proc.stdout).get("evicted", [])]
-                except (ValueError, AttributeError, KeyError, TypeError):
-                    pass
-                if evicted:
-                    log(f"pruned {len(evicted)} entries to the limits: {', '.join(evicted)}")
-            else:
-                warn(f"madcache prune failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    evicted = prune(directory) if directory.is_dir() and save != "never" else []
 
     before: Dict[str, float] = state.get("entries", {})
     started = float(state.get("started", 0))
@@ -327,11 +376,12 @@ def cmd_finish() -> int:
     counted = read_summary(state.get("summary_json") or env("MADCACHE_SUMMARY_JSON"))
 
     if save == "never":
-        reason, do_save = "saving is off (save: never / read-only)", False
+        reason, do_save = "saving is off (save: never, read-only, or a pull_request run without save-pull-requests)", False
     elif save == "on-success" and job_status != "success":
         reason, do_save = f"the job status is {job_status} and save is on-success", False
     elif post_save and job_status == "success":
-        reason, do_save = f"the post step of actions/cache saves it as {key} at the end of the job", False
+        reason, do_save = (f"the post step of actions/cache saves it as {key} at the end of the job"
+                           f" if it changed" + ("" if changed else " (unchanged so far)")), False
     elif not directory.is_dir():
         reason, do_save = f"{directory} does not exist", False
     elif not changed and state:
@@ -373,11 +423,61 @@ def cmd_finish() -> int:
     ]
     lines = ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     _append("GITHUB_STEP_SUMMARY", lines)
+    if state:
+        state["finished"] = True
+        try:
+            where.write_text(json.dumps(state))
+        except OSError:
+            pass
+    return 0
+
+
+def cmd_post() -> int:
+    """The one-step form's end of job, just before the post step of actions/cache@v4.
+
+    That post step uploads whatever is at `path` under this run's new key; it cannot
+    be told to skip. When the cache did not change since the restore (no entry or
+    blob added or removed, pruning included), the directory is set aside (renamed
+    to PATH.unchanged), so that the post step finds nothing to upload. The next run's
+    keys step takes a set-aside directory back on a persistent workspace.
+    """
+    directory = cache_dir(inp("path", ".madcache"))
+    try:
+        state = json.loads(state_file(directory).read_text())
+    except (OSError, ValueError):
+        log("no restore state for this cache directory: leaving the upload to actions/cache")
+        return 0
+    if not state.get("post_save"):
+        return 0
+    if not directory.is_dir():
+        log(f"{directory} does not exist: nothing to upload")
+        return 0
+    evicted = [] if state.get("finished") else prune(directory)
+    if fingerprint(directory) != state.get("fingerprint"):
+        log(f"the cache changed: the post step of actions/cache uploads it as {state.get('key')}")
+        saved = f"yes, as `{state.get('key')}` (post step of actions/cache)"
+    else:
+        kept = aside(directory)
+        shutil.rmtree(kept, ignore_errors=True)
+        directory.rename(kept)
+        log("not saving: the cache did not change (no entry or blob added or removed); set aside as "
+            f"{kept.name}, so the post step of actions/cache finds no path to upload")
+        saved = "no: the cache did not change"
+    if not state.get("finished"):
+        st = stats(directory if directory.is_dir() else aside(directory))
+        rows = [
+            ("Restored from", f"`{state['matched_key']}`" if state.get("matched_key") else "nothing (cold cache)"),
+            ("Entries", str(st["entries"])),
+            ("Bytes", f"{st['bytes']} ({human(st['bytes'])})"),
+            ("Evicted", ", ".join(f"`{e}`" for e in evicted) or "none"),
+            ("Saved", saved),
+        ]
+        _append("GITHUB_STEP_SUMMARY", ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""])
     return 0
 
 
 def main(argv: List[str]) -> int:
-    commands = {"keys": cmd_keys, "setup": cmd_setup, "finish": cmd_finish}
+    commands = {"keys": cmd_keys, "setup": cmd_setup, "finish": cmd_finish, "post": cmd_post}
     if len(argv) != 1 or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
