@@ -63,11 +63,11 @@ def make_project(base: Path, form: str, token: str) -> Path:
     return ws
 
 
-def pipeline(exe: str, ws: Path, docker_host: str, tag: str):
+def pipeline(exe: str, ws: Path, docker_host: str, tag: str, extra=()):
     # A fresh build directory, as on a new runner: only GitLab's cache survives.
     shutil.rmtree(ws / ".gitlab-ci-local" / "builds", ignore_errors=True)
     start = time.monotonic()
-    proc = t.run([exe, "--shell-isolation", "--variable", f"DOCKER_HOST={docker_host}"], cwd=ws, timeout=900)
+    proc = t.run([exe, "--shell-isolation", "--variable", f"DOCKER_HOST={docker_host}", *extra], cwd=ws, timeout=900)
     seconds = time.monotonic() - start
     log = t.strip_ansi(proc.stdout)
     (ws.parent / f"{ws.name}-{tag}.log").write_text(log)
@@ -120,6 +120,31 @@ def test_component_with_inputs_misses_then_hits(gitlab_ci_local, gl_docker_host,
         t.forget_images(token, gl_docker_host)
 
 
+def test_shared_cache_key_variable(gitlab_ci_local, gl_docker_host, tmp_path):
+    """MADCACHE_CACHE_KEY (here a project-level variable) replaces the per-ref key in both forms."""
+    token = t.new_token()
+    try:
+        for form in ("include", "component"):
+            ws = make_project(tmp_path, form, token)
+            code, log, _ = pipeline(gitlab_ci_local, ws, gl_docker_host, "shared",
+                                    ["--variable", "MADCACHE_CACHE_KEY=models-shared"])
+            assert code == 0, log[-6000:]
+            assert "cache created in '.gitlab-ci-local/cache/models-shared'" in log, log[-3000:]
+            assert not any(p.name != "models-shared" for p in (ws / ".gitlab-ci-local" / "cache").iterdir())
+    finally:
+        t.forget_images(token, gl_docker_host)
+
+
+def test_templates_say_protected_branches_do_not_share():
+    for text in ((TEMPLATES / "madcache.yml").read_text(), (TEMPLATES / "templates" / "madcache" / "template.yml").read_text()):
+        head = " ".join(line.lstrip("# ").strip() for line in text[:1500].splitlines()).lower()  # at the top
+        assert "never gets the default branch's cache" in head and "fallback_keys" in head
+        assert "use separate caches for protected branches" in head
+        assert "settings > ci/cd > general pipelines" in head and "madcache_cache_key" in head
+    doc = (t.ROOT / "docs" / "gitlab.md").read_text()
+    assert "Use separate caches for protected branches" in doc and "MADCACHE_CACHE_KEY" in doc
+
+
 def _component_parts():
     head, body = (TEMPLATES / "templates" / "madcache" / "template.yml").read_text().split("\n---\n", 1)
     return head, body
@@ -153,12 +178,13 @@ def test_included_template_shape():
     doc = yaml.safe_load((TEMPLATES / "madcache.yml").read_text())
     job = doc[".madcache"]
     (cache,) = job["cache"]
-    assert cache["key"] == "$MADCACHE_CACHE_KEY_PREFIX-$CI_COMMIT_REF_SLUG"
+    assert cache["key"] == "$MADCACHE_CACHE_KEY"
     assert cache["fallback_keys"] == ["$MADCACHE_CACHE_KEY_PREFIX-$CI_DEFAULT_BRANCH"]
     assert cache["paths"] == ["$MADCACHE_CACHE_PATH/"]
     assert any("madcache prune" in line for line in job["after_script"])
     assert doc[".madcache-always"]["cache"][0]["when"] == "always"
     assert doc[".madcache-pull"]["variables"]["MADCACHE_CACHE_POLICY"] == "pull"
     settings = doc[".madcache-settings"]["variables"]
+    assert settings["MADCACHE_CACHE_KEY"] == "$MADCACHE_CACHE_KEY_PREFIX-$CI_COMMIT_REF_SLUG"
     assert settings["MADCACHE_DIR"] == "$CI_PROJECT_DIR/$MADCACHE_CACHE_PATH"
     assert not settings["MADCACHE_CACHE_PATH"].startswith("/"), "GitLab caches only paths inside the project"
