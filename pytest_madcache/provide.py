@@ -22,6 +22,7 @@ from .events import ImageEvent
 from .key import CacheKey
 from .model import ModelSpec
 from .progress import human_bytes
+from .remote import RemoteError
 from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Store, StoreError
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "get_or_build", "run_build",
@@ -332,11 +333,12 @@ def get_or_build(
                               run_config=run_config)
         except CacheUnwritable as exc:
             return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
-        pushed = store.remote.push(store, entry) if store.remote is not None else 0
+        pushed = store.remote.push(entry, store.open_blob) if store.remote is not None else 0
         return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True,
                        pushed_bytes=pushed)
     finally:
         key_lock.__exit__(None, None, None)
+
 
 def _secrets_in(store: Store, image_id: str, secret_values: Mapping[str, str]) -> List[str]:
     """Names of the secrets whose values the engine recorded in the image's config or history
@@ -346,6 +348,7 @@ def _secrets_in(store: Store, image_id: str, secret_values: Mapping[str, str]) -
         return []
     text = store.engine.metadata_text(image_id)
     return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
+
 
 def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
     entry = store.lookup(key)
@@ -362,22 +365,27 @@ def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
     return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load,
                    build_duration=entry.build_duration)
 
+
 def _try_remote(store: Store, key: CacheKey) -> Optional[Outcome]:
     """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-    if store.remote is None:
+    remote = store.remote
+    found = remote.find(key.digest) if remote is not None else None
+    if found is None:
         return None
     try:
-        got = store.remote.fetch(store, key.digest)
+        entry, fetched = store.import_entry(found.meta, found.open_blob)
     except CacheUnwritable as exc:
         store.log(f"Warning: {exc}; not fetching from the remote cache")
         return None
-    if got is None:
+    except RemoteError as exc:
+        remote.failed(key.digest, exc)
         return None
-    entry, fetched = got
+    remote.mark_used(entry)
     hit = _try_hit(store, key)
     if hit:
         hit.fetched_bytes = fetched
     return hit
+
 
 def _build_uncached(build: Callable[[], Any], warning: str) -> Outcome:
     image_id, duration = run_build(build)

@@ -21,7 +21,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import urlencode, urljoin
 
 import requests
@@ -328,6 +328,14 @@ class _RawStream:
         self.resp.close()
 
 
+@dataclass(frozen=True)
+class RemoteEntry:
+    """What the registry holds for a key: the entry's metadata and a reader of each blob by digest."""
+
+    meta: Mapping[str, Any]
+    open_blob: Callable[[str], BinaryIO]
+
+
 class RemoteCache:
     """The registry behind a local store: fetch on a local miss, push after a build.
 
@@ -353,8 +361,9 @@ class RemoteCache:
             self.disabled = str(exc)
             self._say(f"Warning: remote cache {self.registry.ref} unavailable ({exc}); using the local cache only")
 
-    def fetch(self, store: Any, key: str) -> Optional[Tuple[Any, int]]:
-        """Import the entry for `key` into `store` (missing blobs only); (entry, bytes) or None."""
+    def find(self, key: str) -> Optional[RemoteEntry]:
+        """The entry the registry holds for `key`: its metadata and a reader of its blobs (the
+        caller imports what it lacks), or None (also when the registry fails: warned)."""
         if self.disabled:
             return None
         try:
@@ -364,23 +373,27 @@ class RemoteCache:
             meta, used = entry_from_manifest(got[0])
             if meta.get("key") != key:
                 raise RemoteError(f"the manifest tagged {key_tag(key)} belongs to key {meta.get('key')!r}")
-            entry, fetched = store.import_entry(meta, lambda d: _RawStream(self.registry.open_blob(d)))
-            self._mark_used(entry)
-            return entry, fetched
-        except RemoteUnavailable as exc:
-            self._off(exc)
+            return RemoteEntry(meta, lambda d: _RawStream(self.registry.open_blob(d)))
         except RemoteError as exc:
-            self._say(f"Warning: could not fetch key {key[:12]} from {self.registry.ref}: {exc}")
+            self.failed(key, exc)
         return None
 
-    def push(self, store: Any, entry: Any) -> int:
-        """Upload the entry's blobs the registry lacks, then its manifest; bytes sent."""
+    def failed(self, key: str, exc: RemoteError) -> None:
+        """A fetch of `key` broke (also while its blobs were read): turn off, or warn."""
+        if isinstance(exc, RemoteUnavailable):
+            self._off(exc)
+        else:
+            self._say(f"Warning: could not fetch key {key[:12]} from {self.registry.ref}: {exc}")
+
+    def push(self, entry: Any, open_blob: Callable[[str], BinaryIO]) -> int:
+        """Upload the entry's blobs the registry lacks, read through `open_blob`, then its manifest;
+        bytes sent."""
         if self.disabled:
             return 0
         sent = 0
         try:
             for digest in dict.fromkeys(entry.blobs):
-                if self.registry.upload_blob(digest, lambda d=digest: store.open_blob(d), entry.sizes[digest]):
+                if self.registry.upload_blob(digest, lambda d=digest: open_blob(d), entry.sizes[digest]):
                     sent += entry.sizes[digest]
             self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry))
         except RemoteUnavailable as exc:
@@ -389,8 +402,8 @@ class RemoteCache:
             self._say(f"Warning: could not push {entry.id} to {self.registry.ref}: {exc}")
         return sent
 
-    def _mark_used(self, entry: Any) -> None:
-        # Re-tag with a fresh last-used annotation: the registry's LRU sees machines that fetch.
+    def mark_used(self, entry: Any) -> None:
+        """Re-tag with a fresh last-used annotation: the registry's LRU sees machines that fetch."""
         try:
             self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry, time.time()))
         except RemoteError:

@@ -134,7 +134,7 @@ def test_prune_remote_by_count_and_ttl(engine, images, registry, tmp_path):
     for i in range(3):
         key = compute_key(KeySpec(image="pruned", params={"i": i}, context=ctx))
         entry = store.save(built.image_id, key, image_name="pruned")
-        remote.push(store, entry)
+        remote.push(entry, store.open_blob)
         ids.append(entry.id)
         time.sleep(1.1)  # distinct last-used seconds
     assert len(remote.entries()) == 3
@@ -202,7 +202,7 @@ def test_madcache_list_and_prune_remote(engine, images, registry, tmp_path, caps
     for i in range(2):
         entry = store.save(built.image_id, compute_key(KeySpec(image="clitest", params={"i": i}, context=ctx)),
                            image_name="clitest", nodes=3)
-        remote.push(store, entry)
+        remote.push(entry, store.open_blob)
     env = {"HOME": "/root", "MADCACHE_REMOTE": f"{registry}/cli", "MADCACHE_DIR": str(tmp_path / "cli")}
     out = io.StringIO()
     assert main(["list", "--remote"], env=env, stdout=out) == 0
