@@ -62,7 +62,6 @@ class Outcome:
     pushed_bytes: int = 0  # bytes pushed to the remote cache after a build
 
 
-
 class ImageError(RuntimeError):
     """No image for the test: a failed build (message ends with the log's tail) or engine trouble."""
 
