@@ -345,7 +345,7 @@ class SessionPlugin:
             try:
                 merge_marks(list(item.iter_markers("model")), item.nodeid)
             except ModelMarkError as exc:
-                pytest.fail(str(exc), pytrace=False)
+                raise _failed(str(exc)) from None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self.state
@@ -453,7 +453,7 @@ def _spec(item: pytest.Item) -> ModelSpec:
     try:
         return spec_from_marks(marks, Path(str(item.path)).parent, item.nodeid, root=item.config.rootpath)
     except ModelMarkError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise _failed(str(exc)) from None
 
 
 def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
@@ -492,7 +492,7 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
         try:
             selected = select_params(params, spec, item.nodeid)
         except ModelMarkError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            raise _failed(str(exc)) from None
         material: Dict[str, Any] = {}
         for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
             if result:
@@ -505,9 +505,9 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
                                       params=key_params, build_args=spec.build_args, nodes=spec.nodes,
                                       dockerfile=spec.dockerfile, context=spec.context, secrets=spec.secrets))
         except KeyError_ as exc:
-            pytest.fail(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
-                        "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
-                        "parameters out)", pytrace=False)
+            raise _failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
+                          "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
+                          "parameters out)") from None
         remembered = service.remembered(key)
         if remembered is not None:
             _emit(item, ImageEvent(model=spec.name, key=key.digest, reused=True))
@@ -525,12 +525,18 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
         _emit(item, event)
         return image
     except BuildFailed as exc:
-        pytest.fail(f"{item.nodeid}: the Docker build of model {spec.name!r} failed: {exc}\n"
-                    f"--- last lines of the build log ---\n{exc.tail()}", pytrace=False)
+        raise _failed(f"{item.nodeid}: the Docker build of model {spec.name!r} failed: {exc}\n"
+                      f"--- last lines of the build log ---\n{exc.tail()}") from None
     except ImageError as exc:
-        pytest.fail(f"{item.nodeid}: no image for model {spec.name!r}: {exc}", pytrace=False)
+        raise _failed(f"{item.nodeid}: no image for model {spec.name!r}: {exc}") from None
     finally:
         _flush_warning(item)
+
+
+def _failed(message: str) -> BaseException:
+    """The test's failure, to raise `from None`: pytest.fail inside an `except` block chains onto
+    the error being handled, and pytest then shows the same message twice."""
+    return pytest.fail.Exception(message, pytrace=False)
 
 
 def _flush_warning(item: pytest.Item) -> None:
