@@ -371,6 +371,8 @@ class SessionPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
+        if state._service is not None:  # every process that opened the cache, xdist workers too
+            state._service.finish()
         if state.is_worker:
             return
         summary_json = session.config.option.madcache_summary_json or os.environ.get("MADCACHE_SUMMARY_JSON", "").strip()

@@ -139,6 +139,19 @@ class ImageService:
         store = self._store if self.enabled else None
         return store.tmp_dir if store is not None else None
 
+    def finish(self) -> None:
+        """End of a session that used the cache: the limits hold after it, hits only or not
+        (a save evicts as it goes; a session that only hits never saved)."""
+        store = self._store
+        if store is None:
+            return
+        try:
+            if store.over_limits():
+                for entry in store.prune():
+                    self.say(f"Evicted cache entry {entry.id} ({entry.image_ref}) to stay within the limits")
+        except StoreError as exc:
+            self.reporter.warn(f"cannot apply the cache limits: {exc}")
+
     def close(self) -> None:
         if self._engine is not None:
             with contextlib.suppress(Exception):

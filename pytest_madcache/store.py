@@ -956,6 +956,14 @@ class Store:
             self._drop_locked([e.id for e in entries])
         return entries
 
+    def over_limits(self) -> bool:
+        """Whether the entries break a limit (count, size, age), read without the lock: a cheap
+        check before `prune` for sessions that only hit, which never went through a save's eviction."""
+        entries = [self._with_last_used(e) for e in self._index().values()]
+        now = time.time()
+        return (len(entries) > self.max_entries or self.total_bytes(entries) > self.max_size_bytes
+                or (self.ttl is not None and any(now - e.last_used > self.ttl for e in entries)))
+
     def prune(self, max_entries: Optional[int] = None, max_size_bytes: Optional[int] = None,
               ttl: Optional[float] = None) -> List[Entry]:
         """Apply limits now (the store's own where not given); return what was evicted."""

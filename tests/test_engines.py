@@ -156,3 +156,23 @@ def test_a_secret_build_arg_recorded_in_the_image_is_never_cached(pytester, engi
     assert "RUN --mount=type=secret,id=HF_TOKEN" in run.stdout
     assert value not in run.stdout + run.stderr
     assert _files_containing(cache, value.encode()) == []
+
+
+def test_a_session_that_only_hits_leaves_the_cache_within_lowered_limits(pytester, engine, model_name,
+                                                                          tmp_path) -> None:
+    """Limits are applied at the end of every session that used the cache, not only after a save."""
+    from pytest_madcache.store import Store
+
+    tiny_context(pytester.path, ["RUN echo limits > /limits"])
+    pytester.makepyfile(test_suite=SUITE.replace("[1, 4]", "[1, 2, 3]").format(name=model_name, builder="auto",
+                                                                               extra=""))
+    cache = tmp_path / "cache"
+    first = _run(pytester, cache)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(Store(cache).entries()) == 3  # one per batch size, within the default 5
+
+    second = _run(pytester, cache, "--cache-max-entries", "2")
+    assert second.returncode == 0, second.stdout
+    assert "Cache miss" not in second.stdout and second.stdout.count(PRESENT) == 3  # hits only
+    assert "Evicted cache entry" in second.stdout
+    assert len(Store(cache).entries()) == 2
