@@ -19,12 +19,9 @@ from typing import Iterator
 import pytest
 
 from tests.images import ImageFactory
+from tests.needs import unavailable
 
 pytest_plugins = ["pytester"]
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _engine_kind() -> str:
@@ -66,10 +63,7 @@ def docker_host() -> Iterator[str]:
         else:  # the engine in DOCKER_HOST when one answers, else a private one of `kind`
             host = stack.enter_context(ensure_engine(kind=kind))
     except EngineUnavailable as exc:
-        message = f"no Docker engine for the real-engine tests: {exc}"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"no Docker engine for the real-engine tests: {exc}")
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = host
     try:
@@ -124,10 +118,7 @@ def registry_factory(tmp_path_factory):
         try:
             install_packages(["docker-registry"])
         except EngineUnavailable as exc:
-            message = f"no docker-registry for the remote-cache tests: {exc}"
-            if _in_ci():
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message)
+            unavailable(f"no docker-registry for the remote-cache tests: {exc}")
     procs = []
 
     def start(extra_config: str = "") -> str:
@@ -180,9 +171,7 @@ def second_engine(docker_host):
     try:
         host = stack.enter_context(private_engine(kind=_engine_kind()))
     except EngineUnavailable as exc:
-        if _in_ci():
-            pytest.fail(f"cannot start a second engine: {exc}", pytrace=False)
-        pytest.skip(f"cannot start a second engine: {exc}")
+        unavailable(f"cannot start a second engine: {exc}")
     try:
         yield Engine(client=docker.DockerClient(base_url=host, timeout=600))
     finally:

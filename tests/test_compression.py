@@ -13,7 +13,7 @@ from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
 from pytest_madcache.store import EntryCorrupt, Store, StoreError, ZSTD_SUFFIX
 from pytest_madcache.provide import get_or_build
 
-pytest.importorskip("zstandard")
+import zstandard  # noqa: E402,F401 - the test extra installs it
 pytestmark = pytest.mark.engine
 
 

@@ -21,6 +21,7 @@ import pytest
 from pytest_madcache.engine import Engine
 from pytest_madcache.store import Store
 from tests.images import ImageFactory, write_context
+from tests.needs import unavailable
 from tests.plugin_helpers import remove_images, tiny_context
 
 pytestmark = pytest.mark.engine
@@ -162,7 +163,7 @@ def test_two_pods_with_separate_engines_share_one_cache_dir(engine: Engine, dock
                 assert p.returncode == 0, e
             results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
     except EngineUnavailable as exc:
-        pytest.skip(f"no second engine: {exc}")
+        unavailable(f"no second engine: {exc}")
     finally:
         engine.remove("madcache-pod:latest")
     builds = log.read_text().count("build")

@@ -29,6 +29,7 @@ from pytest_madcache.key import CacheKey
 from pytest_madcache.store import Store, StoreError
 from pytest_madcache.provide import get_or_build
 from tests.images import ImageFactory
+from tests.needs import unavailable
 from tests.plugin_helpers import FAKE_HOOKS, remove_images, tiny_context
 
 pytestmark = pytest.mark.engine
@@ -86,7 +87,7 @@ def test_kill_9_at_random_points_of_save_evict_prune_and_index_writes(engine: En
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str = "30m") -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("mounting a tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
     try:
@@ -168,7 +169,7 @@ def test_read_only_cache_hits_what_it_has_builds_the_rest_and_changes_nothing(py
 
 def _nonroot_user() -> pwd.struct_passwd:
     if os.geteuid() != 0:
-        pytest.skip("creating a user needs root")
+        unavailable("creating a user needs root")
     try:
         return pwd.getpwnam(NONROOT)
     except KeyError:
@@ -373,7 +374,7 @@ def test_engine_killed_mid_load_gives_a_clear_error_and_no_half_written_entry(en
             assert "loading" in message and entry.id in message
             print(f"\nengine killed mid-load: {message[:160]}")
     except EngineUnavailable as exc:
-        pytest.skip(f"no private engine: {exc}")
+        unavailable(f"no private engine: {exc}")
     finally:
         factory.cleanup()
         engine.remove(big.image_id)

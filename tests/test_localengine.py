@@ -30,7 +30,7 @@ from pytest_madcache.localengine import (
     main,
     private_engine,
 )
-from tests.conftest import _in_ci
+from tests.needs import unavailable
 from tests.images import write_context
 
 SCRIPT = """
@@ -44,9 +44,7 @@ with private_engine(kind=sys.argv[1]) as host:
 
 def _unavailable(message: str) -> None:
     """A kind that cannot be started fails under CI=true and is skipped elsewhere."""
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    unavailable(message)
 
 
 def _ready(kind: str) -> None:
