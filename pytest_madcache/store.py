@@ -54,7 +54,7 @@ from .progress import Progress
 from .tarstream import Prefetch, ReadAhead
 
 if TYPE_CHECKING:
-    from .engine import EngineInfo, ImageInfo
+    from .engine import ImageInfo
 
 __all__ = [
     "Store", "Entry", "LoadResult", "Stats", "VerifyReport",
@@ -197,12 +197,16 @@ class Entry:
         return [self.config, *self.layers]
 
     @property
+    def oci_id(self) -> str:
+        """The id a containerd image store gives this image after loading our OCI archive."""
+        return archive.oci_image_id(self.config, self.layers, self.sizes)
+
+    @property
     def engine_ids(self) -> List[str]:
         """Every id this image goes by in an engine: as built; as classic Docker and
         Podman name it after a load (the config digest); as the containerd store
-        names it after loading our OCI archive (that manifest's digest)."""
-        return list(dict.fromkeys([self.image_id, self.config,
-                                   archive.oci_image_id(self.config, self.layers, self.sizes)]))
+        names it after a load (`oci_id`)."""
+        return list(dict.fromkeys([self.image_id, self.config, self.oci_id]))
 
     @property
     def own_bytes(self) -> int:
@@ -690,7 +694,7 @@ class Store:
             if sizes is None:
                 config, layers, sizes = self._ingest(info.id, lease)
                 wanted = [config, *layers]
-            by_config = _engine_info(self.engine).image_store != "containerd"
+            by_config = self.engine.info.image_store != "containerd"
             if (by_config and config != info.id) or layers != list(info.diff_ids):
                 raise StoreError(f"the engine's save of {image_id} does not match its own layer digests")
             now = time.time()
@@ -839,7 +843,7 @@ class Store:
                     self.engine.tag(present.id, ref)
             self.touch(entry)
             return LoadResult("present", seconds=time.monotonic() - start, image_id=present.id)
-        info = _engine_info(self.engine)
+        info = self.engine.info
         have = self._present_layers(entry, info.delta)
         try:
             result = self._stream_load(entry, have, info.load_layout)
@@ -882,8 +886,7 @@ class Store:
                 shared = wanted & set(other.layers) - have
                 if other.id == entry.id or not shared:
                     continue
-                ours = archive.oci_image_id(other.config, other.layers, other.sizes)
-                if self.engine.find([ours]) is not None:
+                if self.engine.find([other.oci_id]) is not None:
                     have |= shared
             return have
         return set()
@@ -1292,10 +1295,3 @@ class _LeaseSink:
     def write_small_blob(self, data: bytes) -> str:
         return self.lease.write_small_blob(data)
 
-
-def _engine_info(engine: Any) -> "EngineInfo":
-    """The engine's kind; an engine that does not say (a test double) is taken as classic Docker."""
-    from .engine import EngineInfo
-
-    info = getattr(engine, "info", None)
-    return info if isinstance(info, EngineInfo) else EngineInfo("docker", "?", "?", "classic")

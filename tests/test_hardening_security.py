@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.engine import ImageInfo
+from pytest_madcache.engine import EngineInfo, ImageInfo
 from pytest_madcache.store import Store, StoreError
 from tests.plugin_helpers import remove_images, tiny_context
 
@@ -146,6 +146,8 @@ def test_poisoned_entry_metadata_is_refused_and_dropped(tmp_path: Path, kind) ->
 
 class TarEngine:
     """An engine whose `docker save` is a crafted tar."""
+
+    info = EngineInfo("docker", "test", "1.41", "classic")
 
     def __init__(self, members):
         self.members = members
