@@ -72,12 +72,12 @@ def buildx_build(
     on_line: Optional[Callable[[str], None]],
     state_dir: Optional[Path],
 ):
-    """Run `buildx build --load`; return (image id, log lines, seconds) or raise BuildFailed.
+    """Run `buildx build --load`; return the BuildResult or raise BuildFailed.
 
     Secrets go in as `--secret id=NAME,env=VAR` with the value only in the
     child's environment: never on a command line, never in a build arg.
     """
-    from .engine import BuildFailed
+    from .engine import BuildFailed, BuildResult
 
     workdir = _workdir(state_dir)
     iidfile = workdir / "iid"
@@ -130,4 +130,4 @@ def buildx_build(
     if code != 0 or not image_id:
         reason = next((ln.split("ERROR:", 1)[1].strip() for ln in reversed(lines) if "ERROR:" in ln), None)
         raise BuildFailed(f"docker build failed: {reason or f'buildx exited with {code}'}", "\n".join(lines))
-    return image_id, lines, time.monotonic() - start
+    return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))

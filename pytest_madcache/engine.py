@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 
-__all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "EngineInfo"]
+__all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "EngineInfo", "BUILDERS"]
+
+BUILDERS = ("auto", "buildkit", "legacy")  # what a model mark's builder= may say
 
 
 class EngineError(RuntimeError):
@@ -54,7 +56,6 @@ class BuildResult:
     image_id: str
     duration: float
     log: str = ""
-    builder: str = "legacy"  # "legacy" (the SDK's classic builder, or Podman's) or "buildkit"
 
 
 @dataclass(frozen=True)
@@ -312,9 +313,9 @@ class Engine:
         root filesystem with one writable cache volume is enough.
         """
         secrets = dict(secrets or {})
-        chosen = self.choose_builder(builder)
-        if chosen == "buildkit":
-            return self._buildkit(context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets)
+        buildx = self._buildx_for(builder)
+        if buildx is not None:
+            return self._buildkit(buildx, context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets)
         build_args = {**dict(build_args or {}), **secrets}
         from docker.errors import APIError, BuildError, DockerException
         context = Path(context)
@@ -376,29 +377,28 @@ class Engine:
     def describe(self) -> str:
         """One line for people: which engine, how it builds, how images get into it."""
         if self._description is None:
-            from .buildkit import buildx_binary
-
-            builder = self.choose_builder("auto")
-            builds = (f"BuildKit ({buildx_binary()})" if builder == "buildkit"
+            buildx = self._buildx_for("auto")
+            builds = (f"BuildKit ({buildx})" if buildx is not None
                       else "Podman's builder" if self.info.product == "podman" else "the classic builder")
             self._description = f"{self.info.name}; builds: {builds}; loads: {self.info.strategy}"
         return self._description
 
-    def choose_builder(self, builder: str = "auto") -> str:
-        """"buildkit" or "legacy" for a requested builder, or EngineError saying why not."""
+    def _buildx_for(self, builder: str = "auto") -> Optional[str]:
+        """The buildx binary a requested builder builds with, None for the legacy builder
+        (Podman's own on Podman), or EngineError saying why BuildKit cannot be had."""
         from .buildkit import buildx_binary
 
-        if builder not in ("auto", "buildkit", "legacy"):
-            raise EngineError(f"unknown builder {builder!r}: use auto, buildkit or legacy")
+        if builder not in BUILDERS:
+            raise EngineError(f"unknown builder {builder!r}: use {', '.join(BUILDERS)}")
         if builder == "legacy":
-            return "legacy"
+            return None
         podman = self.info.product == "podman"
         binary = None if podman else buildx_binary()
         if builder == "buildkit" and binary is None:
             why = ("Podman builds with its own builder: use builder='legacy' (it supports RUN --mount)" if podman
                    else "no buildx binary found (install docker-buildx, or set MADCACHE_BUILDX to its path)")
             raise EngineError(f"builder='buildkit' cannot be used: {why}")
-        return "buildkit" if binary else "legacy"
+        return binary
 
     def host(self) -> Optional[str]:
         """The engine's address as DOCKER_HOST would give it, for tools that talk to it themselves."""
@@ -413,25 +413,23 @@ class Engine:
             return "tcp://" + base.split("://", 1)[1]
         return os.environ.get("DOCKER_HOST")
 
-    def _buildkit(self, context: Path, dockerfile: Optional[Path], tag: Optional[str],
+    def _buildkit(self, binary: str, context: Path, dockerfile: Optional[Path], tag: Optional[str],
                   build_args: Optional[Mapping[str, str]], labels: Optional[Mapping[str, str]],
                   on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str]) -> BuildResult:
-        from .buildkit import buildx_binary, buildx_build
+        from .buildkit import buildx_build
 
-        binary = buildx_binary()
-        assert binary is not None
         # An engine started without a bridge network (--bridge=none) cannot give
         # BuildKit's RUN steps one; the classic builder falls back by itself.
         network = None
         with contextlib.suppress(Exception):
             if not self.api.networks(names=["bridge"]):
                 network = "none"
-        image_id, lines, seconds = buildx_build(
+        result = buildx_build(
             binary, self.host(), Path(context), Path(dockerfile) if dockerfile is not None else None, tag,
             dict(build_args or {}), secrets, dict(labels or {}), network, on_line,
             Path(tmp_dir) if tmp_dir is not None else None)
         self._layer_index = None
-        return BuildResult(image_id=image_id, duration=seconds, log="\n".join(lines), builder="buildkit")
+        return result
 
 
 def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Path) -> Any:

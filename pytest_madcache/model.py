@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .engine import BUILDERS
 from .runner import RunOptions, normalise_volumes
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "default_image_name"]
@@ -21,7 +22,6 @@ __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "sel
 #: Keyword arguments the mark accepts; anything else is an error naming the test.
 BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes", "secrets",
                 "key_params", "ignore_params", "builder")
-BUILDERS = ("auto", "buildkit", "legacy")
 RUN_KWARGS = ("command", "env", "timeout", "gpus", "rocm", "devices", "shm_size", "ipc_mode", "volumes",
               "network_mode")
 MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
