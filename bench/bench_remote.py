@@ -27,7 +27,7 @@ from pathlib import Path
 import docker
 
 from pytest_madcache.engine import Engine
-from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.key import KeySpec, key_for
 from pytest_madcache.localengine import busybox_path, private_engine
 from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
 from pytest_madcache.store import Store
@@ -74,18 +74,20 @@ def main() -> int:
                     'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
                     "COPY data.txt /data/data.txt\n"
                     "RUN gzip -6 -c /data/data.txt > /data/data.txt.gz && sha256sum /data/* > /data/SUMS\n")
-                key = compute_key(KeySpec(image="bench-remote", context=ctx))
+                key = key_for(KeySpec(image="bench-remote", context=ctx))
                 repo = f"127.0.0.1:{port}/bench{i}"
-                a = Store(work / f"a{i}", engine=a_engine, remote=RemoteCache(Registry(RemoteRef.parse(repo))))
+                a = Store(work / f"a{i}", engine=a_engine)
                 tag = f"madcache-bench-remote-{i}:latest"
                 t0 = time.perf_counter()
-                out = get_or_build(a, key, lambda: a_engine.build(ctx, tag=tag), image_name="bench-remote")
+                out = get_or_build(a, key, lambda: a_engine.build(ctx, tag=tag),
+                                   remote=RemoteCache(Registry(RemoteRef.parse(repo))), image_name="bench-remote")
                 total = time.perf_counter() - t0
                 samples["build"].append(out.build_duration)
                 samples["push"].append(total - out.build_duration)
-                b = Store(work / f"b{i}", engine=b_engine, remote=RemoteCache(Registry(RemoteRef.parse(repo))))
+                b = Store(work / f"b{i}", engine=b_engine)
                 t0 = time.perf_counter()
-                got = get_or_build(b, key, lambda: (_ for _ in ()).throw(RuntimeError("B built")), image_name="bench-remote")
+                got = get_or_build(b, key, lambda: (_ for _ in ()).throw(RuntimeError("B built")),
+                                   remote=RemoteCache(Registry(RemoteRef.parse(repo))), image_name="bench-remote")
                 samples["fetch_load"].append(time.perf_counter() - t0)
                 assert got.hit and got.image_id == out.image_id
                 size = sum(got.entry.sizes.values())

@@ -3,6 +3,8 @@
 Options come from the same table the pytest plugin uses (settings.OPTIONS),
 and settings resolve the same way: flag > environment > ini > default.
 Wording follows madengine's `cache` commands where it has some.
+
+It must not hold cache logic of its own: every command is a call on `Store` (or a remote backend) and a printout.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, cast
 
 from . import settings as _settings
-from .key import CacheKey, KeyError_, KeySpec, compute_key
+from .key import CacheKey, KeyError_, KeySpec, key_for
 from .progress import human_bytes
 from .store import Entry, EntryNotFound, Store, StoreError
+
+if TYPE_CHECKING:
+    from .remotes import RemoteLister
 
 __all__ = ["main", "build_parser"]
 
@@ -100,7 +105,7 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> _settings.Sett
         if f"alias_{name}" in given:
             flags[name] = given[f"alias_{name}"]
             names[name] = flag
-    return _settings.resolve(flags, env, ini, ini_source, flag_names=names)
+    return _settings.resolve(flags, env, ini, ini_source, flag_names=names, scopes=("cache",))
 
 
 def _entry_json(entry: Entry, unique: Optional[int] = None) -> Dict[str, Any]:
@@ -197,13 +202,12 @@ def _open(settings: _settings.Settings, engine: Any = None) -> Store:
     return Store.from_settings(settings, engine=engine, log=lambda m: print(m, file=sys.stderr))
 
 
-def _remote(settings: _settings.Settings) -> Any:
-    from .remote import RemoteCache
+def _remote(settings: _settings.Settings) -> "RemoteLister":
+    from .remotes import open_remote
 
     if not settings.remote:
         raise StoreError("no remote cache is set: use --cache-remote REGISTRY/REPOSITORY or MADCACHE_REMOTE")
-    return RemoteCache.from_setting(settings.remote)
-
+    return cast("RemoteLister", open_remote(settings.remote))
 
 def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     if args.on_remote:
@@ -232,7 +236,7 @@ def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, 
 
 
 def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _Out) -> int:
-    from .remote import RemoteError
+    from .remotes import RemoteError
 
     remote = _remote(settings)
     try:
@@ -242,12 +246,13 @@ def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _O
     if args.json:
         out.json([dict(meta, last_used=used, tag=tag) for tag, meta, used, _ in items])
         return 0
-    out(f"{len(items)} cache entr{'y' if len(items) == 1 else 'ies'} in {remote.registry.ref}:")
+    out(f"{len(items)} cache entr{'y' if len(items) == 1 else 'ies'} in {remote}:")
     out(RULE)
     for tag, meta, used, _ in items:
         sizes = meta.get("sizes", {})
         out(f"ID: {meta['id']}")
-        out(f"  Image: {meta.get('image_name')}:{meta.get('image_tag')}  (pull: {remote.registry.ref}:{tag})")
+        hint = remote.pull_hint(tag)
+        out(f"  Image: {meta.get('image_name')}:{meta.get('image_tag')}" + (f"  {hint}" if hint else ""))
         out(f"  Tags: {', '.join(meta.get('model_tags') or []) or '-'}")
         out(f"  Created: {_when(meta.get('created'))}")
         out(f"  Last Used: {_when(used)}")
@@ -348,7 +353,7 @@ def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
 
 def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     if args.on_remote:
-        from .remote import RemoteError
+        from .remotes import RemoteError
 
         remote = _remote(settings)
         try:
@@ -356,11 +361,19 @@ def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
         except RemoteError as exc:
             raise StoreError(str(exc)) from None
         if args.json:
-            out.json({"evicted": gone, "remote": str(remote.registry.ref)})
+            out.json({"evicted": gone, "remote": str(remote)})
+            return 0
+        from .remotes import DirectoryRemote
+
+        if isinstance(remote, DirectoryRemote):  # a cache directory: entries and their blobs go now
+            for meta in gone:
+                out(f"Evicted {meta['id']} ({meta.get('image_name')}:{meta.get('image_tag')}) from {remote}")
+            out(f"Evicted {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} (max entries {settings.max_entries}, "
+                f"TTL {_settings.format_ttl(settings.ttl)})")
             return 0
         for meta in gone:
             out(f"Deleted manifest of {meta['id']} ({meta.get('image_name')}:{meta.get('image_tag')}) "
-                f"from {remote.registry.ref}")
+                f"from {remote}")
         out(f"Deleted {len(gone)} manifest(s) (max entries {settings.max_entries}, TTL "
             f"{_settings.format_ttl(settings.ttl)}); the registry frees their blobs at its next garbage collection")
         return 0
@@ -452,7 +465,7 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
         build_args=_pairs(args.build_args, "--build-arg", parse=False), nodes=args.nodes,
         dockerfile=args.dockerfile, context=args.context, secrets=set(args.secrets),
     )
-    key = compute_key(spec)
+    key = key_for(spec)
     store = _open(settings)
     entries = store.entries()
     match = next((e for e in entries if e.key == key.digest), None)

@@ -8,6 +8,8 @@ private sources list, package lists and archive dir, and unpacks them with
 The result lives in `engines_dir()/trixie` (`$MADCACHE_ENGINES_DIR`, else
 `~/.cache/pytest-madcache/engines`), is built under a file lock so parallel
 test workers download once, and is reused once its `complete` marker exists.
+
+It must not install anything system-wide: the packages are unpacked under its own directory only.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ images are built or models are run (a remote builder, a cluster launcher, a
 fake for tests).  The plugin's own implementations are `trylast`, so any
 implementation in a conftest or plugin is called first and, for the
 firstresult hooks, wins by returning something other than None.
+
+Hookspecs only: nothing here runs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ the old image.  We hash the Dockerfile's bytes and every file the engine would
 receive as build context (the same `.dockerignore` rules docker-py applies
 when it sends the context), so a changed byte changes the key while a touched
 mtime or an edited ignored file does not.
+
+It must not talk to an engine or the store: a key depends on files and values alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "compute_key", "context_digest", "canonical_json", "KeyError_"]
+__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "key_for", "context_digest", "canonical_json", "KeyError_"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
 KEY_FORMAT = 1
@@ -150,6 +152,8 @@ class KeySpec:
 
     `secrets` names build args or additional-context entries whose values
     are secret: they join the key as a hash only and are redacted everywhere.
+    `key_material` is what `pytest_madcache_key_material` hooks added; it joins
+    the parameters.
     """
 
     image: str
@@ -161,6 +165,7 @@ class KeySpec:
     dockerfile: Optional[Path] = None
     context: Optional[Path] = None
     secrets: Collection[str] = ()
+    key_material: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,9 @@ def _hash_secrets(values: Mapping[str, Any], secrets: Collection[str], where: st
     return out
 
 
-def compute_key(spec: KeySpec) -> CacheKey:
-    """Hash a KeySpec into a CacheKey (sha256 of canonical JSON)."""
+def key_for(spec: KeySpec) -> CacheKey:
+    """The one way a key is made (the plugin for a test, `madcache key` for the command line):
+    sha256 of the canonical JSON of the spec's components."""
     if not spec.image or not isinstance(spec.image, str):
         raise KeyError_(f"image name {spec.image!r} must be a non-empty string")
     if not isinstance(spec.nodes, int) or isinstance(spec.nodes, bool) or spec.nodes < 1:
@@ -197,7 +203,8 @@ def compute_key(spec: KeySpec) -> CacheKey:
         "image": spec.image,
         "model_tags": sorted(str(t) for t in spec.model_tags),
         "additional_context": _hash_secrets(spec.additional_context, spec.secrets, "additional context"),
-        "params": canonical(dict(spec.params), "parameters"),
+        "params": canonical(dict(spec.params, **({"key_material": dict(spec.key_material)} if spec.key_material
+                                                 else {})), "parameters"),
         "build_args": _hash_secrets(spec.build_args, spec.secrets, "build args"),
         "nodes": spec.nodes,
         "dockerfile_sha256": None,

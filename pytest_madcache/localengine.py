@@ -22,6 +22,8 @@ wrapped command gets DOCKER_HOST, MADCACHE_ENGINE_KIND (when an engine was
 started) and, for the Docker kinds, MADCACHE_BUILDX (the buildx binary).
 
     python -m pytest_madcache.localengine [--engine KIND] -- pytest tests
+
+For tests, CI and the README's commands; the plugin never starts an engine itself.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ on a module (`pytestmark`), a class or a function; the closest mark wins per
 keyword, so a module can name the model and a test can change its command.
 Paths are relative to the directory of the test file, so a suite can be run
 from anywhere and still hash the same files.
+
+It must not build, run or cache anything: marks in, plain values out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .engine import BUILDERS
+from .key import KeySpec
 from .runner import RunOptions, normalise_volumes
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "default_image_name"]
@@ -64,8 +67,16 @@ class ModelSpec:
     def with_build_args(self, extra: Mapping[str, str]) -> "ModelSpec":
         return replace(self, build_args={**dict(self.build_args), **dict(extra)})
 
+    def key_spec(self, params: Mapping[str, Any], additional_context: Mapping[str, Any],
+                 material: Optional[Mapping[str, Any]] = None) -> KeySpec:
+        """What this model's key is made of, for the test's selected `params` (see key.key_for)."""
+        return KeySpec(image=self.image, model_tags=self.tags, additional_context=additional_context,
+                       params=params, build_args=self.build_args, nodes=self.nodes, dockerfile=self.dockerfile,
+                       context=self.context, secrets=self.secrets, key_material=dict(material or {}))
+
 
 _IMAGE_CHARS = re.compile(r"[^a-z0-9._-]+")
+
 
 
 def default_image_name(name: str) -> str:

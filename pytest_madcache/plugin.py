@@ -7,6 +7,8 @@ for CLI, plugin and API), images from `provide.ImageService`, containers from
 and hands them to the workers (`workerinput`); workers send their events back
 inside each report's `user_properties`, so the controller aggregates one
 summary and one CSV.
+
+It must stay thin glue: options, fixtures, hooks and the summary; what to do with an image is provide.py's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_option
 from .model import MARK_HELP, merge_marks
 from .report import Summary, run_row, summary_lines, write_csv, write_summary_json
 from .runner import RunOptions, RunResult, parse_performance, run_container
-from .settings import (OPTIONS, Settings, SettingsError, describe, parse_additional_context, parse_bool, resolve)
+from .settings import OPTIONS, Settings, SettingsError, describe, resolve
 
 if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs an image
     from .engine import BuildResult
@@ -81,13 +83,12 @@ class State:
         """What the controller hands to xdist workers (plain values only)."""
         settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
         settings["dir"] = str(settings["dir"])
+        settings["output"] = None  # only the controller writes it
         settings["sources"] = dict(settings["sources"])
         return {
             "settings": settings,
-            "additional_context": self.additional_context,
             "force_rebuild": self.force_rebuild,
             "from_cache": self.from_cache,
-            "live_output": self.live_output,
         }
 
     def event_id(self) -> str:
@@ -106,13 +107,6 @@ def _state(config: pytest.Config) -> State:
 
 # -- options -------------------------------------------------------------------
 
-PLUGIN_INI = (
-    ("madcache_additional_context", "default --additional-context (a dict literal such as {'guest_os': 'UBUNTU'})"),
-    ("madcache_live_output", "stream container output as it comes (like --live-output): true/false"),
-    ("madcache_output", "default --output: write one CSV row per model run to this file"),
-)
-
-
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
@@ -126,20 +120,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="build the images even when cached, and replace their cache entries")
     group.addoption("--from-cache", metavar="ID", default=None, dest="madcache_from_cache",
                     help="run only the tests of the model recorded in cache entry ID, with its image")
-    group.addoption("--additional-context", metavar="DICT", default=None, dest="madcache_additional_context",
-                    help="madengine-style context, e.g. \"{'guest_os': 'UBUNTU'}\" (JSON accepted); joins the key")
-    group.addoption("--live-output", action="store_true", default=None, dest="madcache_live_output",
-                    help="stream build and container output as it comes")
-    group.addoption("--output", metavar="FILE.csv", default=None, dest="madcache_output",
-                    help="write one CSV row per model run (madengine's performance columns)")
     group.addoption("--cache-warm-only", action="store_true", default=False, dest="madcache_warm_only",
                     help="fill the cache without running models: build or load the image of every collected "
                          "model test, skip the test bodies (implies --enable-cache)")
     group.addoption("--cache-summary-json", metavar="FILE.json", default=None, dest="madcache_summary_json",
                     help="write the session's exact cache counts (hits, misses, bytes loaded, build time saved, "
                          "entries) to FILE.json; default $MADCACHE_SUMMARY_JSON")
-    for name, help_text in PLUGIN_INI:
-        parser.addini(name, help_text, default="")
 
 
 def _ini_source(config: pytest.Config) -> str:
@@ -164,43 +150,27 @@ def _resolve_state(config: pytest.Config) -> State:
         raw = dict(wire["settings"])
         raw["dir"] = Path(raw["dir"])
         settings = Settings(**raw)
-        context = dict(wire["additional_context"])
-        force, from_cache, live = wire["force_rebuild"], wire["from_cache"], wire["live_output"]
+        force, from_cache = wire["force_rebuild"], wire["from_cache"]
     else:
         flags = {opt.name: getattr(config.option, f"madcache_{opt.name}", None) for opt in OPTIONS}
         ini = {opt.ini: _getini(config, opt.ini) for opt in OPTIONS}
         try:
             settings = resolve(flags, os.environ, ini, _ini_source(config))
-            raw_ctx = config.option.madcache_additional_context
-            if raw_ctx is not None:
-                context = parse_additional_context(raw_ctx, "option --additional-context")
-            else:
-                context = parse_additional_context(
-                    _getini(config, "madcache_additional_context"),
-                    f"ini key madcache_additional_context in {_ini_source(config)}")
-            live = config.option.madcache_live_output
-            if live is None:
-                raw_live = _getini(config, "madcache_live_output")
-                try:
-                    live = parse_bool(raw_live) if raw_live else False
-                except ValueError as exc:
-                    raise SettingsError(f"invalid value {raw_live!r} for --live-output from ini key "
-                                        f"madcache_live_output in {_ini_source(config)}: {exc}") from None
         except SettingsError as exc:
             raise pytest.UsageError(str(exc)) from None
         force, from_cache = bool(config.option.madcache_force_rebuild), config.option.madcache_from_cache
         if getattr(config.option, "madcache_warm_only", False) and not settings.enabled:
             settings = dataclasses.replace(settings, enabled=True,
                                            sources={**settings.sources, "enabled": "option --cache-warm-only"})
-    output_raw = config.option.madcache_output or _getini(config, "madcache_output") or None
+    context = dict(settings.additional_context or {})
     output = None
-    if output_raw and not is_worker:
-        output = Path(output_raw)
-        if not output.is_absolute():
-            base = Path(config.invocation_params.dir) if config.option.madcache_output else config.rootpath
-            output = base / output
+    if settings.output is not None and not is_worker:
+        # A relative path is where the user stood for a flag or variable, beside the ini file for an ini key.
+        base = config.rootpath if settings.source("output").startswith("ini key") else config.invocation_params.dir
+        output = Path(base) / settings.output
         if output.is_dir():
-            raise pytest.UsageError(f"invalid value {output_raw!r} for --output: {output} is a directory")
+            raise pytest.UsageError(f"invalid value {str(settings.output)!r} for --output from "
+                                    f"{settings.source('output')}: {output} is a directory")
 
     reporter = _TestReporter(config)
 
@@ -208,12 +178,15 @@ def _resolve_state(config: pytest.Config) -> State:
         from .provide import ImageService
         from .store import Store
 
-        return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter,
+        from .remotes import open_remote
+
+        remote = open_remote(settings.remote, log=reporter.say) if settings.enabled and settings.remote else None
+        return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
                             store_factory=lambda engine, log: Store.from_settings(settings, engine=engine,
                                                                                   progress=False, log=log))
 
     return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
-                 live_output=bool(live), output=output, is_worker=is_worker, make_service=make_service,
+                 live_output=settings.live_output, output=output, is_worker=is_worker, make_service=make_service,
                  reporter=reporter,
                  summary=Summary(enabled=settings.enabled or bool(from_cache)))
 
@@ -476,7 +449,7 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
     from .engine import BuildFailed
-    from .key import KeyError_, KeySpec, compute_key
+    from .key import KeyError_, key_for
     from .provide import ImageError
 
     item = request.node
@@ -499,13 +472,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
         for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
             if result:
                 material.update(result)
-        key_params = dict(selected)
-        if material:
-            key_params["key_material"] = material
         try:
-            key = compute_key(KeySpec(image=spec.image, model_tags=spec.tags, additional_context=state.additional_context,
-                                      params=key_params, build_args=spec.build_args, nodes=spec.nodes,
-                                      dockerfile=spec.dockerfile, context=spec.context, secrets=spec.secrets))
+            key = key_for(spec.key_spec(selected, state.additional_context, material))
         except KeyError_ as exc:
             raise _failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
                           "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "

@@ -1,4 +1,7 @@
-"""A byte progress line for long saves and loads: on a terminal only."""
+"""A byte progress line for long saves and loads: on a terminal only.
+
+It must not decide anything: callers say when to draw.
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from .events import ImageEvent
 from .key import CacheKey
 from .model import ModelSpec
 from .progress import human_bytes
-from .remote import RemoteError
+from .remotes import RemoteBackend, RemoteError
 from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Store, StoreError
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "get_or_build", "run_build",
@@ -95,9 +95,11 @@ class ImageService:
 
     def __init__(self, *, enabled: bool, store_factory: Callable[[Engine, Callable[[str], None]], Store],
                  force_rebuild: bool = False, reporter: Optional[Reporter] = None,
-                 decide: Optional[Callable[..., "Outcome"]] = None) -> None:
-        """`store_factory(engine, log)` opens the cache, its messages going to `log`."""
+                 remote: Optional[RemoteBackend] = None, decide: Optional[Callable[..., "Outcome"]] = None) -> None:
+        """`store_factory(engine, log)` opens the cache, its messages going to `log`; `remote`, when
+        set, is asked on a local miss and given each new entry."""
         self.enabled = enabled
+        self.remote = remote
         self.force_rebuild = force_rebuild
         self._decide = decide or get_or_build  # tests script outcomes here
         self._store_factory = store_factory
@@ -171,9 +173,7 @@ class ImageService:
         store = self.store() if self.enabled else None
         if store is None:
             image_id, duration = self._build(build)
-            image = ModelImage(spec, ref, image_id, key.digest, dict(key.components), build_duration=duration,
-                               params=dict(params))
-            self._memo[key.digest] = image
+            image = self._remember(key.digest, _model_image(spec, ref, image_id, key, params, build_duration=duration))
             return image, replace(event, built=True, build_seconds=duration)
 
         # The store is open, so the engine answered.
@@ -195,9 +195,9 @@ class ImageService:
             return result
 
         try:
-            outcome = self._decide(store, key, build_and_announce, image_name=name, image_tag=tag,
-                                         model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,
-                                         force_rebuild=self.force_rebuild, secret_values=spec.secret_values)
+            outcome = self._decide(store, key, build_and_announce, remote=self.remote, image_name=name,
+                                   image_tag=tag, model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,
+                                   force_rebuild=self.force_rebuild, secret_values=spec.secret_values)
         except (BuildFailed, ImageError):
             raise
         except EngineError as exc:
@@ -209,13 +209,14 @@ class ImageService:
                 image_id, duration = build_output(built["result"], None)
             else:
                 image_id, duration = self._build(build)
-            image = ModelImage(spec, ref, image_id, key.digest, dict(key.components), build_duration=duration,
-                               params=dict(params))
-            self._memo[key.digest] = image
+            image = self._remember(key.digest, _model_image(spec, ref, image_id, key, params, build_duration=duration))
             return image, replace(event, cached=False, built=True, build_seconds=duration)
         image, event = self._announce(outcome, spec, ref, key, params, event)
-        self._memo[key.digest] = image
-        return image, event
+        return self._remember(key.digest, image), event
+
+    def _remember(self, memo_key: str, image: ModelImage) -> ModelImage:
+        self._memo[memo_key] = image
+        return image
 
     def _announce(self, outcome: Outcome, spec: ModelSpec, ref: str, key: CacheKey, params: Mapping[str, Any],
                   event: ImageEvent) -> Tuple[ModelImage, ImageEvent]:
@@ -235,9 +236,8 @@ class ImageService:
             event = replace(event, hit=True, cache_id=entry.id, how=load.how if load else None,
                             bytes_loaded=load.bytes_sent if load else 0, load_seconds=load.seconds if load else 0.0,
                             entry_build_seconds=entry.build_duration)
-            return ModelImage(spec, ref, outcome.image_id, key.digest, dict(key.components), cache_hit=True,
-                              cache_id=entry.id, load=load.how if load else None,
-                              build_duration=entry.build_duration, params=dict(params)), event
+            return _model_image(spec, ref, outcome.image_id, key, params, hit=True, entry=entry, load=load,
+                                build_duration=entry.build_duration), event
         event = replace(event, built=True, build_seconds=outcome.build_duration)
         if outcome.saved and entry is not None:
             self.say(f"Docker image saved to cache: {entry.id}")
@@ -245,9 +245,8 @@ class ImageService:
         if outcome.warning:
             self.say(f"Docker image not saved to cache: {outcome.warning}")
             self.reporter.warn(f"{outcome.warning}; tests go on without the cache")
-        return ModelImage(spec, ref, outcome.image_id, key.digest, dict(key.components), cache_hit=False,
-                          cache_id=entry.id if entry is not None else None,
-                          build_duration=outcome.build_duration, params=dict(params)), event
+        return _model_image(spec, ref, outcome.image_id, key, params, entry=entry,
+                            build_duration=outcome.build_duration), event
 
     def _ensure_tag(self, image_id: str, ref: str) -> None:
         try:
@@ -284,10 +283,10 @@ class ImageService:
             self.say(f"Docker image loaded from cache successfully: {entry.id} ({load.layers_sent} layers, "
                      f"{human_bytes(load.bytes_sent)} in {load.seconds:.2f} s)")
         self.say(f"Using cached tags: {', '.join(entry.model_tags)}")
-        image = ModelImage(spec, entry.image_ref, load.image_id or entry.image_id, entry.key, dict(entry.key_components),
-                           cache_hit=True, cache_id=entry.id, load=load.how, build_duration=entry.build_duration,
-                           params=dict(params))
-        self._memo["entry:" + entry.id] = image
+        key = CacheKey(entry.key, dict(entry.key_components))
+        image = self._remember("entry:" + entry.id, _model_image(
+            spec, entry.image_ref, load.image_id or entry.image_id, key, params, hit=True, entry=entry, load=load,
+            build_duration=entry.build_duration))
         return image, ImageEvent(model=spec.name, key=entry.key, cached=True, hit=True, engine=self.engine.describe(),
                                  cache_id=entry.id, how=load.how, bytes_loaded=load.bytes_sent,
                                  load_seconds=load.seconds, entry_build_seconds=entry.build_duration)
@@ -301,6 +300,7 @@ def get_or_build(
     key: CacheKey,
     build: Callable[[], Any],
     *,
+    remote: Optional[RemoteBackend] = None,
     image_name: str,
     image_tag: str = "latest",
     model_tags: Sequence[str] = (),
@@ -312,7 +312,8 @@ def get_or_build(
     """Load the image for `key` from the cache, or build it once and save it.
 
     `build()` returns an object with `image_id` and `duration` (the
-    engine's BuildResult) or an image id.  Only one process builds a
+    engine's BuildResult) or an image id.  A local miss asks `remote`
+    (when set) before building, and a new entry is pushed to it.  Only one process builds a
     given key at a time; the others wait and then hit.  A corrupt entry
     or a failed load falls back to building; a cache that cannot be
     written still returns the built image, with `warning` set.  An image
@@ -330,7 +331,7 @@ def get_or_build(
         return _build_uncached(build, str(exc))
     try:
         if not force_rebuild or waited > 0.5:
-            hit = _try_hit(store, key) or (_try_remote(store, key) if not force_rebuild else None)
+            hit = _try_hit(store, key) or (_try_remote(store, remote, key) if not force_rebuild else None)
             if hit:
                 hit.waited = waited
                 return hit
@@ -345,7 +346,7 @@ def get_or_build(
                               run_config=run_config)
         except CacheUnwritable as exc:
             return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
-        pushed = store.remote.push(entry, store.open_blob) if store.remote is not None else 0
+        pushed = remote.push(entry, store.open_blob) if remote is not None else 0
         return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True,
                        pushed_bytes=pushed)
     finally:
@@ -378,9 +379,8 @@ def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
                    build_duration=entry.build_duration)
 
 
-def _try_remote(store: Store, key: CacheKey) -> Optional[Outcome]:
+def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) -> Optional[Outcome]:
     """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-    remote = store.remote
     found = remote.find(key.digest) if remote is not None else None
     if found is None:
         return None
@@ -426,6 +426,15 @@ def run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
     start = time.monotonic()
     result = build()
     return build_output(result, time.monotonic() - start)
+
+
+def _model_image(spec: ModelSpec, ref: str, image_id: str, key: CacheKey, params: Mapping[str, Any], *,
+                 hit: bool = False, entry: Optional[Entry] = None, load: Optional[LoadResult] = None,
+                 build_duration: Optional[float] = None) -> ModelImage:
+    """The one place a ModelImage is made."""
+    return ModelImage(spec, ref, image_id, key.digest, dict(key.components), cache_hit=hit,
+                      cache_id=entry.id if entry is not None else None, load=load.how if load else None,
+                      build_duration=build_duration, params=dict(params))
 
 
 def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],

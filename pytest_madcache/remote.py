@@ -9,6 +9,9 @@ and a second machine fetches only the blobs its local store lacks.
 Only the OCI distribution HTTP API is used (blob HEAD/GET/upload, manifest
 GET/PUT/DELETE, tag list), with basic and bearer-token auth, so any
 registry serves: the CNCF distribution server, a cloud registry, Harbor.
+
+It must not touch the local store: it returns metadata and blob readers
+(remotes.RemoteEntry) and pushes what it is given.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
+from .remotes import RemoteEntry, RemoteError, RemoteUnavailable
+
 __all__ = [
     "RemoteRef", "Registry", "RemoteError", "RemoteUnavailable",
     "MANIFEST_TYPE", "key_tag", "entry_manifest", "entry_from_manifest",
@@ -39,14 +44,6 @@ USED_ANNOTATION = "io.madcache.last-used"
 TAG_PREFIX = "mc-"
 CHUNK = 1 << 20
 _LOCAL_HOSTS = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
-
-
-class RemoteError(RuntimeError):
-    """The registry refused a request; the message says which and why."""
-
-
-class RemoteUnavailable(RemoteError):
-    """The registry cannot be reached at all (the caller degrades to local-only)."""
 
 
 @dataclass(frozen=True)
@@ -328,14 +325,6 @@ class _RawStream:
         self.resp.close()
 
 
-@dataclass(frozen=True)
-class RemoteEntry:
-    """What the registry holds for a key: the entry's metadata and a reader of each blob by digest."""
-
-    meta: Mapping[str, Any]
-    open_blob: Callable[[str], BinaryIO]
-
-
 class RemoteCache:
     """The registry behind a local store: fetch on a local miss, push after a build.
 
@@ -345,7 +334,7 @@ class RemoteCache:
 
     def __init__(self, registry: Registry, log: Any = None) -> None:
         self.registry = registry
-        self.log = log  # a Store sets this to its own log when left None
+        self.log = log
         self.disabled: Optional[str] = None
 
     def _say(self, message: str) -> None:
@@ -408,6 +397,13 @@ class RemoteCache:
             self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry, time.time()))
         except RemoteError:
             pass
+
+    def __str__(self) -> str:
+        return str(self.registry.ref)
+
+    def pull_hint(self, tag: str) -> str:
+        """Entries are real images: the reference to pull one with the engine."""
+        return f"(pull: {self.registry.ref}:{tag})"
 
     def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
         """(tag, entry metadata, last used, manifest digest) for every madcache tag."""

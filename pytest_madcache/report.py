@@ -4,6 +4,8 @@ The controller (or the single process) adds up the events every test sent;
 nothing here talks to an engine or a cache.  Column names follow madengine's performance
 CSV where it has one (model, tags, args, docker_file, docker_image,
 docker_sha, performance, metric, status, build_duration, test_duration).
+
+It must not reach the engine or the store: it reads events and writes text.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ IPC mode and volumes.  The container is always removed afterwards, also on
 Ctrl-C or a timeout, so repeated runs leave nothing behind.  The result keeps
 the exit code, logs, duration and the model's figure of merit, read from the
 last `performance: <value> <metric>` line as madengine does.
+
+It must not build or cache images: it runs the one it is given.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ settings here, so a value means the same thing wherever it is given.
 Precedence, highest first: flag > environment > ini/pyproject > default (the
 plugin puts a test's mark above all of them).  Every resolved value remembers
 where it came from, so an error can name the source.
+
+No pytest here: the `madcache` command resolves the same table without it.
 """
 
 from __future__ import annotations
@@ -105,10 +107,18 @@ def parse_path(text: str) -> Path:
 
 
 def parse_remote(text: str) -> Optional[str]:
-    """`REGISTRY/REPOSITORY` (e.g. `127.0.0.1:5000/madcache`); `off`/empty -> None."""
+    """`REGISTRY/REPOSITORY` (e.g. `127.0.0.1:5000/madcache`), or a directory (`file:///path`, an absolute
+    path); `off`/empty -> None."""
     low = str(text).strip()
     if low.lower() in ("", "off", "none"):
         return None
+    from .remotes import is_directory_remote
+
+    if is_directory_remote(low):
+        path = low[len("file://"):] if low.startswith("file://") else low
+        if not os.path.isabs(path):
+            raise ValueError("expected file:///ABSOLUTE/PATH for a directory remote")
+        return low
     from .remote import RemoteRef
 
     RemoteRef.parse(low)  # raises ValueError with the reason
@@ -131,6 +141,49 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return base / "madcache"
 
 
+# -- additional context ------------------------------------------------------------
+
+
+def parse_context(text: Any) -> Dict[str, Any]:
+    """madengine's `--additional-context`: a Python dict literal, JSON accepted too.
+
+    Parsed with `ast.literal_eval` (never `eval`), so `"{'guest_os': 'UBUNTU'}"`
+    and `'{"guest_os": "UBUNTU"}'` mean the same; JSON's true/false/null are
+    understood.  Empty text is an empty context.  Raises ValueError saying
+    what was expected (the option table adds the value and its source).
+    """
+    import ast
+    import json
+
+    if isinstance(text, Mapping):
+        return dict(text)
+    raw = "" if text is None else str(text)
+    if not raw.strip():
+        return {}
+    value: Any
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise ValueError("expected a dict such as \"{'guest_os': 'UBUNTU'}\" (Python literal or JSON)") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a dict, got {type(value).__name__}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"keys must be strings, not {bad[0]!r}")
+    return value
+
+
+def parse_additional_context(text: Any, source: str) -> Dict[str, Any]:
+    """`parse_context` with errors naming the value and `source` (SettingsError)."""
+    try:
+        return parse_context(text)
+    except ValueError as exc:
+        raise SettingsError(f"invalid value {str(text)!r} for --additional-context from {source}: {exc}") from None
+
+
 # -- the option table ----------------------------------------------------------
 
 
@@ -147,6 +200,12 @@ class Option:
     help: str
     metavar: Optional[str] = None
     is_switch: bool = False
+    scope: str = "cache"  # "cache": the plugin and the `madcache` command; "plugin": pytest only
+    label: Optional[str] = None  # how error messages name it (default: the name, in words)
+
+    @property
+    def said(self) -> str:
+        return self.label or self.name.replace("_", " ")
 
     def argparse_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for argparse / pytest's `addoption` (same API)."""
@@ -196,6 +255,21 @@ OPTIONS: Tuple[Option, ...] = (
         "create the cache group-writable (dirs 2770 with setgid, files 0660) for several users; "
         "default: private to the user (0700)", is_switch=True,
     ),
+    Option(
+        "additional_context", "--additional-context", ("MADCACHE_ADDITIONAL_CONTEXT",), "madcache_additional_context",
+        parse_context, None,
+        "madengine-style context, e.g. \"{'guest_os': 'UBUNTU'}\" (JSON accepted); joins the key", "DICT",
+        scope="plugin", label="--additional-context",
+    ),
+    Option(
+        "live_output", "--live-output", ("MADCACHE_LIVE_OUTPUT",), "madcache_live_output", parse_bool, False,
+        "stream build and container output as it comes", is_switch=True, scope="plugin", label="--live-output",
+    ),
+    Option(
+        "output", "--output", ("MADCACHE_OUTPUT",), "madcache_output", parse_path, None,
+        "write one CSV row per model run (madengine's performance columns)", "FILE.csv",
+        scope="plugin", label="--output",
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -213,6 +287,9 @@ class Settings:
     remote: Optional[str] = None
     compress: str = "none"
     shared: bool = False
+    additional_context: Optional[Mapping[str, Any]] = None
+    live_output: bool = False
+    output: Optional[Path] = None  # as given; the plugin makes it absolute by where it came from
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -233,6 +310,7 @@ def resolve(
     ini: Optional[Mapping[str, Any]] = None,
     ini_source: str = "ini file",
     flag_names: Optional[Mapping[str, str]] = None,
+    scopes: Sequence[str] = ("cache", "plugin"),
 ) -> Settings:
     """Resolve every option: flag > environment > ini > default.
 
@@ -240,7 +318,8 @@ def resolve(
     None; `ini` maps ini keys (`madcache_max_entries`) to raw values; `env`
     defaults to `os.environ`; `flag_names` overrides the flag named in
     messages (for aliases such as `prune --ttl`).  Raises SettingsError
-    naming value and source.
+    naming value and source.  Options outside `scopes` keep their defaults
+    (the `madcache` command does not read the plugin's).
     """
     flags = dict(flags or {})
     env = os.environ if env is None else env
@@ -248,6 +327,10 @@ def resolve(
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for opt in OPTIONS:
+        if opt.scope not in scopes:
+            values[opt.name] = opt.default
+            sources[opt.name] = "default"
+            continue
         candidates: list = []
         raw_flag = flags.get(opt.name, flags.get(f"madcache_{opt.name}"))
         if raw_flag is not None:
@@ -279,7 +362,7 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
     try:
         return opt.parse(str(raw))
     except ValueError as exc:
-        raise SettingsError(f"invalid value {str(raw)!r} for {opt.name.replace('_', ' ')} from {source}: {exc}") from None
+        raise SettingsError(f"invalid value {str(raw)!r} for {opt.said} from {source}: {exc}") from None
 
 
 # -- ini files, for the `madcache` command outside pytest -----------------------
@@ -410,46 +493,3 @@ def describe(settings: Settings, names: Sequence[str] = ("dir", "max_entries", "
             value = format_ttl(value)
         parts.append(f"{name}={value} ({settings.source(name)})")
     return ", ".join(parts)
-
-
-# -- additional context ------------------------------------------------------------
-
-
-def parse_additional_context(text: Any, source: str) -> Dict[str, Any]:
-    """madengine's `--additional-context`: a Python dict literal, JSON accepted too.
-
-    Parsed with `ast.literal_eval` (never `eval`), so `"{'guest_os': 'UBUNTU'}"`
-    and `'{"guest_os": "UBUNTU"}'` mean the same; JSON's true/false/null are
-    understood.  Empty text is an empty context.  Raises SettingsError naming
-    the value and its source.
-    """
-    import ast
-    import json
-
-    if isinstance(text, Mapping):
-        return dict(text)
-    raw = "" if text is None else str(text)
-    if not raw.strip():
-        return {}
-    value: Any
-    try:
-        value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise SettingsError(
-                f"invalid value {raw!r} for --additional-context from {source}: "
-                "expected a dict such as \"{'guest_os': 'UBUNTU'}\" (Python literal or JSON)"
-            ) from None
-    if not isinstance(value, dict):
-        raise SettingsError(
-            f"invalid value {raw!r} for --additional-context from {source}: "
-            f"expected a dict, got {type(value).__name__}"
-        )
-    bad = [k for k in value if not isinstance(k, str)]
-    if bad:
-        raise SettingsError(
-            f"invalid value {raw!r} for --additional-context from {source}: keys must be strings, not {bad[0]!r}"
-        )
-    return value

@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from pytest_madcache import archive
-from pytest_madcache.archive import ArchiveError, LoadArchive, read_image
+from pytest_madcache.store import archive
+from pytest_madcache.store.archive import ArchiveError, LoadArchive, read_image
 
 
 def sha(data: bytes) -> str:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pytest_madcache.cli import main
-from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.key import KeySpec, key_for
 from pytest_madcache.store import Store
 
 
@@ -30,7 +30,7 @@ def filled(engine, images, cache_dir):
     for name in ("alpha", "beta"):
         ctx = images.context({f"{name}.bin": 200_000}, name=name)
         built = images.build(ctx)
-        key = compute_key(KeySpec(image=name, model_tags=[name], context=ctx))
+        key = key_for(KeySpec(image=name, model_tags=[name], context=ctx))
         ids.append(store.save(built.image_id, key, image_name=name, model_tags=[name]).id)
     return store, ids
 
@@ -206,3 +206,12 @@ def test_the_core_needs_no_pytest(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["entries"] == 0
+
+
+def test_the_command_reads_only_cache_settings(tmp_path):
+    """Settings only the plugin uses (--live-output, --output...) are not the command's business: a value the
+    plugin would refuse does not stop `madcache stats`."""
+    env = {"HOME": str(tmp_path), "MADCACHE_DIR": str(tmp_path / "c"), "MADCACHE_LIVE_OUTPUT": "sometimes"}
+    out = io.StringIO()
+    assert main(["stats"], env=env, stdout=out) == 0
+    assert "Total Entries: 0" in out.getvalue()

@@ -72,12 +72,13 @@ def test_a_damaged_compressed_blob_is_never_loaded(engine, mixed, cache_dir):
 
 def test_compressed_and_raw_stores_share_through_a_registry(engine, second_engine, mixed, registry, tmp_path):
     remote_a = RemoteCache(Registry(RemoteRef.parse(f"{registry}/zstd-share")))
-    a = Store(tmp_path / "a", engine=engine, compress="zstd", remote=remote_a)
+    a = Store(tmp_path / "a", engine=engine, compress="zstd")
     k = key("zstd-share")
     entry = a.save(mixed.image_id, k, image_name="zstd-share")
     assert remote_a.push(entry, a.open_blob) > 0, "the registry gets uncompressed layers (real OCI images)"
-    b = Store(tmp_path / "b", engine=second_engine, remote=RemoteCache(Registry(RemoteRef.parse(f"{registry}/zstd-share"))))
-    got = get_or_build(b, k, lambda: pytest.fail("no build on machine B"), image_name="zstd-share")
+    b = Store(tmp_path / "b", engine=second_engine)
+    got = get_or_build(b, k, lambda: pytest.fail("no build on machine B"),
+                       remote=RemoteCache(Registry(RemoteRef.parse(f"{registry}/zstd-share"))), image_name="zstd-share")
     assert got.hit and second_engine.inspect(got.image_id).diff_ids == entry.layers
     assert not any(p.name.endswith(ZSTD_SUFFIX) for p in b.blob_dir.iterdir())
 

@@ -222,12 +222,12 @@ def test_save_survives_gc_collecting_its_blobs_between_check_and_commit(
 ) -> None:
     """A save that finds every blob stored, while another process evicts their last entry and collects
     them, still stores a complete entry (it saves the image again instead of failing)."""
-    from pytest_madcache import store as store_module
+    from pytest_madcache.store.blobs import Lease
 
     store = Store(cache_dir, engine=engine, max_entries=50)
     victim = store.save(image_ids[0], key("gc-victim"), image_name="victim")
     other = Store(cache_dir, engine=engine, max_entries=50)  # stands for another process
-    original = store_module._Lease.publish
+    original = Lease.publish
     raced: List[bool] = []
 
     def publish_after_a_concurrent_evict(self, digest: str) -> None:
@@ -236,7 +236,7 @@ def test_save_survives_gc_collecting_its_blobs_between_check_and_commit(
             other.evict(victim.id)  # its blobs have no other user: GC removes them now
         original(self, digest)
 
-    monkeypatch.setattr(store_module._Lease, "publish", publish_after_a_concurrent_evict)
+    monkeypatch.setattr(Lease, "publish", publish_after_a_concurrent_evict)
     entry = store.save(image_ids[0], key("gc-racer"), image_name="racer")
     assert raced
     assert [e.id for e in store.entries()] == [entry.id]

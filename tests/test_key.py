@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.key import KeyError_, KeySpec, compute_key, context_digest
+from pytest_madcache.key import KeyError_, KeySpec, key_for, context_digest
 from pytest_madcache.model import ModelSpec, run_config
 
 
@@ -31,7 +31,7 @@ def ctx(tmp_path: Path) -> Path:
 
 
 def key_of(ctx: Path, **kw) -> str:
-    return compute_key(KeySpec(image="ci-model", context=ctx, **kw)).digest
+    return key_for(KeySpec(image="ci-model", context=ctx, **kw)).digest
 
 
 def test_same_inputs_same_key(ctx: Path) -> None:
@@ -44,8 +44,8 @@ def test_key_is_stable_across_processes(ctx: Path) -> None:
     """Another interpreter (another hash seed) computes the same key: nothing depends on set/dict order."""
     spec = dict(params={"b": 2, "a": {"y": [1, 2], "x": None}}, model_tags=["z", "a"], build_args={"V": "1"})
     code = (
-        "import sys; from pathlib import Path; from pytest_madcache.key import KeySpec, compute_key;"
-        f"print(compute_key(KeySpec(image='ci-model', context=Path(sys.argv[1]), **{spec!r})).digest)"
+        "import sys; from pathlib import Path; from pytest_madcache.key import KeySpec, key_for;"
+        f"print(key_for(KeySpec(image='ci-model', context=Path(sys.argv[1]), **{spec!r})).digest)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(ctx)], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONHASHSEED="12345"))
@@ -65,7 +65,7 @@ def test_every_component_counts(ctx: Path) -> None:
     """Image name, tags, params, build args, context, node count each change the key."""
     base = key_of(ctx)
     variants = [
-        compute_key(KeySpec(image="other", context=ctx)).digest,
+        key_for(KeySpec(image="other", context=ctx)).digest,
         key_of(ctx, model_tags=["gpu"]),
         key_of(ctx, params={"batch": 8}),
         key_of(ctx, build_args={"BASE": "x"}),
@@ -77,10 +77,10 @@ def test_every_component_counts(ctx: Path) -> None:
 
 def test_changed_dockerfile_byte_changes_key(ctx: Path) -> None:
     """One changed byte in the Dockerfile gives a new key (madengine keyed on the path and served stale images)."""
-    before = compute_key(KeySpec(image="ci-model", context=ctx))
+    before = key_for(KeySpec(image="ci-model", context=ctx))
     df = ctx / "Dockerfile"
     df.write_bytes(df.read_bytes().replace(b"/src", b"/srd"))
-    after = compute_key(KeySpec(image="ci-model", context=ctx))
+    after = key_for(KeySpec(image="ci-model", context=ctx))
     assert after.digest != before.digest
     # The Dockerfile is hashed on its own and as part of the context the engine receives.
     assert after.diff(before.components) == ["context_sha256", "dockerfile_sha256"]
@@ -89,12 +89,12 @@ def test_changed_dockerfile_byte_changes_key(ctx: Path) -> None:
 def test_changed_context_byte_changes_key_even_with_the_old_mtime(ctx: Path) -> None:
     """A same-size edit of a context file changes the key even if its mtime is put back."""
     f = ctx / "src" / "model.py"
-    before = compute_key(KeySpec(image="ci-model", context=ctx))
+    before = key_for(KeySpec(image="ci-model", context=ctx))
     st = f.stat()
     f.write_text("print('mode!')\n")
     assert f.stat().st_size == st.st_size
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    after = compute_key(KeySpec(image="ci-model", context=ctx))
+    after = key_for(KeySpec(image="ci-model", context=ctx))
     assert after.digest != before.digest
     assert after.diff(before.components) == ["context_sha256"]
 
@@ -151,9 +151,9 @@ def test_dockerfile_outside_context_is_hashed(ctx: Path, tmp_path: Path) -> None
     """A Dockerfile given separately (outside the context) is hashed by content too."""
     df = tmp_path / "ci.Dockerfile"
     df.write_text("FROM scratch\n")
-    before = compute_key(KeySpec(image="m", context=ctx, dockerfile=df))
+    before = key_for(KeySpec(image="m", context=ctx, dockerfile=df))
     df.write_text("FROM scratch\nCOPY src /src\n")
-    after = compute_key(KeySpec(image="m", context=ctx, dockerfile=df))
+    after = key_for(KeySpec(image="m", context=ctx, dockerfile=df))
     assert after.diff(before.components) == ["dockerfile_sha256"]
 
 
@@ -168,15 +168,15 @@ def test_secret_build_arg_is_hashed_never_stored(ctx: Path) -> None:
     """A secret build arg changes the key with its value, but its plaintext never appears in the components."""
     secret = "hunter2-s3cr3t-token"
     spec = dict(build_args={"HF_TOKEN": secret, "VERSION": "1.2"}, secrets={"HF_TOKEN"})
-    key = compute_key(KeySpec(image="m", context=ctx, **spec))
-    other = compute_key(KeySpec(image="m", context=ctx, build_args={"HF_TOKEN": "other", "VERSION": "1.2"},
+    key = key_for(KeySpec(image="m", context=ctx, **spec))
+    other = key_for(KeySpec(image="m", context=ctx, build_args={"HF_TOKEN": "other", "VERSION": "1.2"},
                                 secrets={"HF_TOKEN"}))
     dump = json.dumps(key.components)
     assert secret not in dump
     assert key.digest != other.digest
     assert set(key.components["build_args"]["HF_TOKEN"]) == {"secret_sha256"}
     assert key.components["build_args"]["VERSION"] == "1.2"  # non-secret args stay readable
-    assert key.digest == compute_key(KeySpec(image="m", context=ctx, **spec)).digest
+    assert key.digest == key_for(KeySpec(image="m", context=ctx, **spec)).digest
     # What an entry records about the run (model.run_config) shows the secret as *** only.
     recorded = run_config(replace(_spec(ctx), build_args=spec["build_args"], secrets=("HF_TOKEN",)), {}, {})
     assert recorded["build_args"] == {"HF_TOKEN": "***", "VERSION": "1.2"}
@@ -185,9 +185,9 @@ def test_secret_build_arg_is_hashed_never_stored(ctx: Path) -> None:
 def test_secret_context_entry_is_hashed_never_stored(ctx: Path) -> None:
     """A secret additional-context entry (even a structured one) is a hash only."""
     secret = {"user": "ci", "password": "p@ssw0rd-very-secret"}
-    key = compute_key(KeySpec(image="m", additional_context={"registry_auth": secret, "gpu": "AMD"},
+    key = key_for(KeySpec(image="m", additional_context={"registry_auth": secret, "gpu": "AMD"},
                               secrets=["registry_auth"]))
-    other = compute_key(KeySpec(image="m", additional_context={"registry_auth": dict(secret, password="x"),
+    other = key_for(KeySpec(image="m", additional_context={"registry_auth": dict(secret, password="x"),
                                                                "gpu": "AMD"}, secrets=["registry_auth"]))
     dump = json.dumps(key.components)
     assert "p@ssw0rd-very-secret" not in dump
@@ -201,7 +201,7 @@ def test_secret_hash_is_not_a_plain_sha256(ctx: Path) -> None:
     """The secret's hash is domain-separated: it is not the bare sha256 of the value (no lookup-table match)."""
     import hashlib
 
-    key = compute_key(KeySpec(image="m", build_args={"T": "abc"}, secrets={"T"}))
+    key = key_for(KeySpec(image="m", build_args={"T": "abc"}, secrets={"T"}))
     digest = key.components["build_args"]["T"]["secret_sha256"]
     assert digest not in (hashlib.sha256(b"abc").hexdigest(), hashlib.sha256(b'"abc"').hexdigest())
 
@@ -219,27 +219,27 @@ def test_secret_hash_is_not_a_plain_sha256(ctx: Path) -> None:
 def test_unsupported_values_raise_naming_where(spec, where) -> None:
     """A value that has no canonical JSON form raises KeyError_ saying where it is."""
     with pytest.raises(KeyError_) as info:
-        compute_key(KeySpec(image="m", **spec))
+        key_for(KeySpec(image="m", **spec))
     assert where in str(info.value)
 
 
 def test_bad_specs_raise(tmp_path: Path) -> None:
     """A missing Dockerfile, a context that is not a directory, bad nodes or image name raise KeyError_."""
     with pytest.raises(KeyError_, match="does not exist"):
-        compute_key(KeySpec(image="m", context=tmp_path))  # no Dockerfile in it
+        key_for(KeySpec(image="m", context=tmp_path))  # no Dockerfile in it
     with pytest.raises(KeyError_, match="not a directory"):
         (tmp_path / "f").write_text("x")
-        compute_key(KeySpec(image="m", dockerfile=tmp_path / "f", context=tmp_path / "f"))
+        key_for(KeySpec(image="m", dockerfile=tmp_path / "f", context=tmp_path / "f"))
     with pytest.raises(KeyError_, match="nodes"):
-        compute_key(KeySpec(image="m", nodes=0))
+        key_for(KeySpec(image="m", nodes=0))
     with pytest.raises(KeyError_, match="image name"):
-        compute_key(KeySpec(image=""))
+        key_for(KeySpec(image=""))
 
 
 def test_supported_exotic_values_are_canonical() -> None:
     """Tuples equal lists, sets are sorted, paths are strings: equal meaning, equal key."""
-    a = compute_key(KeySpec(image="m", params={"t": (1, 2), "s": {"b", "a"}, "p": Path("/x")}))
-    b = compute_key(KeySpec(image="m", params={"t": [1, 2], "s": ["a", "b"], "p": "/x"}))
+    a = key_for(KeySpec(image="m", params={"t": (1, 2), "s": {"b", "a"}, "p": Path("/x")}))
+    b = key_for(KeySpec(image="m", params={"t": [1, 2], "s": ["a", "b"], "p": "/x"}))
     assert a.digest == b.digest
 
 

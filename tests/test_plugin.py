@@ -83,6 +83,9 @@ def test_precedence_flag_over_environment_over_ini(pytester: pytest.Pytester, mo
                                  "--additional-context"),
         ("ctxini", "[1, 2]", "invalid value '[1, 2]' for --additional-context from ini key "
                              "madcache_additional_context in"),
+        ("liveenv", "sometimes", "invalid value 'sometimes' for --live-output from environment variable "
+                                 "MADCACHE_LIVE_OUTPUT"),
+        ("outputenv", ".", "invalid value '.' for --output from environment variable MADCACHE_OUTPUT: "),
     ],
 )
 def test_bad_values_are_usage_errors_naming_value_and_source(pytester: pytest.Pytester, monkeypatch, how, value,
@@ -97,6 +100,10 @@ def test_bad_values_are_usage_errors_naming_value_and_source(pytester: pytest.Py
         pytester.makeini(f"[pytest]\nmadcache_max_size_gb = {value}\n")
     elif how == "ctx":
         args = ["--additional-context", value]
+    elif how == "liveenv":
+        monkeypatch.setenv("MADCACHE_LIVE_OUTPUT", value)
+    elif how == "outputenv":
+        monkeypatch.setenv("MADCACHE_OUTPUT", value)
     else:
         pytester.makeini(f"[pytest]\nmadcache_additional_context = {value}\n")
     result = pytester.runpytest(*args)
@@ -363,7 +370,7 @@ def test_performance_is_the_last_matching_line() -> None:
 
 def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path) -> None:
     """Outcome.warning (cache unwritable at save time): said, warned once, the built image is used."""
-    from pytest_madcache.key import KeySpec, compute_key
+    from pytest_madcache.key import KeySpec, key_for
     from pytest_madcache.provide import ImageService
     from pytest_madcache.provide import Outcome
     from pytest_madcache.store import Entry, LoadResult
@@ -407,8 +414,8 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
     service = ImageService(enabled=True, store_factory=lambda engine, log: FakeStore(), reporter=Listening(),
                            decide=lambda store, key, build, **kw: store.get_or_build(key, build, **kw))
     service._engine = FakeEngine()
-    key1 = compute_key(KeySpec(image="ci-m", params={"n": 1}))
-    key2 = compute_key(KeySpec(image="ci-m", params={"n": 2}))
+    key1 = key_for(KeySpec(image="ci-m", params={"n": 1}))
+    key2 = key_for(KeySpec(image="ci-m", params={"n": 2}))
     image, event = service.obtain(spec, key1, "ci-m:aaa", {}, {}, lambda: "sha256:" + "ef" * 32)
     assert image.image_id == "sha256:" + "ef" * 32 and not image.cache_hit and image.cache_id is None
     assert said[0] == "Cache miss. Will build Docker image and save to cache."

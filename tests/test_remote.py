@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.key import KeySpec, key_for
 from pytest_madcache.remote import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
 from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
@@ -60,13 +60,13 @@ def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
     """One warning, then the local cache works as if no remote were set."""
     messages = []
     remote = RemoteCache(Registry(RemoteRef.parse("127.0.0.1:9/nothing"), timeout=(1, 5)), log=messages.append)
-    store = Store(cache_dir, engine=engine, remote=remote, log=messages.append)
+    store = Store(cache_dir, engine=engine, log=messages.append)
     ctx = images.context({"x.bin": 10_000})
-    key = compute_key(KeySpec(image="offline", context=ctx))
-    first = get_or_build(store, key, lambda: images.build(ctx), image_name="offline")
+    key = key_for(KeySpec(image="offline", context=ctx))
+    first = get_or_build(store, key, lambda: images.build(ctx), remote=remote, image_name="offline")
     assert not first.hit and first.saved
-    second = get_or_build(store, compute_key(KeySpec(image="offline2", context=ctx)), lambda: images.build(ctx),
-                                image_name="offline2")
+    second = get_or_build(store, key_for(KeySpec(image="offline2", context=ctx)), lambda: images.build(ctx),
+                          remote=remote, image_name="offline2")
     assert second.saved
     warnings = [m for m in messages if "unavailable" in m]
     assert len(warnings) == 1 and "using the local cache only" in warnings[0]
@@ -78,19 +78,21 @@ def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
 def test_second_machine_hits_through_the_registry(engine, second_engine, images, registry, tmp_path):
     """Machine A builds and pushes; machine B's first run hits and gets an identical image."""
     ctx = images.context({"weights.bin": 8_000_000, "model.py": b"print('hi')\n"})
-    key = compute_key(KeySpec(image="shared-model", model_tags=["bert"], nodes=2, context=ctx))
+    key = key_for(KeySpec(image="shared-model", model_tags=["bert"], nodes=2, context=ctx))
     remote_a = _remote(registry, "two-machines")
-    a = Store(tmp_path / "a", engine=engine, remote=remote_a)
+    a = Store(tmp_path / "a", engine=engine)
     t0 = time.monotonic()
-    built = get_or_build(a, key, lambda: images.build(ctx, tag="shared-model:latest"), image_name="shared-model",
+    built = get_or_build(a, key, lambda: images.build(ctx, tag="shared-model:latest"), remote=remote_a,
+                         image_name="shared-model",
                            model_tags=["bert"], nodes=2)
     build_seconds = time.monotonic() - t0
     assert not built.hit and built.pushed_bytes > 8_000_000
 
     remote_b = _remote(registry, "two-machines")
-    b = Store(tmp_path / "b", engine=second_engine, remote=remote_b)
+    b = Store(tmp_path / "b", engine=second_engine)
     t0 = time.monotonic()
-    got = get_or_build(b, key, lambda: pytest.fail("machine B must not build"), image_name="shared-model")
+    got = get_or_build(b, key, lambda: pytest.fail("machine B must not build"), remote=remote_b,
+                       image_name="shared-model")
     fetch_seconds = time.monotonic() - t0
     assert got.hit and got.fetched_bytes >= 8_000_000
     assert got.entry.id == built.entry.id and got.entry.nodes == 2
@@ -102,20 +104,23 @@ def test_second_machine_hits_through_the_registry(engine, second_engine, images,
     # A later push of an entry sharing the base sends only the new layers.
     ctx2 = images.context({"weights.bin": 8_000_000, "model.py": b"print('v2')\n"})
     (ctx2 / "weights.bin").write_bytes((ctx / "weights.bin").read_bytes())
-    key2 = compute_key(KeySpec(image="shared-model", model_tags=["bert-v2"], context=ctx2))
-    built2 = get_or_build(a, key2, lambda: images.build(ctx2), image_name="shared-model", image_tag="v2")
+    key2 = key_for(KeySpec(image="shared-model", model_tags=["bert-v2"], context=ctx2))
+    built2 = get_or_build(a, key2, lambda: images.build(ctx2), remote=remote_a, image_name="shared-model",
+                          image_tag="v2")
     assert not built2.hit
     assert built2.pushed_bytes < 1_000_000, "busybox and weights layers are already in the registry"
-    got2 = get_or_build(b, key2, lambda: pytest.fail("machine B must not build"), image_name="shared-model",
+    got2 = get_or_build(b, key2, lambda: pytest.fail("machine B must not build"), remote=remote_b,
+                        image_name="shared-model",
                           image_tag="v2")
     assert got2.hit and got2.fetched_bytes < 1_000_000, "machine B fetched only the blobs it lacked"
 
 
 def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, registry, tmp_path):
     ctx = images.context({"a.bin": 100_000})
-    key = compute_key(KeySpec(image="pullable", context=ctx))
-    store = Store(tmp_path / "c", engine=engine, remote=_remote(registry, "pullable"))
-    out = get_or_build(store, key, lambda: images.build(ctx), image_name="pullable")
+    key = key_for(KeySpec(image="pullable", context=ctx))
+    store = Store(tmp_path / "c", engine=engine)
+    out = get_or_build(store, key, lambda: images.build(ctx), remote=_remote(registry, "pullable"),
+                       image_name="pullable")
     ref = f"{registry}/pullable:{key_tag(key.digest)}"
     second_engine.client.api.pull(f"{registry}/pullable", tag=key_tag(key.digest))
     pulled = second_engine.client.api.inspect_image(ref)
@@ -127,12 +132,12 @@ def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, 
 
 def test_prune_remote_by_count_and_ttl(engine, images, registry, tmp_path):
     remote = _remote(registry, "prune")
-    store = Store(tmp_path / "p", engine=engine, remote=remote, max_entries=10)
+    store = Store(tmp_path / "p", engine=engine, max_entries=10)
     ctx = images.context({"p.bin": 10_000})
     built = images.build(ctx)
     ids = []
     for i in range(3):
-        key = compute_key(KeySpec(image="pruned", params={"i": i}, context=ctx))
+        key = key_for(KeySpec(image="pruned", params={"i": i}, context=ctx))
         entry = store.save(built.image_id, key, image_name="pruned")
         remote.push(entry, store.open_blob)
         ids.append(entry.id)
@@ -160,11 +165,12 @@ from pytest_madcache.provide import get_or_build
 registry, key, cache_dir = sys.argv[1:4]
 with private_engine(kind=os.environ.get("MADCACHE_ENGINE_KIND") or "debian12") as host:  # the session's kind
     engine = Engine(client=docker.DockerClient(base_url=host, timeout=600))
-    store = Store(cache_dir, engine=engine, remote=RemoteCache.from_setting(registry + "/nodes"))
+    store = Store(cache_dir, engine=engine)
     t0 = time.monotonic()
     def build():
         raise SystemExit("node had to build")
-    out = get_or_build(store, CacheKey(key, {}), build, image_name="multi")
+    out = get_or_build(store, CacheKey(key, {}), build, remote=RemoteCache.from_setting(registry + "/nodes"),
+                       image_name="multi")
     print(json.dumps({"hit": out.hit, "image_id": out.image_id, "nodes": out.entry.nodes,
                       "present": engine.inspect(out.image_id) is not None, "seconds": time.monotonic() - t0}))
 """
@@ -176,9 +182,10 @@ def test_every_node_gets_the_image_through_the_remote(engine, images, registry, 
     import sys
 
     ctx = images.context({"shard.bin": 2_000_000})
-    key = compute_key(KeySpec(image="multi", nodes=2, context=ctx))
-    head = Store(tmp_path / "head", engine=engine, remote=_remote(registry, "nodes"))
-    built = get_or_build(head, key, lambda: images.build(ctx), image_name="multi", nodes=2)
+    key = key_for(KeySpec(image="multi", nodes=2, context=ctx))
+    head = Store(tmp_path / "head", engine=engine)
+    built = get_or_build(head, key, lambda: images.build(ctx), remote=_remote(registry, "nodes"), image_name="multi",
+                         nodes=2)
     assert built.entry.nodes == 2
     procs = [subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, registry, key.digest, str(tmp_path / f"node{i}")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -196,11 +203,11 @@ def test_madcache_list_and_prune_remote(engine, images, registry, tmp_path, caps
     from pytest_madcache.cli import main
 
     remote = _remote(registry, "cli")
-    store = Store(tmp_path / "cli", engine=engine, remote=remote, max_entries=10)
+    store = Store(tmp_path / "cli", engine=engine, max_entries=10)
     ctx = images.context({"c.bin": 10_000})
     built = images.build(ctx)
     for i in range(2):
-        entry = store.save(built.image_id, compute_key(KeySpec(image="clitest", params={"i": i}, context=ctx)),
+        entry = store.save(built.image_id, key_for(KeySpec(image="clitest", params={"i": i}, context=ctx)),
                            image_name="clitest", nodes=3)
         remote.push(entry, store.open_blob)
     env = {"HOME": "/root", "MADCACHE_REMOTE": f"{registry}/cli", "MADCACHE_DIR": str(tmp_path / "cli")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.key import KeySpec, compute_key
+from pytest_madcache.key import KeySpec, key_for
 from pytest_madcache.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _clean_run(exe: Path, *args: str, docker_host: str = "") -> subprocess.Compl
 
 def test_executable_lists_shows_and_loads(executable, engine, images, docker_host, tmp_path):
     ctx = images.context({"model.bin": 300_000})
-    key = compute_key(KeySpec(image="standalone", model_tags=["bert"], nodes=2, context=ctx))
+    key = key_for(KeySpec(image="standalone", model_tags=["bert"], nodes=2, context=ctx))
     store = Store(tmp_path / "cache", engine=engine)
     built = images.build(ctx)
     entry = store.save(built.image_id, key, image_name="standalone", model_tags=["bert"], nodes=2)
