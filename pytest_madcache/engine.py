@@ -171,6 +171,27 @@ class Engine:
             size=int(attrs.get("Size") or 0),
         )
 
+    def image_id(self, reference: str) -> Optional[str]:
+        """The id of the image held under `reference` (bases.BaseEngine), or None."""
+        info = self.inspect(reference)
+        return info.id if info is not None else None
+
+    def distribution_digest(self, reference: str) -> Optional[str]:
+        """The registry's manifest digest for `reference`, asked through the engine (its credentials and
+        mirrors; nothing is pulled).  None when the registry cannot tell; raises
+        bases.DistributionUnsupported where the engine lacks the endpoint (Podman)."""
+        from docker.errors import APIError, DockerException
+
+        from .bases import DistributionUnsupported
+        if self.info.product == "podman":  # Podman 4 and 5 answer 404 for the whole route
+            raise DistributionUnsupported(f"{self.info.name} has no distribution endpoint")
+        try:
+            data = self.api.inspect_distribution(reference)
+        except (APIError, DockerException):
+            return None
+        digest = (data.get("Descriptor") or {}).get("digest")
+        return str(digest) if digest else None
+
     def has_image(self, image_id: str) -> bool:
         return self.inspect(image_id) is not None
 

@@ -166,6 +166,9 @@ class KeySpec:
     context: Optional[Path] = None
     secrets: Collection[str] = ()
     key_material: Mapping[str, Any] = field(default_factory=dict)
+    #: base reference -> what it resolved to (bases.BaseResolver); empty in `tag` mode, and then not hashed,
+    #: so keys made before bases joined them keep hitting.
+    bases: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ def key_for(spec: KeySpec) -> CacheKey:
         "dockerfile_sha256": None,
         "context_sha256": None,
     }
+    if spec.bases:
+        components["bases"] = {str(k): str(v) for k, v in spec.bases.items()}
     context = Path(spec.context) if spec.context is not None else None
     dockerfile = Path(spec.dockerfile) if spec.dockerfile is not None else None
     if dockerfile is None and context is not None:

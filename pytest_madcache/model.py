@@ -24,7 +24,7 @@ __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "sel
 
 #: Keyword arguments the mark accepts; anything else is an error naming the test.
 BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes", "secrets",
-                "key_params", "ignore_params", "builder")
+                "key_params", "ignore_params", "builder", "base_key")
 RUN_KWARGS = ("command", "env", "timeout", "gpus", "rocm", "devices", "shm_size", "ipc_mode", "volumes",
               "network_mode")
 MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
@@ -32,7 +32,7 @@ MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
 MARK_HELP = (
     "model(name, dockerfile=None, context=None, image=None, tags=None, build_args=None, nodes=1, "
     "command=None, env=None, timeout=None, gpus=None, rocm=False, devices=None, shm_size=None, "
-    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto'): "
+    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto', base_key=None): "
     "the Docker image a model test builds (or loads from the madcache cache) and how its container runs"
 )
 
@@ -58,6 +58,7 @@ class ModelSpec:
     ignore_params: Tuple[str, ...] = ()
     run: RunOptions = field(default_factory=RunOptions)
     builder: str = "auto"  # "buildkit", "legacy" or "auto"; not part of the key: the image is the same
+    base_key: Optional[str] = None  # "tag", "local" or "registry" from the mark; None: the setting decides
 
     @property
     def secret_values(self) -> Dict[str, str]:
@@ -68,11 +69,12 @@ class ModelSpec:
         return replace(self, build_args={**dict(self.build_args), **dict(extra)})
 
     def key_spec(self, params: Mapping[str, Any], additional_context: Mapping[str, Any],
-                 material: Optional[Mapping[str, Any]] = None) -> KeySpec:
+                 material: Optional[Mapping[str, Any]] = None, bases: Optional[Mapping[str, str]] = None) -> KeySpec:
         """What this model's key is made of, for the test's selected `params` (see key.key_for)."""
         return KeySpec(image=self.image, model_tags=self.tags, additional_context=additional_context,
                        params=params, build_args=self.build_args, nodes=self.nodes, dockerfile=self.dockerfile,
-                       context=self.context, secrets=self.secrets, key_material=dict(material or {}))
+                       context=self.context, secrets=self.secrets, key_material=dict(material or {}),
+                       bases=dict(bases or {}))
 
 
 _IMAGE_CHARS = re.compile(r"[^a-z0-9._-]+")
@@ -196,6 +198,14 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
     builder = kw.get("builder", "auto")
     if builder not in BUILDERS:
         raise ModelMarkError(f"{where}: builder={builder!r} must be one of {', '.join(repr(b) for b in BUILDERS)}")
+    base_key = kw.get("base_key")
+    if base_key is not None:
+        from .bases import parse_base_key
+
+        try:
+            base_key = parse_base_key(base_key) if isinstance(base_key, str) else parse_base_key(repr(base_key))
+        except ValueError as exc:
+            raise ModelMarkError(f"{where}: invalid value {base_key!r} for base_key from the model mark: {exc}") from None
     return ModelSpec(
         name=name,
         context=context,
@@ -210,6 +220,7 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         ignore_params=_strings(ignore_params, "ignore_params", where),
         run=run_options(kw, test_dir, where),
         builder=builder,
+        base_key=base_key,
     )
 
 

@@ -449,6 +449,7 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
     from .engine import BuildFailed
+    from .bases import DockerfileError, key_bases
     from .key import KeyError_, key_for
     from .provide import ImageError
 
@@ -473,7 +474,10 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
             if result:
                 material.update(result)
         try:
-            key = key_for(spec.key_spec(selected, state.additional_context, material))
+            bases = service.resolve_bases(spec, spec.base_key or state.settings.base_key)
+            key = key_for(spec.key_spec(selected, state.additional_context, material, key_bases(bases)))
+        except DockerfileError as exc:
+            raise _failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
         except KeyError_ as exc:
             raise _failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
                           "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
@@ -491,7 +495,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
                 labels={"madcache.model": spec.name, "madcache.key": key.digest}, on_line=on_line)
 
         image, event = service.obtain(spec, key, ref, params,
-                                      run_config(spec, params, state.additional_context), build)
+                                      dict(run_config(spec, params, state.additional_context),
+                                           bases=[dataclasses.asdict(b) for b in bases]), build)
         _emit(item, event)
         return image
     except BuildFailed as exc:

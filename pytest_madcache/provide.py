@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
+from .bases import BaseResolver, ResolvedBase, resolve_bases
 from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .events import ImageEvent
 from .key import CacheKey
@@ -108,6 +109,7 @@ class ImageService:
         self._store: Optional[Store] = None
         self._store_failed = False
         self._memo: Dict[str, ModelImage] = {}
+        self._bases: Optional[BaseResolver] = None
 
     def say(self, text: str) -> None:
         self.reporter.say(text)
@@ -124,6 +126,16 @@ class ImageService:
                 self._engine = None
                 raise ImageError(str(exc)) from None
         return self._engine
+
+    def resolve_bases(self, spec: ModelSpec, mode: str) -> List[ResolvedBase]:
+        """The model's base images resolved for the key by `mode` (nothing to resolve in `tag` mode:
+        the engine is not even opened).  Registry answers are kept for the process."""
+        if mode == "tag":
+            return []
+        if self._bases is None:
+            self._bases = BaseResolver(self.engine, engine_name=str(self.engine.host() or ""),
+                                       warn=self.reporter.warn)
+        return resolve_bases(spec.dockerfile, spec.build_args, mode, self._bases)[1]
 
     def store(self) -> Optional[Store]:
         """The cache, or None when it cannot be opened (warned once, tests go on uncached)."""

@@ -141,6 +141,12 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return base / "madcache"
 
 
+def parse_base_key(text: str) -> str:
+    from .bases import parse_base_key as parse
+
+    return parse(text)
+
+
 # -- additional context ------------------------------------------------------------
 
 
@@ -256,6 +262,11 @@ OPTIONS: Tuple[Option, ...] = (
         "default: private to the user (0700)", is_switch=True,
     ),
     Option(
+        "base_key", "--cache-base-key", ("MADCACHE_BASE_KEY",), "madcache_base_key", parse_base_key, "tag",
+        "how base images (FROM) join the key: tag (as written, default), local (the engine's image id) or "
+        "registry (the registry's digest)", "MODE",
+    ),
+    Option(
         "additional_context", "--additional-context", ("MADCACHE_ADDITIONAL_CONTEXT",), "madcache_additional_context",
         parse_context, None,
         "madengine-style context, e.g. \"{'guest_os': 'UBUNTU'}\" (JSON accepted); joins the key", "DICT",
@@ -287,6 +298,7 @@ class Settings:
     remote: Optional[str] = None
     compress: str = "none"
     shared: bool = False
+    base_key: str = "tag"
     additional_context: Optional[Mapping[str, Any]] = None
     live_output: bool = False
     output: Optional[Path] = None  # as given; the plugin makes it absolute by where it came from
