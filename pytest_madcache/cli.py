@@ -15,9 +15,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, cast
 
 from . import settings as _settings
+from .bases import Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
 from .key import CacheKey, KeyError_, KeySpec, key_for
 from .progress import human_bytes
 from .store import Entry, EntryNotFound, Store, StoreError
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("entry_id", metavar="ID")
     p = sub.add_parser("key", parents=[common],
                        help="compute the key of a build and say which entry (if any) it matches and why not")
+    _add_settings_options(p, ("base_key",))
     p.add_argument("--image", required=True, help="image name")
     p.add_argument("--context", type=Path, help="build context directory")
     p.add_argument("--dockerfile", type=Path, help="Dockerfile (default: CONTEXT/Dockerfile)")
@@ -191,7 +193,7 @@ def _main(argv: Optional[Sequence[str]], env: Optional[Mapping[str, str]], out: 
     except EntryNotFound as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except (StoreError, KeyError_, _settings.SettingsError) as exc:
+    except (StoreError, KeyError_, _settings.SettingsError, DockerfileError) as exc:
         print(f"madcache: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -319,6 +321,12 @@ def cmd_info(args: argparse.Namespace, settings: _settings.Settings, out: _Out, 
     out("")
     out("Key Components:")
     out(json.dumps(e.key_components, indent=2, sort_keys=True))
+    out("")
+    bases = list(e.run_config.get("bases") or []) if isinstance(e.run_config, Mapping) else []
+    if not bases and e.key_components.get("bases"):
+        bases = [{"reference": ref, "value": value, "via": value.split(":", 1)[0]}
+                 for ref, value in e.key_components["bases"].items()]
+    _show_bases(out, None, bases)
     out("")
     out("Run Configuration:")
     out(json.dumps(e.run_config, indent=2, sort_keys=True, default=str))
@@ -465,6 +473,8 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
         build_args=_pairs(args.build_args, "--build-arg", parse=False), nodes=args.nodes,
         dockerfile=args.dockerfile, context=args.context, secrets=set(args.secrets),
     )
+    bases, resolved = _bases(spec, settings.base_key, out)
+    spec.bases = key_bases(resolved)
     key = key_for(spec)
     store = _open(settings)
     entries = store.entries()
@@ -472,17 +482,68 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
     nearest = _nearest(key, entries) if match is None else None
     if args.json:
         out.json({"key": key.digest, "components": key.components, "entry": match.id if match else None,
+                  "base_key": settings.base_key, "bases": _bases_json(bases, resolved),
                   "nearest": {"id": nearest[0].id, "differs_in": nearest[1]} if nearest else None})
         return 0
     out(f"Cache Key: {key.digest}")
     out(json.dumps(key.components, indent=2, sort_keys=True))
+    _show_bases(out, settings.base_key, _bases_json(bases, resolved))
     if match:
         out(f"Cached as {match.id} ({match.image_ref}): the next run hits.")
     elif nearest:
-        out(f"Not cached. Nearest entry {nearest[0].id} ({nearest[0].image_ref}) differs in: {', '.join(nearest[1])}")
+        out(f"Not cached. Nearest entry {nearest[0].id} ({nearest[0].image_ref}) differs in: "
+            f"{', '.join(_explain(name, key.components, nearest[0].key_components) for name in nearest[1])}")
     else:
         out("Not cached, and no entry of this image to compare with.")
     return 0
+
+
+def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[ResolvedBase]]:
+    """The build's bases, resolved by `mode` as the plugin does (an engine only when the mode needs one)."""
+    dockerfile = spec.dockerfile or (Path(spec.context) / "Dockerfile" if spec.context is not None else None)
+    if dockerfile is None or not Path(dockerfile).is_file():
+        return [], []
+    resolver = None
+    if mode != "tag":
+        from .engine import Engine, EngineError
+
+        engine: Optional[Engine] = None
+        try:
+            engine = Engine()
+            engine.ping()
+        except EngineError as exc:
+            out(f"madcache: no engine answers ({exc}); bases are resolved without it")
+        resolver = BaseResolver(engine, engine_name=str(engine.host() if engine else ""),
+                                warn=lambda text: out(f"madcache: {text}"))
+    return resolve_bases(Path(dockerfile), spec.build_args, mode, resolver)
+
+
+_VIA = {"id": "the engine's image id", "digest": "the registry's digest, asked through the engine",
+        "digest-direct": "the registry's digest, asked of the registry directly", "tag": "the tag as written"}
+
+
+def _bases_json(bases: Sequence[Base], resolved: Sequence[ResolvedBase]) -> List[Dict[str, Any]]:
+    found = {r.reference: r for r in resolved}
+    return [{"reference": b.reference, "platform": b.platform, "stage": b.stage,
+             "value": found[b.reference].value if b.reference in found else b.reference,
+             "via": found[b.reference].via if b.reference in found else "tag"} for b in bases]
+
+
+def _show_bases(out: _Out, mode: Optional[str], bases: Sequence[Mapping[str, Any]]) -> None:
+    out(f"Base Images{f' (base_key={mode})' if mode else ''}:" if bases else "Base Images: none")
+    for b in bases:
+        platform = f" [{b.get('platform')}]" if b.get("platform") else ""
+        out(f"  {b.get('reference')}{platform} -> {b.get('value')} ({_VIA.get(str(b.get('via')), b.get('via'))})")
+
+
+def _explain(name: str, mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:
+    """A differing component; for bases, which base changed and from what to what."""
+    if name != "bases":
+        return name
+    a, b = dict(mine.get("bases") or {}), dict(theirs.get("bases") or {})
+    changed = [f"{ref} ({b.get(ref, 'not in the key')} -> {a.get(ref, 'not in the key')})"
+               for ref in sorted(set(a) | set(b)) if a.get(ref) != b.get(ref)]
+    return f"bases: {'; '.join(changed)}"
 
 
 def _nearest(key: CacheKey, entries: List[Entry]) -> Optional[tuple]:
