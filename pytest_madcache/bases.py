@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-__all__ = ["BASE_KEY_MODES", "FromLine", "Base", "DockerfileError", "key_bases", "resolve_bases", "forget_session", "parse_froms", "parse_bases", "ResolvedBase", "BaseEngine",
+__all__ = ["BASE_KEY_MODES", "VIA", "FromLine", "Base", "DockerfileError", "key_bases", "resolve_bases", "parse_froms", "parse_bases", "ResolvedBase", "BaseEngine",
            "BaseResolver", "DistributionUnsupported", "parse_base_key", "split_image_reference",
            "registry_digest"]
 
@@ -293,6 +293,11 @@ class ResolvedBase:
         return {"id": f"id:{self.value}", "tag": "tag"}.get(self.via, f"digest:{self.value}")
 
 
+#: How each path is said to people (`madcache key`, `madcache info`, the session's messages).
+VIA = {"id": "the engine's image id", "digest": "the registry's digest, asked through the engine",
+       "digest-direct": "the registry's digest, asked of the registry directly", "tag": "the tag as written"}
+
+
 class DistributionUnsupported(RuntimeError):
     """The engine has no `GET /distribution/{name}/json` (Podman 4 and 5)."""
 
@@ -306,10 +311,6 @@ class BaseEngine(Protocol):
     def distribution_digest(self, reference: str) -> Optional[str]:
         """The registry's digest for `reference` through the engine (no pull), or None when the
         registry cannot tell; raises DistributionUnsupported when the engine lacks the endpoint."""
-
-
-#: Registry answers for this process: (engine identity, reference) -> (digest or None, via).
-_SESSION: Dict[Tuple[str, str], Tuple[Optional[str], str]] = {}
 
 
 def registry_digest(reference: str, timeout: float = 5.0) -> Optional[str]:
@@ -349,7 +350,8 @@ def registry_digest(reference: str, timeout: float = 5.0) -> Optional[str]:
 
 
 class BaseResolver:
-    """Resolves a model's bases for the key, in one mode; registry answers are kept for the process.
+    """Resolves a model's bases for the key, in one mode; registry answers are kept for its life
+    (one resolver per pytest session, or per `madcache key`), so each base is asked once.
 
     `engine` may be None (no engine reachable): `local` then falls back like a missing image.
     `warn` is called once per reference whose registry cannot be reached in `registry` mode.
@@ -362,6 +364,7 @@ class BaseResolver:
         self.warn = warn or (lambda text: None)
         self.direct = direct
         self._warned: set = set()
+        self._answers: Dict[str, Tuple[Optional[str], str]] = {}
 
     def resolve(self, bases: Sequence[Base], mode: str) -> List[ResolvedBase]:
         if mode == "tag":
@@ -384,9 +387,8 @@ class BaseResolver:
         return ResolvedBase(reference, reference, "tag", time.perf_counter() - start)
 
     def _registry(self, reference: str) -> Tuple[Optional[str], str]:
-        memo = (self.engine_name, reference)
-        if memo in _SESSION:
-            return _SESSION[memo]
+        if reference in self._answers:
+            return self._answers[reference]
         answer: Tuple[Optional[str], str] = (None, "digest")
         try:
             if self.engine is None:
@@ -394,13 +396,8 @@ class BaseResolver:
             answer = (self.engine.distribution_digest(reference), "digest")
         except DistributionUnsupported:
             answer = (self.direct(reference), "digest-direct")
-        _SESSION[memo] = answer
+        self._answers[reference] = answer
         return answer
-
-
-def forget_session() -> None:
-    """Drop the registry answers kept for this process (tests; a long-lived API user)."""
-    _SESSION.clear()
 
 
 def resolve_bases(dockerfile: Path, build_args: Mapping[str, str], mode: str,

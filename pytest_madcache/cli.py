@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, cast
 
 from . import settings as _settings
-from .bases import Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
+from .bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
 from .key import CacheKey, KeyError_, KeySpec, key_for
 from .progress import human_bytes
 from .store import Entry, EntryNotFound, Store, StoreError
@@ -518,10 +518,6 @@ def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[Resolv
     return resolve_bases(Path(dockerfile), spec.build_args, mode, resolver)
 
 
-_VIA = {"id": "the engine's image id", "digest": "the registry's digest, asked through the engine",
-        "digest-direct": "the registry's digest, asked of the registry directly", "tag": "the tag as written"}
-
-
 def _bases_json(bases: Sequence[Base], resolved: Sequence[ResolvedBase]) -> List[Dict[str, Any]]:
     found = {r.reference: r for r in resolved}
     return [{"reference": b.reference, "platform": b.platform, "stage": b.stage,
@@ -533,7 +529,7 @@ def _show_bases(out: _Out, mode: Optional[str], bases: Sequence[Mapping[str, Any
     out(f"Base Images{f' (base_key={mode})' if mode else ''}:" if bases else "Base Images: none")
     for b in bases:
         platform = f" [{b.get('platform')}]" if b.get("platform") else ""
-        out(f"  {b.get('reference')}{platform} -> {b.get('value')} ({_VIA.get(str(b.get('via')), b.get('via'))})")
+        out(f"  {b.get('reference')}{platform} -> {b.get('value')} ({VIA.get(str(b.get('via')), b.get('via'))})")
 
 
 def _explain(name: str, mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-from .bases import BaseResolver, ResolvedBase, resolve_bases
+from .bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .events import ImageEvent
 from .key import CacheKey
@@ -110,6 +110,7 @@ class ImageService:
         self._store_failed = False
         self._memo: Dict[str, ModelImage] = {}
         self._bases: Optional[BaseResolver] = None
+        self._said_bases: set = set()
 
     def say(self, text: str) -> None:
         self.reporter.say(text)
@@ -135,7 +136,14 @@ class ImageService:
         if self._bases is None:
             self._bases = BaseResolver(self.engine, engine_name=str(self.engine.host() or ""),
                                        warn=self.reporter.warn)
-        return resolve_bases(spec.dockerfile, spec.build_args, mode, self._bases)[1]
+        resolved = resolve_bases(spec.dockerfile, spec.build_args, mode, self._bases)[1]
+        for base in resolved:
+            said = f"Base image {base.reference} ({mode}): {VIA[base.via]}" + (
+                f" {base.value}" if base.via != "tag" else "")
+            if said not in self._said_bases:
+                self._said_bases.add(said)
+                self.say(said)
+        return resolved
 
     def store(self) -> Optional[Store]:
         """The cache, or None when it cannot be opened (warned once, tests go on uncached)."""

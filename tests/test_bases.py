@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from pytest_madcache.bases import (Base, BaseResolver, DistributionUnsupported, DockerfileError, forget_session,
+from pytest_madcache.bases import (Base, BaseResolver, DistributionUnsupported, DockerfileError,
                                    key_bases, parse_bases, parse_froms, split_image_reference)
 from pytest_madcache.key import KeySpec, key_for
 
@@ -137,13 +137,6 @@ class ScriptedEngine:
         return self.digests.get(reference)
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    forget_session()
-    yield
-    forget_session()
-
-
 B = [Base("a:1", None, "0"), Base("b:2", None, "1")]
 
 
@@ -162,11 +155,11 @@ def test_local_mode_takes_the_id_else_the_registry_digest_else_the_tag():
     assert (first.value, first.via) == ("sha256:d", "digest")
 
 
-def test_registry_mode_asks_the_engine_once_per_process():
+def test_registry_mode_asks_the_engine_once_per_session():
     engine = ScriptedEngine({}, {"a:1": "sha256:d1", "b:2": "sha256:d2"})
-    resolver = BaseResolver(engine, engine_name="e")
+    resolver = BaseResolver(engine, engine_name="e")  # one per pytest session
     first = resolver.resolve(B, "registry")
-    again = BaseResolver(engine, engine_name="e").resolve(B, "registry")
+    again = resolver.resolve(B, "registry")
     assert [r.component for r in first] == [r.component for r in again] == ["digest:sha256:d1", "digest:sha256:d2"]
     assert engine.asked == ["distribution a:1", "distribution b:2"]
 

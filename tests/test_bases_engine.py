@@ -1,0 +1,97 @@
+"""Base images in the key, on a real engine: a rebuilt or re-pushed base under the same tag.
+
+The bases are built here from busybox (no Docker Hub): `tag` mode keeps hitting after the base
+is rebuilt (today's behaviour, documented), `local` notices the new image id, `registry`
+notices the new digest a loopback registry serves, without pulling the base first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from pytest_madcache.cli import main
+from tests.plugin_helpers import remove_images
+
+pytestmark = pytest.mark.engine
+
+SUITE = """
+import pytest
+
+@pytest.mark.model("{name}", context="ctx"{mark})
+def test_model(model_run):
+    assert model_run().ok
+"""
+
+MISS = "*Cache miss. Will build Docker image and save to cache.*"
+HIT = "*Cache hit!*"
+
+
+def _model(pytester, name: str, base: str, mark: str = "") -> None:
+    ctx = pytester.path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(f"ARG BASE={base}\nFROM $BASE AS model\nCMD [\"true\"]\n")
+    pytester.makepyfile(SUITE.format(name=name, mark=mark))
+
+
+def _run(pytester, cache: Path, *extra: str):
+    result = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(cache), *extra)
+    result.assert_outcomes(passed=1)
+    return result
+
+
+@pytest.mark.parametrize("mode, after_rebuild", [("local", MISS), ("tag", HIT)])
+def test_rebuilding_the_base_under_the_same_tag(pytester, engine, images, tmp_path, mode, after_rebuild):
+    name = f"bases{secrets.token_hex(3)}"
+    base = f"madcache-base-{secrets.token_hex(3)}:1"
+    images.make({"version.txt": b"1"}, tag=base)
+    _model(pytester, name, base, mark=f", base_key={mode!r}")
+    try:
+        _run(pytester, tmp_path / "c").stdout.fnmatch_lines([MISS])
+        _run(pytester, tmp_path / "c").stdout.fnmatch_lines([HIT])
+        images.make({"version.txt": b"2"}, tag=base)  # same tag, another image
+        third = _run(pytester, tmp_path / "c")
+        third.stdout.fnmatch_lines([after_rebuild])
+        assert "could not be asked" not in third.stdout.str()
+    finally:
+        remove_images(engine, f"madcache.model={name}")
+
+
+def _push(engine, ref: str) -> str:
+    repo, tag = ref.rsplit(":", 1)
+    log = engine.client.images.push(repo, tag=tag)
+    assert '"error"' not in log, log
+    return ref
+
+
+def test_a_new_base_pushed_under_the_same_tag_misses_without_a_pull(pytester, engine, images, registry, tmp_path):
+    name = f"bases{secrets.token_hex(3)}"
+    base = f"{registry}/base-{secrets.token_hex(3)}:1"
+    images.make({"version.txt": b"1"}, tag=base)
+    _push(engine, base)
+    _model(pytester, name, base)
+    try:
+        _run(pytester, tmp_path / "c", "--cache-base-key", "registry").stdout.fnmatch_lines([MISS])
+        _run(pytester, tmp_path / "c", "--cache-base-key", "registry").stdout.fnmatch_lines([HIT])
+
+        images.make({"version.txt": b"2"}, tag=base)
+        _push(engine, base)
+        engine.remove(base)  # a fresh runner: the engine does not hold the base
+        out = io.StringIO()
+        assert main(["key", "--cache-dir", str(tmp_path / "c"), "--image", f"ci-{name}", "--tag", name,
+                     "--context", str(pytester.path / "ctx"), "--cache-base-key", "registry", "--json"],
+                    env={}, stdout=out) == 0
+        answer = json.loads(out.getvalue())
+        assert answer["entry"] is None and answer["nearest"]["differs_in"] == ["bases"]
+        assert [b["via"] for b in answer["bases"]] == ["digest"]
+        assert engine.image_id(base) is None, "resolving the base pulled it"
+
+        third = _run(pytester, tmp_path / "c", "--cache-base-key", "registry")
+        third.stdout.fnmatch_lines([MISS])
+        assert "could not be asked" not in third.stdout.str()
+    finally:
+        remove_images(engine, f"madcache.model={name}")
