@@ -227,3 +227,37 @@ def test_the_mark_keyword_wins_and_a_bad_one_names_the_test(tmp_path: Path):
     with pytest.raises(ModelMarkError, match=r"t.py::test_x: invalid value 'latest' for base_key from the model "
                                              r"mark: expected one of tag, local, registry"):
         spec_from_marks([Mark("m", base_key="latest")], tmp_path, "t.py::test_x")
+
+
+# -- what the command shows ------------------------------------------------------------------
+
+
+def test_madcache_key_lists_the_bases_as_written_in_tag_mode(tmp_path: Path):
+    import io
+
+    from pytest_madcache.cli import main
+
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("ARG V=1\nFROM busybox:$V AS a\nFROM a\nFROM scratch\n")
+    out = io.StringIO()
+    assert main(["key", "--cache-dir", str(tmp_path / "c"), "--image", "m", "--context", str(tmp_path / "ctx"),
+                 "--build-arg", "V=2"], env={}, stdout=out) == 0
+    assert "Base Images (base_key=tag):\n  busybox:2 -> busybox:2 (the tag as written)\n" in out.getvalue()
+    assert '"bases"' not in out.getvalue()
+
+
+def test_a_miss_explained_by_a_base_names_it_with_both_values():
+    from pytest_madcache.cli import _explain
+
+    mine = {"bases": {"a:1": "id:sha256:new", "b:2": "tag"}}
+    theirs = {"bases": {"a:1": "id:sha256:old", "b:2": "tag"}}
+    assert _explain("bases", mine, theirs) == "bases: a:1 (id:sha256:old -> id:sha256:new)"
+    assert _explain("dockerfile_sha256", mine, theirs) == "dockerfile_sha256"
+
+
+def test_a_bad_flag_value_is_a_usage_error_naming_it(pytester):
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--cache-base-key", "newest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid value 'newest' for base key from option --cache-base-key: "
+                                 "expected one of tag, local, registry*"])
