@@ -95,3 +95,36 @@ def test_a_new_base_pushed_under_the_same_tag_misses_without_a_pull(pytester, en
         assert "could not be asked" not in third.stdout.str()
     finally:
         remove_images(engine, f"madcache.model={name}")
+
+
+def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
+    """An image manifest (a config, no layers) under `tag`, written straight to the registry; its digest."""
+    import hashlib
+
+    from pytest_madcache.remote import CONFIG_TYPE, MANIFEST_TYPE, Registry, RemoteRef
+
+    reg = Registry(RemoteRef.parse(f"{registry}/{repository}"))
+    config = json.dumps({"architecture": "amd64", "os": "linux", "comment": content.decode(),
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    reg.upload_blob(digest, io.BytesIO(config), len(config))
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+                           "config": {"mediaType": CONFIG_TYPE, "digest": digest, "size": len(config)}}).encode()
+    return reg.put_manifest(tag, manifest)
+
+
+def test_registry_mode_takes_the_engines_endpoint_or_asks_the_registry_directly(engine, registry):
+    """Docker answers GET /distribution/{name}/json; Podman lacks it, so the registry itself is asked."""
+    from pytest_madcache.bases import Base, BaseResolver
+
+    repository = f"direct-{secrets.token_hex(3)}"
+    base = Base(f"{registry}/{repository}:1", None, "0")
+    first = _put_image(registry, repository, "1", b"one")
+    (resolved,) = BaseResolver(engine).resolve([base], "registry")
+    expected_path = "digest-direct" if engine.info.product == "podman" else "digest"
+    assert (resolved.via, resolved.value) == (expected_path, first)
+
+    second = _put_image(registry, repository, "1", b"two")  # a new image under the same tag
+    (again,) = BaseResolver(engine).resolve([base], "registry")  # a new session
+    assert second != first and (again.via, again.value) == (expected_path, second)
+    assert engine.image_id(base.reference) is None  # asked, never pulled
