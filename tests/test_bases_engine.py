@@ -87,7 +87,7 @@ def test_a_new_base_pushed_under_the_same_tag_misses_without_a_pull(pytester, en
                     env={}, stdout=out) == 0
         answer = json.loads(out.getvalue())
         assert answer["entry"] is None and answer["nearest"]["differs_in"] == ["bases"]
-        assert [b["via"] for b in answer["bases"]] == ["digest"]
+        assert [b["via"] for b in answer["bases"]] == ["digest-direct" if engine.info.product == "podman" else "digest"]
         assert engine.image_id(base) is None, "resolving the base pulled it"
 
         third = _run(pytester, tmp_path / "c", "--cache-base-key", "registry")
