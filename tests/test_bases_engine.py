@@ -93,6 +93,13 @@ def test_a_new_base_pushed_under_the_same_tag_misses_without_a_pull(pytester, en
         third = _run(pytester, tmp_path / "c", "--cache-base-key", "registry")
         third.stdout.fnmatch_lines([MISS])
         assert "could not be asked" not in third.stdout.str()
+
+        from pytest_madcache.store import Store
+
+        entry = next(e for e in Store(tmp_path / "c").entries() if e.key == answer["key"])  # the third run's
+        info = io.StringIO()
+        assert main(["info", entry.id, "--cache-dir", str(tmp_path / "c")], env={}, stdout=info) == 0
+        assert f"  {base} -> {answer['bases'][0]['value']} (the registry's digest, asked " in info.getvalue()
     finally:
         remove_images(engine, f"madcache.model={name}")
 
