@@ -58,6 +58,7 @@ class RunEvent:
     cache_id: Optional[str]
     nodeid: str
     seq_time: float = 0.0
+    kept_container: Optional[str] = None  # --keep-alive: the container left running (not a CSV column)
 
     def row(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

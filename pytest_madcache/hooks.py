@@ -60,5 +60,8 @@ def pytest_madcache_run_model(
     """Run the model in `image` (a `ModelImage`) with `options`; return a RunResult.
 
     `on_line` is set with `--live-output`: call it with each line of output
-    as it comes.  Stops at the first non-None result.
+    as it comes.  With `--keep-alive`, `options.keep_alive` is set: leave the
+    container running and return its id in `RunResult.container_id` (the
+    plugin then says how to enter it and lists it in the summary).  Stops at
+    the first non-None result.
     """

@@ -29,7 +29,7 @@ from . import hooks
 from .events import Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
-from .report import Summary, run_row, summary_lines, write_csv, write_summary_json
+from .report import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
 from .runner import RunOptions, RunResult, parse_performance, run_container
 from .settings import OPTIONS, Settings, SettingsError, describe, resolve
 
@@ -554,6 +554,8 @@ def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callab
                                   f"{item.nodeid}: model_run()", defaults=spec.run)
         except ModelMarkError as exc:
             raise ValueError(str(exc)) from None
+        if state.settings.keep_alive:
+            options = dataclasses.replace(options, keep_alive=True)
         start = time.time()
         result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
                                                        on_line=_live(item) if state.live_output else None)
@@ -567,7 +569,11 @@ def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callab
             image=model_image.tag, image_id=model_image.image_id, performance=result.performance,
             metric=result.metric, status=result.status, build_duration=model_image.build_duration,
             duration=result.duration, cache_hit=model_image.cache_hit if state.summary.enabled else None,
-            cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start))
+            cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start,
+            kept_container=result.container_id))
+        if result.container_id:
+            state.reporter.item = item
+            state.reporter.say(kept_line(result.container_id))
         return result
 
     return run

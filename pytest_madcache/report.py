@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextI
 from .events import Event, ImageEvent, RunEvent, WarningEvent
 from .progress import human_bytes
 
-__all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json"]
+__all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json", "kept_line", "kept_lines"]
 
 CSV_COLUMNS = (
     "model", "tags", "args", "docker_file", "docker_image", "docker_sha",
@@ -105,7 +105,13 @@ class Summary:
             "fetched_bytes": self.fetched_bytes, "pushed_bytes": self.pushed_bytes,
             "entries_hit": sorted(set(self.entries_hit)), "entries_saved": sorted(set(self.entries_saved)),
             "warnings": list(self.warnings),
+            "kept_containers": [r.kept_container for r in self.kept_containers],
         }
+
+    @property
+    def kept_containers(self) -> List[RunEvent]:
+        """Runs whose container --keep-alive left running."""
+        return [r for r in self.runs if r.kept_container]
 
     @property
     def used(self) -> bool:
@@ -133,8 +139,26 @@ def summary_lines(s: Summary) -> List[str]:
     if s.runs:
         good = sum(1 for r in s.runs if r.status == "SUCCESS")
         lines.append(f"model runs: {len(s.runs)} ({good} SUCCESS, {len(s.runs) - good} FAILURE)")
+    lines += kept_lines(s.kept_containers)
     for w in s.warnings:
         lines.append(f"warning: {w}")
+    return lines
+
+
+def kept_line(container_id: str) -> str:
+    """What a test says when --keep-alive left its container running."""
+    return f"Container {container_id[:12]} kept running (--keep-alive); enter it with: docker exec -it {container_id[:12]} sh"
+
+
+def kept_lines(runs: Iterable[RunEvent]) -> List[str]:
+    """The summary's list of containers --keep-alive left running, and how to remove them."""
+    runs = sorted(runs, key=lambda r: (r.nodeid, r.seq_time))
+    if not runs:
+        return []
+    lines = [f"containers kept running (--keep-alive): {len(runs)}"]
+    lines += [f"  {r.kept_container[:12]}  {r.nodeid} ({r.docker_image})" for r in runs]  # type: ignore[index]
+    ids = " ".join(dict.fromkeys(r.kept_container[:12] for r in runs))  # type: ignore[index]
+    lines.append(f"enter one with: docker exec -it ID sh; remove them with: docker rm -f {ids}")
     return lines
 
 
@@ -181,7 +205,8 @@ def write_csv(path: Path, runs: Iterable[RunEvent]) -> int:
 def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], dockerfile: str, image: str,
             image_id: str, performance: Optional[float], metric: Optional[str], status: str,
             build_duration: Optional[float], duration: float, cache_hit: Optional[bool],
-            cache_id: Optional[str], nodeid: str, seq_time: float) -> RunEvent:
+            cache_id: Optional[str], nodeid: str, seq_time: float,
+            kept_container: Optional[str] = None) -> RunEvent:
     """The run event of one model run (plain values only: it crosses process boundaries)."""
     return RunEvent(
         model=model, tags=tuple(tags),
@@ -192,5 +217,5 @@ def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], docke
         performance=performance, metric=metric, status=status,
         build_duration=build_duration, test_duration=duration,
         cache_hit="" if cache_hit is None else ("yes" if cache_hit else "no"),
-        cache_id=cache_id, nodeid=nodeid, seq_time=seq_time,
+        cache_id=cache_id, nodeid=nodeid, seq_time=seq_time, kept_container=kept_container,
     )

@@ -277,6 +277,12 @@ OPTIONS: Tuple[Option, ...] = (
         "stream build and container output as it comes", is_switch=True, scope="plugin", label="--live-output",
     ),
     Option(
+        "keep_alive", "--keep-alive", ("MADCACHE_KEEP_ALIVE",), "madcache_keep_alive", parse_bool, False,
+        "keep each model's container running after the model ran, for debugging (madengine's --keep-alive): "
+        "the test prints its id and the `docker exec` line to enter it, the summary how to remove them",
+        is_switch=True, scope="plugin", label="--keep-alive",
+    ),
+    Option(
         "output", "--output", ("MADCACHE_OUTPUT",), "madcache_output", parse_path, None,
         "write one CSV row per model run (madengine's performance columns)", "FILE.csv",
         scope="plugin", label="--output",
@@ -301,6 +307,7 @@ class Settings:
     base_key: str = "tag"
     additional_context: Optional[Mapping[str, Any]] = None
     live_output: bool = False
+    keep_alive: bool = False
     output: Optional[Path] = None  # as given; the plugin makes it absolute by where it came from
     sources: Mapping[str, str] = field(default_factory=dict)
 

@@ -31,7 +31,8 @@ def pytest_madcache_run_model(config, image, options, on_line):
     if on_line:
         for line in logs.splitlines():
             on_line(line)
-    return RunResult(exit_code=int(env.get("EXIT", "0")), logs=logs, duration=0.01)
+    kept = env.get("KEPT_ID", "f00d" * 16) if options.keep_alive else None  # as if --keep-alive kept it
+    return RunResult(exit_code=int(env.get("EXIT", "0")), logs=logs, duration=0.01, container_id=kept)
 
 def pytest_madcache_key_material(item, model):
     return {"base_image_digest": "sha256:feed"}

@@ -6,12 +6,14 @@ which at the same time shows that users' implementations win over the plugin's t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from pytest_madcache.model import ModelMarkError, select_params, spec_from_marks
-from pytest_madcache.runner import RunOptions, container_kwargs, normalise_volumes, parse_performance
+from pytest_madcache.runner import RunOptions, container_kwargs, model_command, normalise_volumes, \
+    parse_performance
 from pytest_madcache.settings import SettingsError, parse_additional_context
 from tests.plugin_helpers import FAKE_HOOKS, read_csv
 
@@ -35,10 +37,10 @@ def test_help_lists_the_madcache_group_and_ini_keys(pytester: pytest.Pytester) -
     assert "Docker image cache for model tests (pytest-madcache)" in out
     for flag in ("--enable-cache", "--cache-dir=DIR", "--cache-max-entries=N", "--cache-max-size-gb=GB",
                  "--cache-ttl=TTL", "--force-rebuild", "--from-cache=ID", "--additional-context=DICT",
-                 "--live-output", "--output=FILE.csv"):
+                 "--live-output", "--keep-alive", "--output=FILE.csv"):
         assert flag in out, flag
     for ini in ("madcache_enabled", "madcache_dir", "madcache_max_entries", "madcache_max_size_gb", "madcache_ttl",
-                "madcache_additional_context", "madcache_live_output", "madcache_output"):
+                "madcache_additional_context", "madcache_live_output", "madcache_keep_alive", "madcache_output"):
         assert ini in out, ini
 
 
@@ -317,6 +319,63 @@ def test_live_output_streams_build_and_run_lines(suite: pytest.Pytester) -> None
     assert "warm-up" not in quiet.stdout.str()
 
 
+@pytest.mark.parametrize("how", ["flag", "env", "ini", "off"])
+def test_keep_alive_names_the_container_and_how_to_enter_and_remove_it(suite: pytest.Pytester, monkeypatch,
+                                                                     how) -> None:
+    suite.makepyfile("""
+        import pytest
+
+        @pytest.mark.model("kept")
+        def test_kept(model_run, request):
+            kept = request.config.getoption("madcache_keep_alive") or request.config.getini("madcache_keep_alive")
+            import os
+            kept = kept or os.environ.get("MADCACHE_KEEP_ALIVE")
+            assert model_run().container_id == ("f00d" * 16 if kept else None)
+    """)
+    monkeypatch.delenv("MADCACHE_KEEP_ALIVE", raising=False)
+    args = ["-p", "no:cacheprovider", "--cache-summary-json", "summary.json"]
+    if how == "flag":
+        args.append("--keep-alive")
+    elif how == "env":
+        monkeypatch.setenv("MADCACHE_KEEP_ALIVE", "yes")
+    elif how == "ini":
+        suite.makeini("[pytest]\nmadcache_keep_alive = true\n")
+    result = suite.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    summary = json.loads((suite.path / "summary.json").read_text())
+    if how == "off":
+        assert "kept running" not in result.stdout.str() and summary["kept_containers"] == []
+        return
+    result.stdout.fnmatch_lines([
+        "Container f00df00df00d kept running (--keep-alive); enter it with: docker exec -it f00df00df00d sh",
+        "*= madcache =*",
+        "containers kept running (--keep-alive): 1",
+        "  f00df00df00d  test_keep_alive_names_*.py::test_kept (*)",
+        "enter one with: docker exec -it ID sh; remove them with: docker rm -f f00df00df00d",
+    ])
+    assert summary["kept_containers"] == ["f00d" * 16]
+
+
+def test_keep_alive_under_xdist_lists_every_workers_containers(suite: pytest.Pytester) -> None:
+    suite.makepyfile("""
+        import pytest
+
+        @pytest.mark.model("kept")
+        @pytest.mark.parametrize("i", range(3))
+        def test_kept(model_run, i):
+            assert model_run(env={"KEPT_ID": str(i) * 64}).container_id == str(i) * 64
+    """)
+    result = suite.runpytest("-n", "2", "-p", "no:cacheprovider", "--keep-alive")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*[[]gw?[]] Container 222222222222 kept running (--keep-alive); *"])
+    result.stdout.fnmatch_lines([  # in test order, whichever worker ran which
+        "containers kept running (--keep-alive): 3",
+        "  000000000000  *::test_kept[[]0[]] (*)", "  111111111111  *::test_kept[[]1[]] (*)",
+        "  222222222222  *::test_kept[[]2[]] (*)",
+        "enter one with: docker exec -it ID sh; remove them with: docker rm -f 000000000000 111111111111 222222222222",
+    ])
+
+
 def test_xdist_workers_get_the_controllers_settings_and_the_summary_is_aggregated(suite: pytest.Pytester) -> None:
     suite.makepyfile("""
         import pytest
@@ -358,6 +417,16 @@ def test_container_options_translate_to_the_docker_sdk(tmp_path: Path) -> None:
     assert normalise_volumes(["named:/cache:ro", "/abs:/x"], tmp_path) == ["named:/cache:ro", "/abs:/x:rw"]
     with pytest.raises(ValueError, match="must be absolute"):
         normalise_volumes({"data": "relative"}, tmp_path)
+
+
+def test_keep_alive_runs_what_docker_run_would_run() -> None:
+    """--keep-alive execs the model in a kept container: the image's entrypoint, then the run's command or CMD."""
+    config = {"Entrypoint": ["/entry.sh"], "Cmd": ["serve", "--port", "1"]}
+    assert model_command(config, None) == ["/entry.sh", "serve", "--port", "1"]
+    assert model_command(config, "python 'my script.py'") == ["/entry.sh", "python", "my script.py"]
+    assert model_command({"Entrypoint": None, "Cmd": ["sh"]}, ["echo", 3]) == ["echo", "3"]
+    assert model_command({}, None) == []
+    assert "keep_alive" not in container_kwargs(RunOptions(keep_alive=True))
 
 
 def test_performance_is_the_last_matching_line() -> None:

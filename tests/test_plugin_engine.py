@@ -172,6 +172,43 @@ def test_containers_are_removed_also_on_keyboard_interrupt(engine, tmp_path) -> 
         engine.remove(tag)
 
 
+def test_keep_alive_leaves_the_containers_running_after_the_session(pytester, engine, tiny_model) -> None:
+    """--keep-alive: the model runs in a container that stays up (madengine's debugging aid); the test says
+    how to enter it, the summary lists every kept container and how to remove them."""
+    tiny_context(pytester.path / "ctx", ['CMD ["sh", "-c", "echo ran > /ran; echo performance: 2 it/s"]'])
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.model("{tiny_model}", context="ctx", env={{"FROM_MARK": "m"}})
+        def test_kept(model_run):
+            first = model_run()
+            assert (first.exit_code, first.performance, first.metric) == (0, 2.0, "it/s"), first.logs
+            failed = model_run(["sh", "-c", "echo mark=$FROM_MARK; exit 3"])
+            assert failed.exit_code == 3 and "mark=m" in failed.logs and failed.status == "FAILURE"
+            slow = model_run(["sleep", "30"], timeout=1)
+            assert slow.timed_out and slow.exit_code == -1 and slow.duration < 15
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--keep-alive")
+    out = result.stdout.str()
+    ids = re.findall(r"Container ([0-9a-f]{12}) kept running \(--keep-alive\); enter it with: docker exec -it \1 sh",
+                     out)
+    try:
+        result.assert_outcomes(passed=1)
+        assert len(set(ids)) == 3
+        result.stdout.fnmatch_lines(["containers kept running (--keep-alive): 3",
+                                     f"  {ids[0]}  test_keep_alive_*.py::test_kept (*{tiny_model}:*)",
+                                     f"enter one with: docker exec -it ID sh; remove them with: docker rm -f "
+                                     f"{' '.join(ids)}"])
+        containers = [engine.client.containers.get(cid) for cid in ids]  # the session is over
+        assert [c.status for c in containers] == ["running"] * 3
+        assert containers[0].exec_run(["cat", "/ran"]).output == b"ran\n"  # the run's own container
+        assert b"sleep 30" in containers[2].exec_run(["ps"]).output  # a timed-out model is left to look at
+    finally:
+        for cid in ids:
+            engine.client.containers.get(cid).remove(force=True)
+    assert not [c for c in engine.client.containers.list(all=True) if c.id[:12] in ids]
+
+
 def test_unwritable_cache_warns_once_and_tests_go_on(pytester, docker_host, tmp_path) -> None:
     pytester.makeconftest(FAKE_HOOKS)
     (pytester.path / "Dockerfile").write_text("FROM scratch\n")
