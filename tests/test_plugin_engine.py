@@ -165,9 +165,11 @@ def test_containers_are_removed_also_on_keyboard_interrupt(engine, tmp_path) -> 
         raise KeyboardInterrupt
 
     try:
-        with pytest.raises(KeyboardInterrupt):
-            run_container(engine.client, image, RunOptions(command=["sh", "-c", "echo go; sleep 30"]), interrupt)
-        assert {c.id for c in engine.client.containers.list(all=True)} == before
+        for keep_alive in (False, True):  # --keep-alive keeps what ran, not what was interrupted
+            with pytest.raises(KeyboardInterrupt):
+                run_container(engine.client, image, RunOptions(command=["sh", "-c", "echo go; sleep 30"],
+                                                               keep_alive=keep_alive), interrupt)
+            assert {c.id for c in engine.client.containers.list(all=True)} == before
     finally:
         engine.remove(tag)
 
