@@ -1,37 +1,56 @@
 #!/usr/bin/env python
-"""kill -9 campaign: crash save, save+evict, evict, prune and index writes at random points.
+"""kill -9 campaign: crash every kind of store operation at every kind of write it makes.
 
 Each trial copies a template cache (4 entries of small busybox images sharing
-their base), forks a child that runs one operation on it and kills the child
-with SIGKILL either
+their base, plus the leftovers earlier crashes leave: a stray temp file, a
+trash dir, an old unrenamed lease, a dead save's lease, an unreferenced blob),
+forks a child that runs one operation on it, and kills the child with SIGKILL
+either
 
-* at a crash point: the k-th state-changing call (os.mkdir, os.rename,
-  os.replace, os.unlink, os.rmdir, os.fsync, os.utime, os.chmod, open for
-  writing), k drawn uniformly from the calls a clean run of that operation
-  makes; or
+* at a crash point: right before the k-th write the operation makes, k drawn
+  uniformly from the writes a clean run of it makes.  A write is any call
+  that changes the file system: open for writing (builtins/io.open, so also
+  Path.write_bytes and Path.write_text; os.open with a write flag, so also
+  Path.touch and the lock files), mkdir, rename, replace, unlink, rmdir
+  (so also shutil.rmtree), utime, chmod, fsync, link, symlink, truncate; or
 * after a random delay: uniform over the clean run's duration, from outside
   (this is where kills land in the middle of streaming a layer).
+
+The operations: save, save with eviction, import (an entry fetched from
+another cache, as remotes do), evict, prune, index rebuild, load (into the
+engine, marking the entry used), load of a corrupt entry (refused and
+dropped), verify's repair, and creating a new cache.  `store_write_sites`
+lists every write call in pytest_madcache/store/*.py; calibration records
+which of them the crash points reach, and the campaign fails when one is
+left out without a reason in UNREACHED_BY_DESIGN.
 
 Then it checks, as the next process to open the cache would see it:
 
 * lost: an entry the operation had no business removing is gone;
-* corrupt: verify() finds a bad or missing blob behind a listed entry, or a
-  listed entry fails to load into the engine (image removed first) or loads
-  under another image id;
-* unrepaired: after opening, index.json does not list exactly the entry dirs;
+* corrupt served: verify() finds a bad or missing blob behind a listed entry,
+  or a listed entry fails to load into the engine or loads under another
+  image id, or a corrupt entry was loaded instead of refused;
+* index not repaired: after opening, index.json does not list exactly the
+  entry dirs;
 * orphans: after the next operation's garbage collection, tmp/ is not empty
   or a blob no entry references remains.
 
-Run: python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 200
+Run (it records bench/results/fault-campaign.json and .md, and the table in
+docs/cache.md):
+
+    python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 300
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import builtins
+import io
 import json
 import multiprocessing
 import os
+import platform
 import random
 import secrets
 import shutil
@@ -39,20 +58,34 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pytest_madcache.engine import Engine  # noqa: E402
-from pytest_madcache.store import Store  # noqa: E402
+from pytest_madcache.store import EntryCorrupt, Store  # noqa: E402
 
 MB = 1 << 20
-OPS = ("save", "save_evict", "evict", "prune", "index")
+OPS = ("save", "save_evict", "import", "evict", "prune", "index", "load", "load_corrupt", "verify", "create")
+ENGINE_OPS = {"save", "save_evict", "load", "load_corrupt"}
 TEMPLATE_ENTRIES = 4
+STORE_DIR = ROOT / "pytest_madcache" / "store"
+RESULTS = ROOT / "bench" / "results" / "fault-campaign.json"
+DOCS_PAGE = ROOT / "docs" / "cache.md"
+MARKER = "fault-campaign"
+COMMAND = "python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials {trials}"
+
+#: Write calls in the store that no operation reaches on purpose, with the reason.
+UNREACHED_BY_DESIGN = {
+    ("layout.py", "atomic_write", "unlink"): "removes its own temp file after a failed write; a kill there "
+                                             "leaves what a kill during the write leaves",
+    ("blobs.py", "write_blob", "unlink"): "removes fetched data that does not hash to its digest (its own "
+                                          "temp file); a kill there leaves what a kill during the fetch leaves",
+}
 
 
 def key(name: str) -> str:
@@ -61,20 +94,109 @@ def key(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+# -- the writes the store makes: read from its source --------------------------------------
+
+_PRIMITIVES = {"mkdir", "makedirs", "rmdir", "rename", "renames", "replace", "unlink", "remove", "rmtree", "utime",
+               "chmod", "fsync", "touch", "write_bytes", "write_text", "link", "symlink", "symlink_to",
+               "hardlink_to", "truncate", "ftruncate", "copy", "copy2", "copyfile", "copytree", "move"}
+_ONLY_OS = {"replace", "remove", "renames", "link", "symlink", "ftruncate"}  # not str.replace, list.remove
+_ONLY_SHUTIL = {"copy", "copy2", "copyfile", "copytree", "move"}
+_OWN_METHODS = {"self.index.touch", "self._index.touch"}  # Index.touch: its utime and touch are the sites
+_WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One write call in the store's source."""
+
+    module: str
+    line: int
+    function: str
+    kind: str
+
+
+def _writes_by_mode(call: ast.Call, position: int) -> bool:
+    mode = call.args[position] if len(call.args) > position else next(
+        (k.value for k in call.keywords if k.arg == "mode"), None)
+    return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and any(c in mode.value for c in "wax+")
+
+
+def _write_kind(call: ast.Call) -> Optional[str]:
+    func = call.func
+    if isinstance(func, ast.Name):
+        return "open" if func.id == "open" and _writes_by_mode(call, 1) else None
+    if not isinstance(func, ast.Attribute):
+        return None
+    receiver, name = ast.unparse(func.value), func.attr
+    if name == "open":
+        if receiver == "os":
+            flags = ast.unparse(call.args[1]) if len(call.args) > 1 else ""
+            return "os.open" if any(f in flags for f in _WRITE_FLAGS) else None
+        return "open" if _writes_by_mode(call, 1 if receiver == "io" else 0) else None
+    if name not in _PRIMITIVES or f"{receiver}.{name}" in _OWN_METHODS:
+        return None
+    if (name in _ONLY_OS and receiver != "os") or (name in _ONLY_SHUTIL and receiver != "shutil"):
+        return None
+    return name
+
+
+def store_write_sites(store_dir: Path = STORE_DIR) -> List[Site]:
+    """Every call in the store's modules that writes to the file system."""
+    sites: List[Site] = []
+    for path in sorted(store_dir.glob("*.py")):
+
+        class Visitor(ast.NodeVisitor):
+            def __init__(self) -> None:
+                self.function = "<module>"
+
+            def visit_FunctionDef(self, node: Any) -> None:
+                outer, self.function = self.function, node.name
+                self.generic_visit(node)
+                self.function = outer
+
+            visit_AsyncFunctionDef = visit_FunctionDef
+
+            def visit_Call(self, node: ast.Call) -> None:
+                kind = _write_kind(node)
+                if kind is not None:
+                    sites.append(Site(path.name, node.lineno, self.function, kind))
+                self.generic_visit(node)
+
+        Visitor().visit(ast.parse(path.read_text(), str(path)))
+    return sites
+
+
 # -- the child: one operation, maybe a crash point ----------------------------------
 
-_MUTATORS = ("mkdir", "rename", "replace", "unlink", "rmdir", "fsync", "utime", "chmod")
+_OS_MUTATORS = ("mkdir", "rmdir", "rename", "replace", "unlink", "remove", "fsync", "utime", "chmod", "link",
+                "symlink", "truncate", "ftruncate")
+_OPEN_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
-def _install_crash_point(k: int, counter: List[int]) -> None:
-    """SIGKILL this process right before its k-th state-changing call (k=0: count only)."""
+def _store_frame() -> Optional[Tuple[str, int]]:
+    """(module, line) of the innermost store frame on the stack: where the write was asked for."""
+    frame = sys._getframe(2)
+    store = str(STORE_DIR)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(store):
+            return Path(frame.f_code.co_filename).name, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def _install_crash_points(k: int, counter: List[int], reached: Set[Tuple[str, int]]) -> None:
+    """SIGKILL this process right before its k-th write (k=0: count them and note where they are)."""
 
     def hit() -> None:
         counter[0] += 1
         if k and counter[0] == k:
             os.kill(os.getpid(), signal.SIGKILL)
+        if not k:
+            where = _store_frame()
+            if where is not None:
+                reached.add(where)
 
-    for name in _MUTATORS:
+    for name in _OS_MUTATORS:
         real = getattr(os, name)
 
         def wrapped(*args: Any, _real: Callable = real, **kwargs: Any) -> Any:
@@ -82,33 +204,61 @@ def _install_crash_point(k: int, counter: List[int]) -> None:
             return _real(*args, **kwargs)
 
         setattr(os, name, wrapped)
-    real_open = builtins.open
+    real_os_open = os.open
+
+    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & _OPEN_WRITE:
+            hit()
+        return real_os_open(path, flags, *args, **kwargs)
+
+    os.open = os_open  # type: ignore[assignment]
+    real_open = io.open
 
     def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         if any(c in mode for c in "wax+"):
             hit()
         return real_open(file, mode, *args, **kwargs)
 
-    builtins.open = open_
+    builtins.open = open_  # type: ignore[assignment]
+    io.open = open_  # type: ignore[assignment]  # pathlib's open, write_bytes and write_text go through io.open
 
 
 def _child(directory: str, op: str, arg: Dict[str, Any], k: int, conn: Any) -> None:
     counter = [0]
+    reached: Set[Tuple[str, int]] = set()
+    note = ""
     try:
-        engine = Engine() if op in ("save", "save_evict") else None
-        max_entries = 4 if op == "save_evict" else 50
-        store = Store(directory, engine=engine, max_entries=max_entries)
-        conn.send(("start", time.monotonic()))
-        _install_crash_point(k, counter)
-        if op in ("save", "save_evict"):
-            store.save(arg["image"], key(arg["key"]), image_name="fault", image_tag=arg["key"])
-        elif op == "evict":
-            store.evict(arg["entry"])
-        elif op == "prune":
-            store.prune(max_entries=2)
-        elif op == "index":
-            store.entries()  # index.json is garbage: rebuilt and written under the lock
-        conn.send(("done", counter[0]))
+        engine = Engine() if op in ENGINE_OPS else None
+        if op == "create":
+            conn.send(("start", time.monotonic()))
+            _install_crash_points(k, counter, reached)
+            Store(directory).entries()
+        else:
+            store = Store(directory, engine=engine, max_entries=4 if op == "save_evict" else 50)
+            conn.send(("start", time.monotonic()))
+            source = Store(arg["source"]) if op == "import" else None
+            _install_crash_points(k, counter, reached)
+            if op in ("save", "save_evict"):
+                store.save(arg["image"], key(arg["key"]), image_name="fault", image_tag=arg["key"])
+            elif op == "import":
+                store.import_entry(source.get(arg["entry"]).to_json(), source.open_blob, last_used=time.time())
+            elif op == "evict":
+                store.evict(arg["entry"])
+            elif op == "prune":
+                store.prune(max_entries=2)
+            elif op == "index":
+                store.entries()  # index.json is garbage: rebuilt and written under the lock
+            elif op == "load":
+                store.load(store.get(arg["entry"]))
+            elif op == "load_corrupt":
+                try:
+                    store.load(store.get(arg["entry"]))
+                    note = "served"
+                except EntryCorrupt:
+                    note = "refused"
+            elif op == "verify":
+                store.verify(repair=True)
+        conn.send(("done", counter[0], sorted(reached), note))
     except BaseException as exc:  # pragma: no cover - reported to the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -119,36 +269,61 @@ def _child(directory: str, op: str, arg: Dict[str, Any], k: int, conn: Any) -> N
 
 
 @dataclass
-class Figures:
+class Counts:
     trials: int = 0
     killed: int = 0
     finished_before_kill: int = 0
-    by_op: Dict[str, int] = field(default_factory=dict)
-    by_mode: Dict[str, int] = field(default_factory=dict)
     lost: int = 0
     corrupt_served: int = 0
     unrepaired_index: int = 0
     orphans: int = 0
+    errors: int = 0
+
+
+FAILURE_FIELDS = ("lost", "corrupt_served", "unrepaired_index", "orphans", "errors")
+
+
+@dataclass
+class Figures:
+    by_op: Dict[str, Counts] = field(default_factory=dict)
+    by_mode: Dict[str, int] = field(default_factory=dict)
     loads_checked: int = 0
     young_leases: int = 0  # tmp/new-* left by a kill between mkdir and rename; collected after the grace period
     new_entry_complete: int = 0
     new_entry_absent: int = 0
     errors: List[str] = field(default_factory=list)
 
+    def op(self, name: str) -> Counts:
+        return self.by_op.setdefault(name, Counts())
+
+    def total(self, name: str) -> int:
+        return sum(getattr(c, name) for c in self.by_op.values())
+
+    @property
+    def trials(self) -> int:
+        return self.total("trials")
+
+    @property
+    def killed(self) -> int:
+        return self.total("killed")
+
     @property
     def failures(self) -> int:
-        return self.lost + self.corrupt_served + self.unrepaired_index + self.orphans + len(self.errors)
+        return sum(self.total(n) for n in FAILURE_FIELDS)
 
     def lines(self) -> List[str]:
+        t = self.total
         return [
-            f"trials: {self.trials} (killed: {self.killed}, finished before the kill: {self.finished_before_kill})",
-            "by operation: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_op.items())),
+            f"trials: {self.trials} (killed mid-operation: {self.killed}, finished before the kill: "
+            f"{t('finished_before_kill')})",
+            "by operation: " + ", ".join(f"{k} {v.trials}" for k, v in self.by_op.items()),
             "by kill mode: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_mode.items())),
-            f"saves interrupted: new entry complete {self.new_entry_complete}, absent {self.new_entry_absent}",
+            f"saves and imports interrupted: new entry complete {self.new_entry_complete}, "
+            f"absent {self.new_entry_absent}",
             f"engine loads of surviving entries checked: {self.loads_checked}",
             f"unrenamed lease dirs left (collected once older than the store's grace period): {self.young_leases}",
-            f"failures: lost {self.lost}, corrupt served {self.corrupt_served}, index not repaired "
-            f"{self.unrepaired_index}, orphans {self.orphans}, errors {len(self.errors)}",
+            f"failures: lost {t('lost')}, corrupt served {t('corrupt_served')}, index not repaired "
+            f"{t('unrepaired_index')}, orphans {t('orphans')}, errors {t('errors')}",
         ]
 
 
@@ -159,10 +334,11 @@ class Campaign:
         self.rng = random.Random(seed)
         self.log = log
         self.image_ids: List[str] = []
-        self.tags: List[str] = []
         self.template = workdir / "template"
+        self.source = workdir / "source"  # another cache holding the images imports fetch
         self.calls: Dict[str, int] = {}
         self.durations: Dict[str, float] = {}
+        self.reached: Dict[Tuple[str, int], Set[str]] = {}  # write site -> operations whose crash points hit it
         self.figures = Figures()
 
     # setup
@@ -173,7 +349,6 @@ class Campaign:
             size = 24 * MB if i == 5 else 64 * 1024
             ctx = write_context(self.workdir / f"img{i}", {f"d{i}.bin": size})
             tag = f"madcache-fault-{secrets.token_hex(4)}:latest"
-            self.tags.append(tag)
             self.image_ids.append(self.engine.build(ctx, tag=tag).image_id)
 
     def make_template(self) -> None:
@@ -185,6 +360,9 @@ class Campaign:
         now = time.time()
         for n, e in enumerate(sorted(store.entries(), key=lambda e: e.created)):
             os.utime(store.entry_dir / e.id / "used", (now - 1000 + n, now - 1000 + n))
+        source = Store(self.source, engine=self.engine, max_entries=50)
+        for i in (4, 5):
+            source.save(self.image_ids[i], key(f"s{i}"), image_name="fault", image_tag=f"s{i}")
 
     def cleanup(self) -> None:
         for image_id in self.image_ids:
@@ -194,18 +372,52 @@ class Campaign:
                 pass
 
     # one trial
+    def _leftovers(self, d: Path) -> None:
+        """What earlier crashes leave, for this operation's garbage collection to meet."""
+        (d / f".tmp-index.json-1-{secrets.token_hex(4)}").write_bytes(b"{torn")
+        trash = d / "tmp" / f"trash-run_1_dead{secrets.token_hex(2)}-0000"
+        trash.mkdir()
+        (trash / "meta.json").write_bytes(b"{}")
+        young = d / "tmp" / f"new-1-{secrets.token_hex(6)}"
+        young.mkdir()
+        (young / "lock").write_bytes(b"")
+        old = time.time() - 7200
+        os.utime(young, (old, old))
+        data = os.urandom(512)
+        import hashlib
+
+        stray = hashlib.sha256(data).hexdigest()
+        (d / "blobs" / "sha256" / stray).write_bytes(data)
+        dead = d / "tmp" / f"save-1-{secrets.token_hex(6)}"
+        dead.mkdir()
+        (dead / "lock").write_bytes(b"")
+        (dead / "digests").write_text(stray + "\n")
+
+    def _corrupt(self, store: Store, entry: Any) -> None:
+        """Flip a byte of the entry's top layer (its own: the base is shared), keeping the size."""
+        path = store.blob_file(entry.layers[-1])
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
     def _prepare(self, op: str) -> tuple:
         d = self.workdir / f"trial-{secrets.token_hex(4)}"
+        if op == "create":
+            d.mkdir()
+            return d / "cache", [], {}, set()
         shutil.copytree(self.template, d, symlinks=True)
+        self._leftovers(d)
         store = Store(d, max_entries=50)
         before = sorted(store.entries(), key=lambda e: e.last_used)  # oldest first
         arg: Dict[str, Any] = {}
         allowed_gone: set = set()
-        if op == "save":
+        if op in ("save", "save_evict"):
             arg = {"image": self.image_ids[self.rng.choice([4, 5])], "key": f"new-{secrets.token_hex(3)}"}
-        elif op == "save_evict":
-            arg = {"image": self.image_ids[self.rng.choice([4, 5])], "key": f"new-{secrets.token_hex(3)}"}
-            allowed_gone = {before[0].id}  # the least recently used one makes room
+            if op == "save_evict":
+                allowed_gone = {before[0].id}  # the least recently used one makes room
+        elif op == "import":
+            entry = self.rng.choice(Store(self.source).entries())
+            arg = {"source": str(self.source), "entry": entry.id, "key": entry.key}
         elif op == "evict":
             victim = self.rng.choice(before)
             arg = {"entry": victim.id}
@@ -214,31 +426,40 @@ class Campaign:
             allowed_gone = {e.id for e in before[:-2]}
         elif op == "index":
             (d / "index.json").write_bytes(b"\x00garbage{" + os.urandom(64))
+        elif op in ("load", "load_corrupt", "verify"):
+            victim = self.rng.choice(before)
+            arg = {"entry": victim.id}
+            for image_id in victim.engine_ids:  # so it is streamed, not found present
+                self.engine.remove(image_id)
+            if op == "load":
+                (store.entry_dir / victim.id / "used").unlink()  # marking it used creates the file again
+            else:
+                self._corrupt(store, victim)
+                allowed_gone = {victim.id}
         return d, before, arg, allowed_gone
 
-    def _run_child(self, d: Path, op: str, arg: Dict[str, Any], k: int, delay: Optional[float]) -> str:
+    def _run_child(self, d: Path, op: str, arg: Dict[str, Any], k: int, delay: Optional[float]) -> Tuple[str, str]:
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_child, args=(str(d), op, arg, k, child))
         proc.start()
         child.close()  # so the child's death shows as EOF here
-        outcome = "killed"
+        outcome, note = "killed", ""
         try:
             msg = parent.recv() if parent.poll(60) else ("error", "child did not start")
             if msg[0] == "error":
-                return "error:" + msg[1]
-            if delay is not None:
-                if parent.poll(delay):
-                    msg = parent.recv()
-                    outcome = "finished" if msg[0] == "done" else "error:" + str(msg[1])
-                else:
-                    os.kill(proc.pid, signal.SIGKILL)
-            else:
-                if parent.poll(60):
-                    msg = parent.recv()
-                    outcome = "finished" if msg[0] == "done" else "error:" + str(msg[1])
-                    if msg[0] == "done" and k == 0:
-                        self.calls[op] = msg[1]
+                return "error:" + msg[1], ""
+            if delay is not None and not parent.poll(delay):
+                os.kill(proc.pid, signal.SIGKILL)
+            elif parent.poll(60):
+                msg = parent.recv()
+                if msg[0] != "done":
+                    return "error:" + str(msg[1]), ""
+                outcome, note = "finished", msg[3]
+                if k == 0 and delay is None:
+                    self.calls[op] = msg[1]
+                    for site in msg[2]:
+                        self.reached.setdefault(tuple(site), set()).add(op)
         except EOFError:
             outcome = "killed"  # the child died with the pipe open: SIGKILL at a crash point
         finally:
@@ -247,63 +468,75 @@ class Campaign:
                 proc.kill()
                 proc.join()
             parent.close()
-        return outcome
+        return outcome, note
 
     def calibrate(self) -> None:
-        """A clean run of each operation: how many crash points, how long."""
+        """A clean run of each operation: how many crash points, where they are, how long it takes."""
         for op in OPS:
             d, _, arg, _ = self._prepare(op)
             start = time.monotonic()
-            outcome = self._run_child(d, op, arg, 0, None)
+            outcome, _ = self._run_child(d, op, arg, 0, None)
             self.durations[op] = time.monotonic() - start
             if outcome != "finished":
                 raise RuntimeError(f"calibration run of {op} failed: {outcome}")
-            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d.parent if op == "create" else d, ignore_errors=True)
         self.log("crash points per operation: " + ", ".join(f"{op} {n}" for op, n in self.calls.items()))
+
+    def unreached_sites(self) -> List[Site]:
+        """Write calls of the store that no crash point reached (and no reason says why)."""
+        return [s for s in store_write_sites() if (s.module, s.line) not in self.reached
+                and (s.module, s.function, s.kind) not in UNREACHED_BY_DESIGN]
 
     def trial(self, op: str, mode: str, load_check: bool = True) -> None:
         f = self.figures
+        counts = f.op(op)
         d, before, arg, allowed_gone = self._prepare(op)
         if mode == "point":
             k = self.rng.randint(1, max(1, self.calls[op]))
-            outcome = self._run_child(d, op, arg, k, None)
+            outcome, note = self._run_child(d, op, arg, k, None)
         else:
-            outcome = self._run_child(d, op, arg, 0, self.rng.uniform(0, self.durations[op]))
-        f.trials += 1
-        f.by_op[op] = f.by_op.get(op, 0) + 1
+            outcome, note = self._run_child(d, op, arg, 0, self.rng.uniform(0, self.durations[op]))
+        counts.trials += 1
         f.by_mode[mode] = f.by_mode.get(mode, 0) + 1
+        trial_dir = d.parent if op == "create" else d
         if outcome.startswith("error:"):
+            counts.errors += 1
             f.errors.append(f"{op}/{mode}: {outcome}")
-            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(trial_dir, ignore_errors=True)
             return
         if outcome == "killed":
-            f.killed += 1
+            counts.killed += 1
         else:
-            f.finished_before_kill += 1
-        self.check(d, op, before, arg, allowed_gone, load_check)
-        shutil.rmtree(d, ignore_errors=True)
+            counts.finished_before_kill += 1
+        if note == "served":
+            counts.corrupt_served += 1
+            f.errors.append(f"{op}: a corrupt entry was loaded instead of refused")
+        self.check(d, op, counts, before, arg, allowed_gone, load_check)
+        shutil.rmtree(trial_dir, ignore_errors=True)
 
-    def check(self, d: Path, op: str, before: Sequence[Any], arg: Dict[str, Any], allowed_gone: set,
-              load_check: bool) -> None:
+    def check(self, d: Path, op: str, counts: Counts, before: Sequence[Any], arg: Dict[str, Any],
+              allowed_gone: set, load_check: bool) -> None:
         f = self.figures
         store = Store(d, engine=self.engine, max_entries=50)  # the next process to open it
+        if op in ("load_corrupt", "verify"):
+            store.verify(repair=True)  # the planted corruption is what `madcache verify` repairs
         entries = store.entries()
         ids = {e.id for e in entries}
         lost = {e.id for e in before} - allowed_gone - ids
         if lost:
-            f.lost += 1
+            counts.lost += 1
             f.errors.append(f"{op}: lost {sorted(lost)}")
         dirs = {p.name for p in store.entry_dir.iterdir()}
         index = set(json.loads((d / "index.json").read_text())["entries"])
         if not (index == dirs == ids):
-            f.unrepaired_index += 1
+            counts.unrepaired_index += 1
             f.errors.append(f"{op}: index {sorted(index)} dirs {sorted(dirs)} listed {sorted(ids)}")
         report = store.verify(repair=False)
         if not report.ok:
-            f.corrupt_served += 1
+            counts.corrupt_served += 1
             f.errors.append(f"{op}: verify found {report}")
-        if op in ("save", "save_evict"):
-            new = [e for e in entries if e.key == key(arg["key"])]
+        if op in ("save", "save_evict", "import"):
+            new = [e for e in entries if e.key in (key(arg["key"]), arg["key"])]
             if new:
                 f.new_entry_complete += 1
             else:
@@ -319,12 +552,13 @@ class Campaign:
                     raise RuntimeError(f"loaded image {result.image_id} is not entry {e.id}'s image")
                 f.loads_checked += 1
             except Exception as exc:
-                f.corrupt_served += 1
+                counts.corrupt_served += 1
                 f.errors.append(f"{op}: load of {e.id} failed: {exc}")
         # The next operation's garbage collection leaves nothing behind.  A lease killed
         # before it was renamed into view (tmp/new-*) is collected once it is old enough.
         for young in store.tmp_dir.glob("new-*"):
-            f.young_leases += 1
+            if time.time() - young.stat().st_mtime < 3600:  # not the old one _leftovers planted
+                f.young_leases += 1
             old = time.time() - 7200
             os.utime(young, (old, old))
         store.prune()
@@ -333,7 +567,7 @@ class Campaign:
         blobs = {p.name.split(".", 1)[0] for p in store.blob_dir.iterdir()}
         stray = sorted(p.name for p in d.iterdir() if p.name.startswith(".tmp-"))
         if leftovers or blobs != referenced or stray:
-            f.orphans += 1
+            counts.orphans += 1
             f.errors.append(f"{op}: orphans tmp={leftovers} unreferenced={sorted(blobs - referenced)} "
                             f"missing={sorted(referenced - blobs)} stray={stray}")
 
@@ -344,11 +578,76 @@ class Campaign:
         return self.figures
 
 
+# -- the record: bench/results/fault-campaign.json, its table, the docs ----------------------
+
+
+def record(campaign: Campaign, trials: int, seed: int, seconds: float) -> Dict[str, Any]:
+    f = campaign.figures
+    sites = store_write_sites()
+    return {
+        "command": COMMAND.format(trials=trials),
+        "seed": seed,
+        "seconds": round(seconds),
+        "engine": campaign.engine.info.name,
+        "python": platform.python_version(),
+        "operations": {op: asdict(c) for op, c in f.by_op.items()},
+        "by_kill_mode": f.by_mode,
+        "crash_points": campaign.calls,
+        "write_sites": {
+            "total": len(sites),
+            "reached": sum(1 for s in sites if (s.module, s.line) in campaign.reached),
+            "unreached_by_design": [f"{m} {fn}: {kind} ({why})" for (m, fn, kind), why in UNREACHED_BY_DESIGN.items()],
+            "unreached": [f"{s.module}:{s.line} {s.function}: {s.kind}" for s in campaign.unreached_sites()],
+        },
+        "loads_checked": f.loads_checked,
+        "new_entry_complete": f.new_entry_complete,
+        "new_entry_absent": f.new_entry_absent,
+        "errors": f.errors[:50],
+    }
+
+
+def table_lines(data: Dict[str, Any]) -> List[str]:
+    """The result table the docs quote, from the record."""
+    cols = ("trials", "killed", "lost", "corrupt_served", "orphans", "unrepaired_index", "errors")
+    lines = ["| operation | trials | killed mid-operation | entries lost | corrupt served | orphans | "
+             "index not repaired | errors |", "|---|---|---|---|---|---|---|---|"]
+    ops = data["operations"]
+    for op, c in ops.items():
+        lines.append(f"| {op} | " + " | ".join(str(c[k]) for k in cols) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{sum(c[k] for c in ops.values())}**" for k in cols) + " |")
+    sites = data["write_sites"]
+    lines += ["", f"{sites['reached']} of the store's {sites['total']} write calls are crash points "
+              f"({len(sites['unreached_by_design'])} error-path cleanups of a process's own temp file are not: "
+              f"a kill there leaves what a kill just before leaves; {len(sites['unreached'])} left out otherwise). "
+              f"{data['loads_checked']} survivors were loaded into the engine and checked. Seed {data['seed']}, "
+              f"{data['seconds']} s on {data['engine']}. Source: `bench/results/fault-campaign.json`, regenerated "
+              f"by `{data['command']}`."]
+    return lines
+
+
+def fill(path: Path, lines: List[str]) -> None:
+    """Replace what stands between <!-- fault-campaign:start --> and <!-- fault-campaign:end -->."""
+    text = path.read_text()
+    start, end = f"<!-- {MARKER}:start -->", f"<!-- {MARKER}:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+
+
+def write_record(data: Dict[str, Any], target: Path = RESULTS) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=1) + "\n")
+    target.with_suffix(".md").write_text("# kill -9 campaign\n\n" + "\n".join(table_lines(data)) + "\n")
+    fill(DOCS_PAGE, table_lines(data))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--load-every", type=int, default=1, help="load-check a survivor every N trials")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not write bench/results/fault-campaign.{json,md} and the table in docs/cache.md")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="madcache-faults-"))
     engine = Engine()
@@ -362,12 +661,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         campaign.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"kill -9 campaign (seed {args.seed}, {time.monotonic() - start:.0f} s)")
+    seconds = time.monotonic() - start
+    print(f"kill -9 campaign (seed {args.seed}, {seconds:.0f} s)")
     for line in figures.lines():
         print("  " + line)
+    unreached = campaign.unreached_sites()
+    for site in unreached:
+        print(f"  ! write without a crash point: {site.module}:{site.line} {site.function}: {site.kind}")
     for err in figures.errors[:20]:
         print("  ! " + err)
-    return 1 if figures.failures else 0
+    if not args.no_record:
+        write_record(record(campaign, args.trials, args.seed, seconds))
+        print(f"recorded {RESULTS.relative_to(ROOT)} and its table in {DOCS_PAGE.relative_to(ROOT)}")
+    return 1 if figures.failures or unreached else 0
 
 
 if __name__ == "__main__":
