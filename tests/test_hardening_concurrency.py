@@ -1,4 +1,5 @@
-"""Concurrency: mixed saves and loads from 8 processes, one build per key under `pytest -n 4`, two "pods"."""
+"""Concurrency: 8 processes saving distinct images and loading under constant eviction, one build per key under
+`pytest -n 4`, two "pods"."""
 
 from __future__ import annotations
 
@@ -34,11 +35,18 @@ def key(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+IMAGES, MAX_ENTRIES = 16, 10  # 16 images, each with a layer of its own; ~100 saves into a cache of 10 entries
+EVICTED = re.compile(r"Evicted cache entry (run_\S+)")
+
+
 @pytest.fixture(scope="module")
-def small_images(engine: Engine, tmp_path_factory) -> List[str]:
+def distinct_images(engine: Engine, tmp_path_factory) -> List[str]:
+    """16 images, each with a 64 KB random layer no other image has; 12 of them share the busybox base."""
     factory = ImageFactory(engine, tmp_path_factory.mktemp("hc-images"))
-    ids = [factory.make({"d.bin": 128 * 1024}).image_id for _ in range(3)]
-    ids.append(factory.build(write_context(factory.workdir / "nobase", {"u.bin": 128 * 1024}, base=False)).image_id)
+    ids = []
+    for i in range(IMAGES):
+        ctx = write_context(factory.workdir / f"img{i}", {f"u{i}.bin": 64 * 1024}, base=i % 4 != 3)
+        ids.append(factory.build(ctx).image_id)
     yield ids
     factory.cleanup()
     for image_id in ids:
@@ -48,27 +56,32 @@ def small_images(engine: Engine, tmp_path_factory) -> List[str]:
 def _mixed_worker(directory: str, image_ids: List[str], worker: int, out) -> None:
     try:
         rng = random.Random(worker)
-        store = Store(directory, engine=Engine(), max_entries=1000)
+        evicted: List[str] = []
+        store = Store(directory, engine=Engine(), max_entries=MAX_ENTRIES,
+                      log=lambda line: evicted.extend(EVICTED.findall(line)))
         saved, loads = [], 0
         for j in range(OPS):
             entries = store.entries()
             if j % 2 == 0 or not entries:
-                image = image_ids[(worker + j) % len(image_ids)]
+                image = image_ids[(worker * 5 + j) % len(image_ids)]  # workers save the same images at other times
                 saved.append(store.save(image, key(f"m{worker}-{j}"), image_name=f"mix{worker}", image_tag=str(j)).id)
             else:
-                e = rng.choice(entries)
-                store.load(e)
+                store.load(rng.choice(entries))  # the engine has every image: a hit that marks the entry used
                 loads += 1
-        out.put(("ok", saved, loads))
+        out.put(("ok", saved, loads, evicted))
     except BaseException:
-        out.put(("error", traceback.format_exc(), 0))
+        out.put(("error", traceback.format_exc(), 0, []))
 
 
-def test_8_processes_x_25_mixed_saves_and_loads(cache_dir: Path, small_images: List[str], engine: Engine) -> None:
+def test_8_processes_x_25_mixed_saves_and_loads_with_eviction(cache_dir: Path, distinct_images: List[str],
+                                                              engine: Engine) -> None:
+    """8 processes save distinct images (new layers on most saves) and load into a cache whose limit
+    keeps evicting (and collecting blobs) under them: every saved entry is listed or was evicted,
+    exactly once; nothing is left in tmp/ or unreferenced; verify is clean."""
     Store(cache_dir)
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_mixed_worker, args=(str(cache_dir), small_images, w, q)) for w in range(WORKERS)]
+    procs = [ctx.Process(target=_mixed_worker, args=(str(cache_dir), distinct_images, w, q)) for w in range(WORKERS)]
     for p in procs:
         p.start()
     results = [q.get(timeout=300) for _ in procs]
@@ -78,16 +91,23 @@ def test_8_processes_x_25_mixed_saves_and_loads(cache_dir: Path, small_images: L
     assert not errors, "\n".join(errors)
     saved = [i for r in results for i in r[1]]
     loads = sum(r[2] for r in results)
-    store = Store(cache_dir, engine=engine, max_entries=1000)
+    evicted = [i for r in results for i in r[3]]
+    store = Store(cache_dir, engine=engine, max_entries=MAX_ENTRIES)
     listed = {e.id for e in store.entries()}
-    lost = set(saved) - listed
+    lost = set(saved) - listed - set(evicted)
     dirs = {p.name for p in store.entry_dir.iterdir()}
     index = set(json.loads((cache_dir / "index.json").read_text())["entries"])
     referenced = {d.split(":", 1)[1] for e in store.entries() for d in e.blobs}
     blobs = {p.name.split(".", 1)[0] for p in store.blob_dir.iterdir()}
     orphans = (blobs - referenced) | set(p.name for p in store.tmp_dir.iterdir())
-    print(f"\n{WORKERS}x{OPS} mixed: {len(saved)} saves, {loads} loads, lost {len(lost)}, orphans {len(orphans)}")
+    layers = {layer for e in store.entries() for layer in e.layers}
+    print(f"\n{WORKERS}x{OPS} mixed, {IMAGES} distinct images, max {MAX_ENTRIES} entries: {len(saved)} saves, "
+          f"{loads} loads, {len(evicted)} evicted, {len(listed)} listed ({len(layers)} distinct layers), "
+          f"lost {len(lost)}, orphans {len(orphans)}")
     assert len(saved) + loads == WORKERS * OPS
+    assert len(set(saved)) == len(saved) and len(set(evicted)) == len(evicted)  # each evicted once
+    assert set(evicted) <= set(saved) and not set(evicted) & listed
+    assert len(listed) == MAX_ENTRIES and len(evicted) == len(saved) - MAX_ENTRIES  # every save accounted for
     assert not lost and not orphans
     assert index == dirs == listed
     assert store.verify(repair=False).ok
