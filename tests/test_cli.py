@@ -156,7 +156,8 @@ def test_key_explains_a_miss(filled, cache_dir, images):
         (["stats"], {"MADCACHE_MAX_ENTRIES": "abc"}, "invalid value 'abc' for max entries from environment variable MADCACHE_MAX_ENTRIES"),
         (["stats", "--cache-max-size-gb", "-3"], {}, "invalid value '-3' for max size gb from option --cache-max-size-gb"),
         (["prune", "--ttl", "7q"], {}, "invalid value '7q' for ttl from option --ttl"),
-        (["stats"], {"MADENGINE_CACHE_MAX_SIZE_GB": "lots"}, "from environment variable MADENGINE_CACHE_MAX_SIZE_GB"),
+        (["stats"], {"MADENGINE_CACHE_MAX_SIZE_GB": "lots"},
+         "invalid value 'lots' for max size gb from environment variable MADENGINE_CACHE_MAX_SIZE_GB"),
     ],
 )
 def test_bad_values_name_value_and_source(argv, env, expected, cache_dir, capsys):

@@ -154,20 +154,24 @@ def test_files_pytest_refuses_are_errors_naming_the_file(name, text, words, tmp_
     assert str(tmp_path / name) in str(exc.value) and words in str(exc.value)
 
 
-@pytest.mark.parametrize("name, text, table", [
-    ("pytest.toml", "[pytest]\nmadcache_max_entries = 7\n", "[pytest]"),
-    (".pytest.toml", "[pytest]\nmadcache_shared = true\n", "[pytest]"),
-    ("pyproject.toml", "[tool.pytest]\nmadcache_max_size_gb = 0.5\n", "[tool.pytest]"),
+@pytest.mark.parametrize("name, text, value, table, fix", [
+    ("pytest.toml", "[pytest]\nmadcache_max_entries = 7\n", "7 for ini key madcache_max_entries", "[pytest]",
+     'madcache_max_entries = "7"'),
+    (".pytest.toml", "[pytest]\nmadcache_shared = true\n", "True for ini key madcache_shared", "[pytest]",
+     'madcache_shared = "true"'),
+    ("pyproject.toml", "[tool.pytest]\nmadcache_max_size_gb = 0.5\n", "0.5 for ini key madcache_max_size_gb",
+     "[tool.pytest]", 'madcache_max_size_gb = "0.5"'),
 ])
-def test_native_toml_values_pytest_refuses_are_refused(name, text, table, tmp_path, monkeypatch, capsys, no_engine):
+def test_native_toml_values_pytest_refuses_are_refused(name, text, value, table, fix, tmp_path, monkeypatch, capsys,
+                                                       no_engine):
     """pytest 9 stops with "expects a string" on these (our keys are string ini options): so does madcache."""
     (tmp_path / name).write_text(text)
     with pytest.raises(SystemExit) as exc:
         stats(tmp_path, tmp_path / "c", monkeypatch)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert f"in {tmp_path / name}" in err and f"pytest reads {table} with native TOML types" in err
-    assert "write madcache_" in err
+    assert f"invalid value {value} in {tmp_path / name}: pytest reads {table} with native TOML types" in err
+    assert f"write {fix}" in err
 
 
 def test_ini_options_keeps_accepting_native_values(tmp_path, monkeypatch, no_engine):

@@ -63,7 +63,8 @@ CLI_CASES = [
     (["list"], {"MADCACHE_ENABLED": "maybe"}, ["'maybe'", "environment variable MADCACHE_ENABLED"]),
     (["list"], {"MADCACHE_SHARED": "perhaps"}, ["'perhaps'", "environment variable MADCACHE_SHARED"]),
     (["list"], {"MADENGINE_CACHE_MAX_SIZE_GB": "x"}, ["'x'", "environment variable MADENGINE_CACHE_MAX_SIZE_GB"]),
-    (["key", "--image", "x", "--additional-context", "{'a':"], {}, ["{'a':", "--additional-context"]),
+    (["key", "--image", "x", "--additional-context", "{'a':"], {},
+     ["invalid value \"{'a':\" for --additional-context from option --additional-context"]),
 ]
 
 
@@ -84,8 +85,12 @@ def test_cli_bad_input(cache: Path, tmp_path: Path, argv, env, words) -> None:
 
 PLUGIN_CASES = [
     (["--additional-context", "{'guest_os': "], {}, ["{'guest_os': ", "option --additional-context"]),
-    (["--additional-context", "[1, 2]"], {}, ["[1, 2]", "expected a dict"]),
-    (["--additional-context", "{1: 'x'}"], {}, ["keys must be strings"]),
+    (["--additional-context", "[1, 2]"], {}, ["'[1, 2]'", "from option --additional-context: expected a dict"]),
+    (["--additional-context", "{1: 'x'}"], {},
+     ["\"{1: 'x'}\"", "from option --additional-context: keys must be strings"]),
+    ([], {"MADCACHE_ADDITIONAL_CONTEXT": "[]"}, ["'[]'", "environment variable MADCACHE_ADDITIONAL_CONTEXT"]),
+    ([], {"MADCACHE_KEEP_ALIVE": "later"}, ["'later'", "for --keep-alive from environment variable "
+                                                     "MADCACHE_KEEP_ALIVE"]),
     (["--cache-max-entries", "-3"], {}, ["'-3'", "option --cache-max-entries"]),
     (["--cache-max-entries", "ten"], {}, ["'ten'", "option --cache-max-entries"]),
     (["--cache-max-size-gb", "nan"], {}, ["'nan'", "option --cache-max-size-gb"]),
@@ -123,21 +128,26 @@ def test_plugin_bad_ini_value_names_the_file(pytester: pytest.Pytester, cache: P
     before = tree_hash(cache)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--enable-cache", f"--cache-dir={cache}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*'3 parsecs'*ini key madcache_ttl in *tox.ini*"])
+    assert (f"invalid value '3 parsecs' for ttl from ini key madcache_ttl in {pytester.path / 'tox.ini'}: "
+            in result.stderr.str())
     assert tree_hash(cache) == before
 
 
 MARK_CASES = {
+    # the mark's keyword as written, the message after "test_marks.py::test_bad: " (the value in it)
     "nodes_wrong_type": ('nodes="two"', "nodes='two' must be a whole number >= 1"),
     "tags_wrong_type": ("tags=[1, 2]", "tags=[1, 2] must be a string or a list of strings"),
     "build_args_wrong_type": ('build_args=["A=1"]', "build_args=['A=1'] must be a dict"),
     "timeout_negative": ("timeout=-1", "timeout=-1 must be a number of seconds > 0"),
-    "unknown_keyword": ("dockerfil='Dockerfile'", "unknown keyword argument(s) dockerfil"),
-    "missing_dockerfile": ('dockerfile="Dockerfile.missing"', "does not exist"),
-    "missing_context": ('context="nope"', "is not a directory"),
-    "context_outside_project": ('context="{outside}"', "is outside the project (the pytest rootdir"),
-    "dockerfile_outside_project": ('dockerfile="{outside}/Dockerfile"', "is outside the project"),
-    "name_missing": ("", "needs a model name"),
+    "unknown_keyword": ("dockerfil='Dockerfile'", "@pytest.mark.model got unknown keyword argument(s) dockerfil"),
+    "missing_dockerfile": ('dockerfile="Dockerfile.missing"',
+                           "Dockerfile '{project}/Dockerfile.missing' of model 'm' does not exist"),
+    "missing_context": ('context="nope"', "build context '{project}/nope' of model 'm' is not a directory"),
+    "context_outside_project": ('context="{outside}"', "build context '{outside}' of model 'm' is outside the "
+                                                       "project (the pytest rootdir '{project}')"),
+    "dockerfile_outside_project": ('dockerfile="{outside}/Dockerfile"',
+                                   "build context '{outside}' of model 'm' is outside the project"),
+    "name_missing": ("", "@pytest.mark.model needs a model name (a non-empty string), got None"),
 }
 
 
@@ -150,6 +160,7 @@ def test_bad_mark_arguments_error_naming_the_test(pytester: pytest.Pytester, cac
     (outside / "Dockerfile").write_text("FROM scratch\n")
     kwargs, expected = MARK_CASES[case]
     kwargs = kwargs.replace("{outside}", str(outside))
+    expected = expected.replace("{outside}", str(outside)).replace("{project}", str(pytester.path))
     name = "" if case == "name_missing" else "'m'" + (", " if kwargs else "")
     pytester.makepyfile(test_marks=f"""
         import pytest
@@ -163,7 +174,7 @@ def test_bad_mark_arguments_error_naming_the_test(pytester: pytest.Pytester, cac
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--enable-cache", f"--cache-dir={cache}")
     out = result.stdout.str()
     assert result.ret != 0
-    assert "test_marks.py::test_bad" in out and expected in out, out
+    assert f"test_marks.py::test_bad: {expected}" in out, out
     assert tree_hash(cache) == before
 
 
@@ -177,5 +188,6 @@ def test_a_toml_number_for_an_ini_key_is_a_usage_error_naming_key_and_file(pytes
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "INTERNALERROR" not in err + result.stdout.str()
-    assert "madcache_max_entries" in err and "pytest.toml" in err
+    assert f"invalid value for ini key madcache_max_entries in {pytester.path / 'pytest.toml'}: " in err
+    assert "got int: 7" in err  # the value, as pytest reports it
     assert 'write madcache_max_entries = "..." (quoted)' in err
