@@ -133,11 +133,12 @@ def _ini_source(config: pytest.Config) -> str:
 
 
 def _getini(config: pytest.Config, name: str) -> str:
-    """An ini value; pytest 9 refuses a TOML number or boolean for our string keys with a bare
-    TypeError (an INTERNALERROR): say which key, which file, and how to write it instead."""
+    """An ini value; pytest 9 refuses a TOML number or boolean for our string keys (9.0 and 9.1 with a
+    bare TypeError, an INTERNALERROR; 9.2 with a UsageError): say which key, which file, and how to
+    write it instead, the same on every version."""
     try:
         return config.getini(name)
-    except TypeError as exc:
+    except (TypeError, pytest.UsageError) as exc:
         raise pytest.UsageError(f"invalid value for ini key {name} in {_ini_source(config)}: {exc}; madcache's ini "
                                 f'keys are strings in TOML too: write {name} = "..." (quoted)') from None
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite on a private Debian 12 dockerd, then every real-engine test again on each
-# other engine kind users run: Debian 13's dockerd 26 on the classic and on the containerd image
-# store, and Podman.  Each run starts its own private engines and stops them afterwards.
+# The whole test suite on a private Debian 12 dockerd, inside tox's environment for the newest
+# pytest (tox -e py-pytest9: the package and its test and docs extras installed from an sdist,
+# pytest>=9,<10 resolved anew), then every real-engine test again on each other engine kind users
+# run: Debian 13's dockerd 26 on the classic and on the containerd image store, and Podman.  Each
+# run starts its own private engines and stops them afterwards (tox's own wrapper takes the one
+# started here).
 #   bash scripts/test_matrix.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 le="python -m pytest_madcache.localengine"
-echo "=== the whole suite on debian12 ==="
-$le --engine debian12 -- python -m pytest -n 2 -q -rfEs "$@"
+echo "=== the whole suite on debian12, under tox -e py-pytest9 (the newest pytest) ==="
+$le --engine debian12 -- python -m tox -e py-pytest9 -- -n 2 -q -rfEs "$@"
 for kind in debian13 debian13-containerd podman; do
   echo "=== real-engine tests on $kind ==="
   $le --engine "$kind" -- python -m pytest -n 2 -q -rfEs -m "engine and not own_engines" "$@"
