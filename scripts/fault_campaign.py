@@ -19,10 +19,10 @@ either
 The operations: save, save with eviction, import (an entry fetched from
 another cache, as remotes do), evict, prune, index rebuild, load (into the
 engine, marking the entry used), load of a corrupt entry (refused and
-dropped), verify's repair, and creating a new cache.  `store_write_sites`
-lists every write call in pytest_madcache/store/*.py; calibration records
-which of them the crash points reach, and the campaign fails when one is
-left out without a reason in UNREACHED_BY_DESIGN.
+dropped), verify's repair, and creating a new cache.  store_writes.py lists
+every write call in pytest_madcache/store/*.py and installs the crash points;
+calibration records which of those calls the crash points reach, and the
+campaign fails when one is left out without a reason in UNREACHED_BY_DESIGN.
 
 Then it checks, as the next process to open the cache would see it:
 
@@ -35,8 +35,8 @@ Then it checks, as the next process to open the cache would see it:
 * orphans: after the next operation's garbage collection, tmp/ is not empty
   or a blob no entry references remains.
 
-Run (it records bench/results/fault-campaign.json and .md, and the table in
-docs/cache.md):
+Run (it records bench/results/fault-campaign.json; bench/render_faults.py
+writes its table to bench/results/fault-campaign.md and docs/cache.md):
 
     python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 300
 """
@@ -44,9 +44,7 @@ docs/cache.md):
 from __future__ import annotations
 
 import argparse
-import ast
-import builtins
-import io
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -63,30 +61,20 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, Path(__file__).resolve().parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from pytest_madcache.engine import Engine  # noqa: E402
 from pytest_madcache.store import EntryCorrupt, Store  # noqa: E402
+from store_writes import UNREACHED_BY_DESIGN, Site, install_crash_points, store_write_sites  # noqa: E402
 
 MB = 1 << 20
 OPS = ("save", "save_evict", "import", "evict", "prune", "index", "load", "load_corrupt", "verify", "create")
 ENGINE_OPS = {"save", "save_evict", "load", "load_corrupt"}
 TEMPLATE_ENTRIES = 4
-STORE_DIR = ROOT / "pytest_madcache" / "store"
 RESULTS = ROOT / "bench" / "results" / "fault-campaign.json"
-DOCS_PAGE = ROOT / "docs" / "cache.md"
-MARKER = "fault-campaign"
 COMMAND = "python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials {trials}"
-
-#: Write calls in the store that no operation reaches on purpose, with the reason.
-UNREACHED_BY_DESIGN = {
-    ("layout.py", "atomic_write", "unlink"): "removes its own temp file after a failed write; a kill there "
-                                             "leaves what a kill during the write leaves",
-    ("blobs.py", "write_blob", "unlink"): "removes fetched data that does not hash to its digest (its own "
-                                          "temp file); a kill there leaves what a kill during the fetch leaves",
-}
-
 
 def key(name: str) -> str:
     import hashlib
@@ -94,134 +82,7 @@ def key(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-# -- the writes the store makes: read from its source --------------------------------------
-
-_PRIMITIVES = {"mkdir", "makedirs", "rmdir", "rename", "renames", "replace", "unlink", "remove", "rmtree", "utime",
-               "chmod", "fsync", "touch", "write_bytes", "write_text", "link", "symlink", "symlink_to",
-               "hardlink_to", "truncate", "ftruncate", "copy", "copy2", "copyfile", "copytree", "move"}
-_ONLY_OS = {"replace", "remove", "renames", "link", "symlink", "ftruncate"}  # not str.replace, list.remove
-_ONLY_SHUTIL = {"copy", "copy2", "copyfile", "copytree", "move"}
-_OWN_METHODS = {"self.index.touch", "self._index.touch"}  # Index.touch: its utime and touch are the sites
-_WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC")
-
-
-@dataclass(frozen=True)
-class Site:
-    """One write call in the store's source."""
-
-    module: str
-    line: int
-    function: str
-    kind: str
-
-
-def _writes_by_mode(call: ast.Call, position: int) -> bool:
-    mode = call.args[position] if len(call.args) > position else next(
-        (k.value for k in call.keywords if k.arg == "mode"), None)
-    return isinstance(mode, ast.Constant) and isinstance(mode.value, str) and any(c in mode.value for c in "wax+")
-
-
-def _write_kind(call: ast.Call) -> Optional[str]:
-    func = call.func
-    if isinstance(func, ast.Name):
-        return "open" if func.id == "open" and _writes_by_mode(call, 1) else None
-    if not isinstance(func, ast.Attribute):
-        return None
-    receiver, name = ast.unparse(func.value), func.attr
-    if name == "open":
-        if receiver == "os":
-            flags = ast.unparse(call.args[1]) if len(call.args) > 1 else ""
-            return "os.open" if any(f in flags for f in _WRITE_FLAGS) else None
-        return "open" if _writes_by_mode(call, 1 if receiver == "io" else 0) else None
-    if name not in _PRIMITIVES or f"{receiver}.{name}" in _OWN_METHODS:
-        return None
-    if (name in _ONLY_OS and receiver != "os") or (name in _ONLY_SHUTIL and receiver != "shutil"):
-        return None
-    return name
-
-
-def store_write_sites(store_dir: Path = STORE_DIR) -> List[Site]:
-    """Every call in the store's modules that writes to the file system."""
-    sites: List[Site] = []
-    for path in sorted(store_dir.glob("*.py")):
-
-        class Visitor(ast.NodeVisitor):
-            def __init__(self) -> None:
-                self.function = "<module>"
-
-            def visit_FunctionDef(self, node: Any) -> None:
-                outer, self.function = self.function, node.name
-                self.generic_visit(node)
-                self.function = outer
-
-            visit_AsyncFunctionDef = visit_FunctionDef
-
-            def visit_Call(self, node: ast.Call) -> None:
-                kind = _write_kind(node)
-                if kind is not None:
-                    sites.append(Site(path.name, node.lineno, self.function, kind))
-                self.generic_visit(node)
-
-        Visitor().visit(ast.parse(path.read_text(), str(path)))
-    return sites
-
-
 # -- the child: one operation, maybe a crash point ----------------------------------
-
-_OS_MUTATORS = ("mkdir", "rmdir", "rename", "replace", "unlink", "remove", "fsync", "utime", "chmod", "link",
-                "symlink", "truncate", "ftruncate")
-_OPEN_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-
-def _store_frame() -> Optional[Tuple[str, int]]:
-    """(module, line) of the innermost store frame on the stack: where the write was asked for."""
-    frame = sys._getframe(2)
-    store = str(STORE_DIR)
-    while frame is not None:
-        if frame.f_code.co_filename.startswith(store):
-            return Path(frame.f_code.co_filename).name, frame.f_lineno
-        frame = frame.f_back
-    return None
-
-
-def _install_crash_points(k: int, counter: List[int], reached: Set[Tuple[str, int]]) -> None:
-    """SIGKILL this process right before its k-th write (k=0: count them and note where they are)."""
-
-    def hit() -> None:
-        counter[0] += 1
-        if k and counter[0] == k:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if not k:
-            where = _store_frame()
-            if where is not None:
-                reached.add(where)
-
-    for name in _OS_MUTATORS:
-        real = getattr(os, name)
-
-        def wrapped(*args: Any, _real: Callable = real, **kwargs: Any) -> Any:
-            hit()
-            return _real(*args, **kwargs)
-
-        setattr(os, name, wrapped)
-    real_os_open = os.open
-
-    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & _OPEN_WRITE:
-            hit()
-        return real_os_open(path, flags, *args, **kwargs)
-
-    os.open = os_open  # type: ignore[assignment]
-    real_open = io.open
-
-    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if any(c in mode for c in "wax+"):
-            hit()
-        return real_open(file, mode, *args, **kwargs)
-
-    builtins.open = open_  # type: ignore[assignment]
-    io.open = open_  # type: ignore[assignment]  # pathlib's open, write_bytes and write_text go through io.open
-
 
 def _child(directory: str, op: str, arg: Dict[str, Any], k: int, conn: Any) -> None:
     counter = [0]
@@ -231,13 +92,13 @@ def _child(directory: str, op: str, arg: Dict[str, Any], k: int, conn: Any) -> N
         engine = Engine() if op in ENGINE_OPS else None
         if op == "create":
             conn.send(("start", time.monotonic()))
-            _install_crash_points(k, counter, reached)
+            install_crash_points(k, counter, reached)
             Store(directory).entries()
         else:
             store = Store(directory, engine=engine, max_entries=4 if op == "save_evict" else 50)
             conn.send(("start", time.monotonic()))
             source = Store(arg["source"]) if op == "import" else None
-            _install_crash_points(k, counter, reached)
+            install_crash_points(k, counter, reached)
             if op in ("save", "save_evict"):
                 store.save(arg["image"], key(arg["key"]), image_name="fault", image_tag=arg["key"])
             elif op == "import":
@@ -578,7 +439,7 @@ class Campaign:
         return self.figures
 
 
-# -- the record: bench/results/fault-campaign.json, its table, the docs ----------------------
+# -- the record: bench/results/fault-campaign.json (bench/render_faults.py renders its table) ------
 
 
 def record(campaign: Campaign, trials: int, seed: int, seconds: float) -> Dict[str, Any]:
@@ -604,41 +465,6 @@ def record(campaign: Campaign, trials: int, seed: int, seconds: float) -> Dict[s
         "new_entry_absent": f.new_entry_absent,
         "errors": f.errors[:50],
     }
-
-
-def table_lines(data: Dict[str, Any]) -> List[str]:
-    """The result table the docs quote, from the record."""
-    cols = ("trials", "killed", "lost", "corrupt_served", "orphans", "unrepaired_index", "errors")
-    lines = ["| operation | trials | killed mid-operation | entries lost | corrupt served | orphans | "
-             "index not repaired | errors |", "|---|---|---|---|---|---|---|---|"]
-    ops = data["operations"]
-    for op, c in ops.items():
-        lines.append(f"| {op} | " + " | ".join(str(c[k]) for k in cols) + " |")
-    lines.append("| **all** | " + " | ".join(f"**{sum(c[k] for c in ops.values())}**" for k in cols) + " |")
-    sites = data["write_sites"]
-    lines += ["", f"{sites['reached']} of the store's {sites['total']} write calls are crash points "
-              f"({len(sites['unreached_by_design'])} error-path cleanups of a process's own temp file are not: "
-              f"a kill there leaves what a kill just before leaves; {len(sites['unreached'])} left out otherwise). "
-              f"{data['loads_checked']} survivors were loaded into the engine and checked. Seed {data['seed']}, "
-              f"{data['seconds']} s on {data['engine']}. Source: `bench/results/fault-campaign.json`, regenerated "
-              f"by `{data['command']}`."]
-    return lines
-
-
-def fill(path: Path, lines: List[str]) -> None:
-    """Replace what stands between <!-- fault-campaign:start --> and <!-- fault-campaign:end -->."""
-    text = path.read_text()
-    start, end = f"<!-- {MARKER}:start -->", f"<!-- {MARKER}:end -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
-
-
-def write_record(data: Dict[str, Any], target: Path = RESULTS) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(data, indent=1) + "\n")
-    target.with_suffix(".md").write_text("# kill -9 campaign\n\n" + "\n".join(table_lines(data)) + "\n")
-    fill(DOCS_PAGE, table_lines(data))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -671,8 +497,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for err in figures.errors[:20]:
         print("  ! " + err)
     if not args.no_record:
-        write_record(record(campaign, args.trials, args.seed, seconds))
-        print(f"recorded {RESULTS.relative_to(ROOT)} and its table in {DOCS_PAGE.relative_to(ROOT)}")
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record(campaign, args.trials, args.seed, seconds), indent=1) + "\n")
+        spec = importlib.util.spec_from_file_location("render_faults", ROOT / "bench" / "render_faults.py")
+        render = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(render)
+        render.render(RESULTS)
+        print(f"recorded {RESULTS.relative_to(ROOT)}, its table in {RESULTS.with_suffix('.md').relative_to(ROOT)} "
+              "and docs/cache.md")
     return 1 if figures.failures or unreached else 0
 
 
