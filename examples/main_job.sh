@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# The main job: run the example model suite twice with --enable-cache and a
-# fresh cache directory.  The first run misses (builds the images, saves them
-# to the cache); the second run hits and loads them from the cache.  Between
-# the runs the example images are removed from the engine, as on a fresh CI
-# runner, so the second run really loads from the cache instead of finding
-# the images still there.
+# The main job: run the realistic example suite (examples/realistic: two numpy models on a
+# Python base image) twice with --enable-cache and a fresh cache directory.  The first run
+# misses (builds the images, saves them to the cache); the second run hits and loads them
+# from the cache.  Between the runs the example images are removed from the engine, as on a
+# fresh CI runner, so the second run really loads from the cache instead of finding the
+# images still there.  The base image and the wheels are prepared first (what a user's
+# machine pulls from a registry and PyPI): that is timed apart, not part of the comparison.
+#
+# Usage: bash examples/main_job.sh [SUITE_DIR]   (default: examples/realistic; examples/ is the tiny suite)
+# The whole output is also written to bench/results/main-job.txt when SUITE_DIR is the default
+# (MADCACHE_MAIN_JOB_RECORD=FILE writes it elsewhere, =- not at all).
 #
 # Needs a Docker engine in DOCKER_HOST (or the default socket).  On a machine
 # without one:   python -m pytest_madcache.localengine -- bash examples/main_job.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-work="$(mktemp -d "${TMPDIR:-/tmp}/madcache-main-job.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-cache="$work/cache"
+suite="$(cd "${1:-$here/realistic}" && pwd)"
 python="${PYTHON:-python}"
+shown="${suite#"$(dirname "$here")/"}"  # the suite as the repository names it
+record="${MADCACHE_MAIN_JOB_RECORD:-}"
+if [ -z "$record" ] && [ "$suite" = "$here/realistic" ]; then
+    record="$here/../bench/results/main-job.txt"
+fi
 
 forget_example_images() {
     "$python" - <<'PY'
@@ -25,43 +33,86 @@ for image in client.images.list(filters={"label": "org.madcache.example"}):
 PY
 }
 
+seconds_since() { "$python" -c "import sys; print(f'{$EPOCHREALTIME - float(sys.argv[1]):.1f}')" "$1"; }
+
 run_suite() {  # $1: run number; prints nothing but pytest's output, sets $elapsed
-    local n="$1" start end
+    local n="$1" start
     forget_example_images
     echo
-    echo "=== run $n: pytest examples --enable-cache --cache-dir $cache ==="
+    echo "=== run $n: pytest $shown --enable-cache --cache-dir \$TMP/cache ==="
     start=$EPOCHREALTIME
-    "$python" -m pytest "$here" -p no:cacheprovider -q \
-        --enable-cache --cache-dir "$cache" --output "$work/results-$n.csv" 2>&1 | tee "$work/run-$n.log"
+    set +e  # pytest's output as it goes, without the --durations lines (read below from the log)
+    "$python" -m pytest "$suite" -p no:cacheprovider -q --durations=0 --durations-min=0 \
+        --enable-cache --cache-dir "$cache" --output "$work/results-$n.csv" 2>&1 | tee "$work/run-$n.log" \
+        | grep --line-buffered -v -E '^[0-9.]+s (call|teardown|setup) |^=+ slowest durations|^\(.* durations < '
     local status=${PIPESTATUS[0]}
-    end=$EPOCHREALTIME
+    set -e
+    elapsed=$(seconds_since "$start")
     if [ "$status" -ne 0 ]; then
         echo "run $n failed (pytest exit status $status)" >&2
         exit "$status"
     fi
-    elapsed=$("$python" -c "print(f'{$end - $start:.1f}')")
 }
 
-run_suite 1; first=$elapsed
-grep -q "Cache miss. Will build Docker image and save to cache." "$work/run-1.log" \
-    || { echo "expected a cache miss in run 1" >&2; exit 1; }
-run_suite 2; second=$elapsed
-grep -q "Cache hit! Loading Docker image from cache: run_" "$work/run-2.log" \
-    || { echo "expected a cache hit in run 2" >&2; exit 1; }
-if grep -q "Cache miss" "$work/run-2.log"; then
-    echo "run 2 missed the cache" >&2; exit 1
-fi
+main_job() {
+    work="$(mktemp -d "${TMPDIR:-/tmp}/madcache-main-job.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
+    cache="$work/cache"
 
-echo
-echo "=== main job summary ==="
-echo "results of run 2:"; cat "$work/results-2.csv"
-echo
-"$python" - "$first" "$second" <<'PY'
-import sys
+    echo "=== main job: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, suite $shown ==="
+    "$python" - <<'PY'
+import platform, docker
+v = docker.from_env().version()
+print(f"engine: {v.get('Platform', {}).get('Name') or 'Docker'} {v.get('Version')} "
+      f"(API {v.get('ApiVersion')}), kernel {platform.release()}")
+PY
+    if [ -f "$suite/prepare.py" ]; then
+        echo
+        echo "=== prepare: base image and wheels (what a registry and PyPI give; not part of the comparison) ==="
+        start=$EPOCHREALTIME
+        "$python" "$suite/prepare.py"
+        echo "prepared in $(seconds_since "$start") s"
+    fi
+
+    run_suite 1; first=$elapsed
+    grep -q "Cache miss. Will build Docker image and save to cache." "$work/run-1.log" \
+        || { echo "expected a cache miss in run 1" >&2; exit 1; }
+    run_suite 2; second=$elapsed
+    grep -q "Cache hit! Loading Docker image from cache: run_" "$work/run-2.log" \
+        || { echo "expected a cache hit in run 2" >&2; exit 1; }
+    if grep -q "Cache miss" "$work/run-2.log"; then
+        echo "run 2 missed the cache" >&2; exit 1
+    fi
+
+    echo
+    echo "=== main job summary ==="
+    echo "results of run 2:"; cat "$work/results-2.csv"
+    echo
+    # Image acquisition: the setup time of the tests (the model_image fixture: key, then build +
+    # save on a miss, load on a hit), from pytest's --durations.
+    "$python" - "$first" "$second" "$work/run-1.log" "$work/run-2.log" <<'PY'
+import re, sys
 first, second = float(sys.argv[1]), float(sys.argv[2])
+def setup_seconds(path):
+    return sum(float(m.group(1)) for m in re.finditer(r"^([\d.]+)s setup ", open(path).read(), re.M))
+built, loaded = setup_seconds(sys.argv[3]), setup_seconds(sys.argv[4])
+print(f"image acquisition (test setup): run 1 build + save {built:.1f} s, run 2 load {loaded:.1f} s "
+      f"({built / max(loaded, 0.05):.1f}x)")
 print(f"run 1 (cache miss: build + save): {first:.1f} s")
 print(f"run 2 (cache hit: load from cache): {second:.1f} s")
 print(f"the second run was {first / second:.1f}x faster ({first - second:.1f} s saved, "
       f"{100 * (first - second) / first:.0f}% less wall time)")
 PY
-forget_example_images
+    forget_example_images
+}
+
+if [ -n "$record" ] && [ "$record" != "-" ]; then
+    mkdir -p "$(dirname "$record")"
+    set +e
+    (main_job) 2>&1 | tee "$record.tmp"
+    status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -eq 0 ]; then mv -f "$record.tmp" "$record"; else rm -f "$record.tmp"; fi  # only a complete record
+    exit "$status"
+fi
+main_job
