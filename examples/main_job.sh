@@ -59,7 +59,7 @@ main_job() {
     trap 'rm -rf "$work"' EXIT
     cache="$work/cache"
 
-    echo "=== main job: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, suite $shown ==="
+    echo "=== main job: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (load average $(cut -d' ' -f1-3 /proc/loadavg) at the start), suite $shown ==="
     "$python" - <<'PY'
 import platform, docker
 v = docker.from_env().version()

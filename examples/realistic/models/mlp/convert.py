@@ -9,6 +9,7 @@ with the float32 one.  The result is one safetensors file, what infer.py loads.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--calibration-samples", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
+    started = time.monotonic()
     config = yaml.safe_load((args.checkpoint / "config.yaml").read_text())
     fp32 = {p.stem: np.load(p) for p in sorted(args.checkpoint.glob("*.npy"))}
     tensors, deq = {}, {}
@@ -64,7 +66,7 @@ def main() -> None:
     (args.out / "config.yaml").write_text(yaml.safe_dump({**config, "dtype": "int8", "top1_agreement": top1}))
     size = (args.out / "model.safetensors").stat().st_size
     print(f"converted: {size / 2**20:.0f} MB int8; top-1 agreement {top1:.2%}, worst relative error {worst:.3f} "
-          f"over {args.calibration_samples} calibration samples")
+          f"over {args.calibration_samples} calibration samples in {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ hidden states agree within tolerance before the image is kept.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--calibration-sequences", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
+    started = time.monotonic()
     config = yaml.safe_load((args.checkpoint / "config.yaml").read_text())
     fp32 = {p.stem: np.load(p) for p in sorted(args.checkpoint.glob("*.npy"))}
     fp16 = {name: tensor.astype(np.float16) for name, tensor in fp32.items()}
@@ -42,7 +44,7 @@ def main() -> None:
     (args.out / "config.yaml").write_text(yaml.safe_dump({**config, "dtype": "float16", "worst_error": worst}))
     size = (args.out / "model.safetensors").stat().st_size
     print(f"converted: {size / 2**20:.0f} MB float16; worst relative error {worst:.5f} "
-          f"over {args.calibration_sequences} calibration sequences")
+          f"over {args.calibration_sequences} calibration sequences in {time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":
