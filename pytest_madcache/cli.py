@@ -475,7 +475,7 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
     )
     bases, resolved = _bases(spec, settings.base_key, out)
     spec.bases = key_bases(resolved)
-    key = key_for(spec)
+    key = key_for(spec, settings.dir)
     store = _open(settings)
     entries = store.entries()
     match = next((e for e in entries if e.key == key.digest), None)

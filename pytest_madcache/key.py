@@ -16,11 +16,13 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "key_for", "context_digest", "canonical_json", "KeyError_"]
+__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "key_for", "context_digest", "canonical_json", "KeyError_",
+           "DigestMemo", "digest_memo", "DIGESTS_FILE"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
 KEY_FORMAT = 1
@@ -75,17 +77,93 @@ def secret_hash(value: Any) -> Dict[str, str]:
 
 # -- file content --------------------------------------------------------------
 
-# Hashing a large context on every lookup is wasted work when nothing changed:
-# remember digests by (path, size, mtime_ns, inode, ctime_ns) for this process.
+# Hashing a large context on every lookup is wasted work when nothing changed: digests are
+# remembered by (path, size, mtime_ns, inode, ctime_ns), for this process and, with a
+# `DigestMemo`, across sessions in a file inside the cache directory.  The stat tuple only
+# decides whether a remembered digest may be reused; the key itself is made of digests and
+# never of mtimes.  A touched or changed file has another tuple and is hashed again.
 _FILE_DIGESTS: Dict[Tuple[str, int, int, int, int], str] = {}
 
+#: Files modified this recently are hashed every time (not remembered across sessions): a write
+#: within the file system's timestamp granularity after hashing would keep the same stat tuple.
+SETTLE_SECONDS = 2.0
 
-def file_digest(path: Path, st: Optional[os.stat_result] = None) -> str:
-    st = st or os.stat(path)
-    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-    cached = _FILE_DIGESTS.get(memo)
-    if cached:
-        return cached
+
+class DigestMemo:
+    """Content digests of context files, remembered in one JSON file between sessions.
+
+    The file belongs to the cache directory (`DIGESTS_FILE`); it holds, per absolute path,
+    the stat tuple and the sha256 seen when the file was last hashed.  Reading a missing,
+    unreadable or damaged file gives an empty memo; writing is atomic (a temporary file
+    renamed over it) and a failure to write is ignored, so a read-only cache directory only
+    costs the hashing.  Concurrent writers may drop each other's additions, never corrupt them.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._digests: Dict[str, List[Any]] = {}
+        self._dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("version") == self.VERSION and isinstance(data.get("files"), dict):
+                self._digests = data["files"]
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> List[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+    def get(self, path: str, st: os.stat_result) -> Optional[str]:
+        seen = self._digests.get(path)
+        if isinstance(seen, list) and len(seen) == 5 and seen[:4] == self._stamp(st):
+            return str(seen[4])
+        return None
+
+    def put(self, path: str, st: os.stat_result, digest: str) -> None:
+        if max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > time.time() - SETTLE_SECONDS:
+            return
+        self._digests[path] = self._stamp(st) + [digest]
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the memo if something was added; files that no longer exist are forgotten."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        files = {p: v for p, v in self._digests.items() if os.path.lexists(p)}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"version": self.VERSION, "files": files}, separators=(",", ":")),
+                           encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+#: The memo's file name inside the cache directory.
+DIGESTS_FILE = "context-digests.json"
+
+_MEMOS: Dict[str, DigestMemo] = {}
+
+
+def digest_memo(cache_dir: Optional[Path]) -> Optional[DigestMemo]:
+    """The memo of `cache_dir` (one per directory and process), or None without a cache directory."""
+    if cache_dir is None:
+        return None
+    path = str(Path(cache_dir) / DIGESTS_FILE)
+    memo = _MEMOS.get(path)
+    if memo is None:
+        memo = _MEMOS[path] = DigestMemo(Path(path))
+    return memo
+
+
+def _hash_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -93,8 +171,21 @@ def file_digest(path: Path, st: Optional[os.stat_result] = None) -> str:
             if not chunk:
                 break
             h.update(chunk)
-    digest = h.hexdigest()
-    _FILE_DIGESTS[memo] = digest
+    return h.hexdigest()
+
+
+def file_digest(path: Path, st: Optional[os.stat_result] = None, memo: Optional[DigestMemo] = None) -> str:
+    st = st or os.stat(path)
+    name = os.path.abspath(path)
+    stamp = (name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    cached = _FILE_DIGESTS.get(stamp) or (memo.get(name, st) if memo is not None else None)
+    if cached:
+        _FILE_DIGESTS[stamp] = cached
+        return cached
+    digest = _hash_file(path)
+    _FILE_DIGESTS[stamp] = digest
+    if memo is not None:
+        memo.put(name, st, digest)
     return digest
 
 
@@ -107,11 +198,13 @@ def read_dockerignore(context: Path) -> List[str]:
     return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
 
 
-def context_digest(context: Path, dockerfile: Optional[str] = None) -> Tuple[str, int]:
+def context_digest(context: Path, dockerfile: Optional[str] = None,
+                   memo: Optional[DigestMemo] = None) -> Tuple[str, int]:
     """sha256 over (path, type, mode, content) of every file the engine receives.
 
     Returns the digest and the number of entries hashed.  `dockerfile` is the
-    Dockerfile's path relative to the context (it is always sent).
+    Dockerfile's path relative to the context (it is always sent).  With a
+    `memo`, files whose stat tuple it remembers are not read again.
     """
     context = Path(context)
     if not context.is_dir():
@@ -130,7 +223,7 @@ def context_digest(context: Path, dockerfile: Optional[str] = None) -> Tuple[str
             continue  # removed while we walked; the engine would not see it either
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISREG(st.st_mode):
-            kind, content = "f", file_digest(full, st)
+            kind, content = "f", file_digest(full, st, memo)
         elif stat.S_ISDIR(st.st_mode):
             kind, content = "d", ""
         elif stat.S_ISLNK(st.st_mode):
@@ -140,6 +233,8 @@ def context_digest(context: Path, dockerfile: Optional[str] = None) -> Tuple[str
         h.update(canonical_json([rel.replace(os.sep, "/"), kind, oct(mode), content]).encode())
         h.update(b"\n")
         count += 1
+    if memo is not None:
+        memo.save()
     return h.hexdigest(), count
 
 
@@ -194,9 +289,10 @@ def _hash_secrets(values: Mapping[str, Any], secrets: Collection[str], where: st
     return out
 
 
-def key_for(spec: KeySpec) -> CacheKey:
+def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
     """The one way a key is made (the plugin for a test, `madcache key` for the command line):
-    sha256 of the canonical JSON of the spec's components."""
+    sha256 of the canonical JSON of the spec's components.  With `cache_dir`, file digests
+    are remembered there between sessions (`DigestMemo`); the key is the same either way."""
     if not spec.image or not isinstance(spec.image, str):
         raise KeyError_(f"image name {spec.image!r} must be a non-empty string")
     if not isinstance(spec.nodes, int) or isinstance(spec.nodes, bool) or spec.nodes < 1:
@@ -215,6 +311,7 @@ def key_for(spec: KeySpec) -> CacheKey:
     }
     if spec.bases:
         components["bases"] = {str(k): str(v) for k, v in spec.bases.items()}
+    memo = digest_memo(cache_dir)
     context = Path(spec.context) if spec.context is not None else None
     dockerfile = Path(spec.dockerfile) if spec.dockerfile is not None else None
     if dockerfile is None and context is not None:
@@ -222,7 +319,7 @@ def key_for(spec: KeySpec) -> CacheKey:
     if dockerfile is not None:
         if not dockerfile.is_file():
             raise KeyError_(f"Dockerfile {str(dockerfile)!r} does not exist")
-        components["dockerfile_sha256"] = file_digest(dockerfile)
+        components["dockerfile_sha256"] = file_digest(dockerfile, memo=memo)
     if context is not None:
         rel = None
         if dockerfile is not None:
@@ -230,6 +327,8 @@ def key_for(spec: KeySpec) -> CacheKey:
                 rel = os.path.relpath(dockerfile.resolve(), context.resolve())
             except ValueError:
                 rel = None
-        components["context_sha256"], _ = context_digest(context, rel)
+        components["context_sha256"], _ = context_digest(context, rel, memo)
+    if memo is not None:
+        memo.save()
     digest = hashlib.sha256(canonical_json(components).encode()).hexdigest()
     return CacheKey(digest=digest, components=components)

@@ -476,7 +476,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
                 material.update(result)
         try:
             bases = service.resolve_bases(spec, spec.base_key or state.settings.base_key)
-            key = key_for(spec.key_spec(selected, state.additional_context, material, key_bases(bases)))
+            key = key_for(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
+                          state.settings.dir if state.settings.enabled else None)
         except DockerfileError as exc:
             raise _failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
         except KeyError_ as exc:
