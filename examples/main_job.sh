@@ -109,7 +109,8 @@ PY
 if [ -n "$record" ] && [ "$record" != "-" ]; then
     mkdir -p "$(dirname "$record")"
     set +e
-    (main_job) 2>&1 | tee "$record.tmp"
+    # Paths under the repository are written relative to it: the record reads the same from any clone.
+    (main_job) 2>&1 | sed -u "s|$(dirname "$here")/||g" | tee "$record.tmp"
     status=${PIPESTATUS[0]}
     set -e
     if [ "$status" -eq 0 ]; then mv -f "$record.tmp" "$record"; else rm -f "$record.tmp"; fi  # only a complete record

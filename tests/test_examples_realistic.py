@@ -74,3 +74,20 @@ def test_git_keeps_the_generated_wheels_out(prepare) -> None:
     assert len(paths) == 2
     proc = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True)
     assert proc.stdout.split() == paths
+
+
+def test_the_docs_quote_the_main_job_record() -> None:
+    """README and docs/plugin.md show the record's summary lines as the main job printed them."""
+    record = (ROOT / "bench" / "results" / "main-job.txt").read_text()
+    summary = [line for line in record.splitlines()
+               if line.startswith(("image acquisition (test setup):", "run 1 (cache miss", "run 2 (cache hit",
+                                   "the second run was"))]
+    assert len(summary) == 4
+    builds = [line.split(": ")[1] for line in record.splitlines() if line.startswith("Build Duration: ")]
+    assert len(builds) == 2
+    for doc in ("README.md", "docs/plugin.md"):
+        text = (ROOT / doc).read_text()
+        for line in summary:
+            assert line in text, f"{doc} does not show the record's line {line!r}"
+        for seconds in builds:
+            assert seconds.replace(" seconds", " s") in text, f"{doc} does not give the cold build of {seconds}"
