@@ -1,6 +1,6 @@
 """Benchmark P1 cold and warm: the cache key of an unchanged build context, per session.
 
-    python bench/bench_key.py [--repeat 5] [--json FILE]
+    python bench/bench_key.py [--repeat 5] [--json bench/results/key-cold-warm.json]
 
 A session starts with no digest in memory: it used to hash the whole context again. With
 the digest memo in the cache directory (`key.DigestMemo`), an unchanged file costs a stat.
@@ -24,10 +24,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pytest_madcache.key import SETTLE_SECONDS  # noqa: E402
+
 MB = 1 << 20
 GOALS_MS = {"300 MB": 30.0, "10,000 files": 100.0}
 
@@ -67,6 +71,7 @@ def make_contexts(base: Path) -> Dict[str, Path]:
     past = 1_600_000_000
     for path in [*big.rglob("*"), *many.rglob("*")]:  # settled files, as in a checked-out repository
         os.utime(path, (past, past))
+    time.sleep(SETTLE_SECONDS + 0.1)  # files changed this recently are hashed every time (their ctime is now)
     return {"300 MB": big, "10,000 files": many}
 
 
@@ -122,11 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="madcache-bench-key-") as tmp:
         contexts = make_contexts(Path(tmp))
         results = measure(contexts, Path(tmp), args.repeat)
-    print(f"P1 cold and warm: the key of an unchanged context, first lookup of a session "
-          f"({os.cpu_count()} CPUs, median of {args.repeat} sessions each)")
-    print(table(results))
-    if args.json:
+    text = (f"P1 cold and warm: the key of an unchanged context, first lookup of a session "
+            f"({os.cpu_count()} CPUs, median of {args.repeat} sessions each)\n{table(results)}\n")
+    print(text, end="")
+    if args.json:  # and the table beside it, FILE.md, for the docs to quote
         Path(args.json).write_text(json.dumps({"repeat": args.repeat, "results": results}, indent=2))
+        Path(args.json).with_suffix(".md").write_text(text)
     return 0
 
 

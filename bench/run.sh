@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -q -e ".[zstd]"
+python bench/bench_key.py --json bench/results/key-cold-warm.json  # P1 cold and warm: no engine
 python -m pytest_madcache.localengine -- bash -c '
   python bench/bench_store.py --data random --json /tmp/madcache-bench-random.json &&
   python bench/bench_store.py --data compressible --json /tmp/madcache-bench-compressible.json &&

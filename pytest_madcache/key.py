@@ -93,7 +93,8 @@ class DigestMemo:
     """Content digests of context files, remembered in one JSON file between sessions.
 
     The file belongs to the cache directory (`DIGESTS_FILE`); it holds, per absolute path,
-    the stat tuple and the sha256 seen when the file was last hashed.  Reading a missing,
+    the stat tuple and the sha256 seen when the file was last hashed, and per context (and
+    `.dockerignore`) the list of paths the engine receives with each directory's stat tuple.  Reading a missing,
     unreadable or damaged file gives an empty memo; writing is atomic (a temporary file
     renamed over it) and a failure to write is ignored, so a read-only cache directory only
     costs the hashing.  Concurrent writers may drop each other's additions, never corrupt them.
@@ -104,11 +105,14 @@ class DigestMemo:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._digests: Dict[str, List[Any]] = {}
+        self._trees: Dict[str, Dict[str, Any]] = {}
         self._dirty = False
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("version") == self.VERSION and isinstance(data.get("files"), dict):
                 self._digests = data["files"]
+                trees = data.get("trees")
+                self._trees = trees if isinstance(trees, dict) else {}
         except (OSError, ValueError):
             pass
 
@@ -128,16 +132,58 @@ class DigestMemo:
         self._digests[path] = self._stamp(st) + [digest]
         self._dirty = True
 
+    @staticmethod
+    def _tree_key(context: str, patterns: List[str], dockerfile: Optional[str]) -> str:
+        return canonical_json([context, patterns, dockerfile])
+
+    @staticmethod
+    def _dir_stamp(path: str) -> Optional[List[int]]:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return [st.st_mtime_ns, st.st_ino, st.st_ctime_ns] if stat.S_ISDIR(st.st_mode) else None
+
+    def paths(self, context: str, patterns: List[str], dockerfile: Optional[str]) -> Optional[List[str]]:
+        """The remembered path list of this context and `.dockerignore`, if no directory in it changed."""
+        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
+        if not isinstance(tree, dict) or not isinstance(tree.get("dirs"), dict) or not isinstance(tree.get("paths"), list):
+            return None
+        for rel, stamp in tree["dirs"].items():
+            if self._dir_stamp(os.path.join(context, rel)) != stamp:
+                return None
+        return tree["paths"]
+
+    def put_paths(self, context: str, patterns: List[str], dockerfile: Optional[str], paths: List[str]) -> None:
+        """Remember a walk's result, unless `.dockerignore` has exceptions (`!`): those look into
+        excluded directories, whose changes the included directories' tuples would not show."""
+        if any(p.startswith("!") for p in patterns):
+            return
+        dirs: Dict[str, List[int]] = {}
+        settled = time.time() - SETTLE_SECONDS
+        for rel in ["", *paths]:
+            stamp = self._dir_stamp(os.path.join(context, rel))
+            if stamp is None:
+                continue
+            if max(stamp[0], stamp[2]) / 1e9 > settled:
+                return
+            dirs[rel] = stamp
+        if "" not in dirs:
+            return
+        self._trees[self._tree_key(context, patterns, dockerfile)] = {"dirs": dirs, "paths": paths}
+        self._dirty = True
+
     def save(self) -> None:
         """Write the memo if something was added; files that no longer exist are forgotten."""
         if not self._dirty:
             return
         self._dirty = False
         files = {p: v for p, v in self._digests.items() if os.path.lexists(p)}
+        trees = {k: v for k, v in self._trees.items() if os.path.isdir(json.loads(k)[0])}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps({"version": self.VERSION, "files": files}, separators=(",", ":")),
-                           encoding="utf-8")
+            tmp.write_text(json.dumps({"version": self.VERSION, "files": files, "trees": trees},
+                                      separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError:
             try:
@@ -198,25 +244,47 @@ def read_dockerignore(context: Path) -> List[str]:
     return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
 
 
+_ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # = canonical_json
+
+
+def _included(context: str, patterns: List[str], dockerfile: Optional[str],
+              memo: Optional[DigestMemo]) -> List[str]:
+    """The context's paths the engine receives (docker-py's `exclude_paths`), sorted.
+
+    A memo remembers the list with the stat tuple of every directory in it: a name added,
+    removed or renamed changes its directory's tuple, and then the tree is walked again.
+    """
+    if memo is not None:
+        remembered = memo.paths(context, patterns, dockerfile)
+        if remembered is not None:
+            return remembered
+    from docker.utils.build import exclude_paths  # here, not at import: the SDK costs ~80 ms to import
+
+    included = sorted(exclude_paths(context, list(patterns), dockerfile=dockerfile))
+    if memo is not None:
+        memo.put_paths(context, patterns, dockerfile, included)
+    return included
+
+
 def context_digest(context: Path, dockerfile: Optional[str] = None,
                    memo: Optional[DigestMemo] = None) -> Tuple[str, int]:
     """sha256 over (path, type, mode, content) of every file the engine receives.
 
     Returns the digest and the number of entries hashed.  `dockerfile` is the
     Dockerfile's path relative to the context (it is always sent).  With a
-    `memo`, files whose stat tuple it remembers are not read again.
+    `memo`, files whose stat tuple it remembers are not read again, and an
+    unchanged tree is not matched against `.dockerignore` again.
     """
     context = Path(context)
     if not context.is_dir():
         raise KeyError_(f"build context {str(context)!r} is not a directory")
-    from docker.utils.build import exclude_paths  # here, not at import: the SDK costs ~80 ms to import
-
+    root = os.path.abspath(context)
     patterns = read_dockerignore(context)
-    included = sorted(exclude_paths(str(context), list(patterns), dockerfile=dockerfile))
+    included = _included(root, patterns, dockerfile, memo)
     h = hashlib.sha256()
     count = 0
     for rel in included:
-        full = context / rel
+        full = os.path.join(root, rel)
         try:
             st = os.lstat(full)
         except FileNotFoundError:
@@ -230,7 +298,7 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
             kind, content = "l", os.readlink(full)
         else:
             continue  # sockets, fifos: docker-py skips them too
-        h.update(canonical_json([rel.replace(os.sep, "/"), kind, oct(mode), content]).encode())
+        h.update(_ENTRY_JSON([rel.replace(os.sep, "/"), kind, oct(mode), content]).encode())
         h.update(b"\n")
         count += 1
     if memo is not None:

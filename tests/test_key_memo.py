@@ -107,3 +107,33 @@ def test_files_written_just_now_are_not_remembered(ctx, tmp_path, hashed, monkey
     hashed.clear()
     key(ctx, cache)
     assert len(hashed) == 4  # a write within the timestamp granularity could hide behind the same stat tuple
+
+
+def test_a_file_added_deep_in_an_unchanged_tree_is_seen(ctx, tmp_path, hashed) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = key(ctx, cache)
+    assert json.loads((cache / DIGESTS_FILE).read_text())["trees"]  # the path list is remembered too
+    (ctx / "weights" / "w3.bin").write_bytes(b"new")
+    hashed.clear()
+    added = key(ctx, cache)
+    assert added != first and hashed == ["w3.bin"]
+    (ctx / "weights" / "w3.bin").unlink()
+    assert key(ctx, cache) == first
+
+
+def test_dockerignore_exceptions_always_walk_the_tree(ctx, tmp_path, hashed) -> None:
+    (ctx / ".dockerignore").write_text("weights\n!weights/w1.bin\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = key(ctx, cache)
+    assert json.loads((cache / DIGESTS_FILE).read_text())["trees"] == {}
+    (ctx / "weights" / "w1.bin").write_bytes(b"changed")
+    changed = key(ctx, cache)
+    assert changed != first and changed == key(ctx)
+
+
+def test_docs_quote_the_key_benchmark_record() -> None:
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "bench" / "results" / "key-cold-warm.md").read_text().split("\n", 1)[1].strip()
+    assert table in (root / "docs" / "performance.md").read_text()
