@@ -118,15 +118,25 @@ def debian_mirror(etc: Path = Path("/etc/apt")) -> str:
 
 # -- the base image --------------------------------------------------------------------------------
 
+def install_mmdebstrap(log=sys.stderr) -> None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError("mmdebstrap is missing and cannot be installed here (needs root and apt-get): "
+                           "install it with apt-get install mmdebstrap")
+    print("installing mmdebstrap with apt-get", file=log, flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "mmdebstrap"]):
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}")
+
+
 def make_base_tarball(log=sys.stderr) -> Path:
     """The base root filesystem as a tarball, made once per machine and kept in cache_dir()."""
     target = base_tarball()
     if target.is_file():
         return target
     if shutil.which("mmdebstrap") is None:
-        print("installing mmdebstrap with apt-get", file=log, flush=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "mmdebstrap"], check=True,
-                       stdout=subprocess.DEVNULL)
+        install_mmdebstrap(log)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.tar")
     cmd = ["mmdebstrap", "--quiet", "--variant=apt", "--format=tar", "--include=" + ",".join(PACKAGES),
