@@ -6,7 +6,8 @@ receive as build context (the same `.dockerignore` rules docker-py applies
 when it sends the context), so a changed byte changes the key while a touched
 mtime or an edited ignored file does not.
 
-It must not talk to an engine or the store: a key depends on files and values alone.
+It must not talk to an engine or the store: a key depends on files and values alone.  Its one
+file in the cache directory, `context-digests.json`, only spares reading unchanged files again.
 """
 
 from __future__ import annotations
