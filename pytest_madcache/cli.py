@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                "MADCACHE_TTL) > madcache_* keys in pytest's ini file > defaults.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote", "shared"))
+    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote", "remote_compress", "shared"))
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, dest=f"alias_{name}", metavar=metavar, default=argparse.SUPPRESS)
     p.add_argument("--remote", dest="on_remote", action="store_true",
                    help="prune the remote cache's manifests by the same rules (entry count and TTL)")
+    p = sub.add_parser("push", parents=[common],
+                       help="push entries to the remote cache: the IDs given, else every entry it lacks "
+                            "(and complete pushes an earlier run left unfinished)")
+    p.add_argument("entry_ids", metavar="ID", nargs="*")
     sub.add_parser("verify", parents=[common], help="check every blob against its digest; drop broken entries")
     p = sub.add_parser("load", parents=[common], help="load an entry's image into the Docker engine")
     p.add_argument("entry_id", metavar="ID")
@@ -209,7 +213,42 @@ def _remote(settings: _settings.Settings) -> "RemoteLister":
 
     if not settings.remote:
         raise StoreError("no remote cache is set: use --cache-remote REGISTRY/REPOSITORY or MADCACHE_REMOTE")
-    return cast("RemoteLister", open_remote(settings.remote))
+    return cast("RemoteLister", open_remote(settings.remote, log=lambda m: print(m, file=sys.stderr),
+                                            settings=settings))
+
+
+def cmd_push(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
+    from .remote import RemoteCache
+    from .remotes import RemoteError
+
+    remote: Any = _remote(settings)
+    store = Store(settings.dir, shared=settings.shared)
+    chosen = [store.get(i) for i in args.entry_ids] if args.entry_ids else store.entries()
+    pushed, completed, sent = [], 0, 0
+    try:
+        if isinstance(remote, RemoteCache):  # a registry: finish what broke earlier, raise what breaks now
+            completed = len(remote.state.pending(remote.registry.ref))
+            remote.push_pending(store.open_blob)
+            completed -= len(remote.state.pending(remote.registry.ref))
+        for entry in chosen:
+            if args.entry_ids or remote.find(entry.key) is None:
+                if isinstance(remote, RemoteCache):
+                    remote.upload(entry.to_json(), store.open_blob)
+                else:
+                    sent += remote.push(entry, store.open_blob)
+                pushed.append(entry.id)
+    except RemoteError as exc:
+        raise StoreError(str(exc)) from None
+    sent += remote.registry.bytes_sent if isinstance(remote, RemoteCache) else 0
+    if args.json:
+        out.json({"pushed": pushed, "completed": completed, "bytes_sent": sent, "remote": str(remote)})
+        return 0
+    for entry_id in pushed:
+        out(f"Pushed {entry_id} to {remote}")
+    out(f"{len(pushed)} entr{'y' if len(pushed) == 1 else 'ies'} pushed, {completed} unfinished push(es) completed, "
+        f"{human_bytes(sent)} sent")
+    return 0
+
 
 def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     if args.on_remote:
@@ -556,7 +595,7 @@ def _nearest(key: CacheKey, entries: List[Entry]) -> Optional[tuple]:
 
 _COMMANDS = {
     "list": cmd_list, "stats": cmd_stats, "info": cmd_info, "evict": cmd_evict, "clear": cmd_clear,
-    "prune": cmd_prune, "verify": cmd_verify, "load": cmd_load, "key": cmd_key,
+    "prune": cmd_prune, "verify": cmd_verify, "load": cmd_load, "key": cmd_key, "push": cmd_push,
 }
 
 

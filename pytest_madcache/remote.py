@@ -1,291 +1,88 @@
 """A remote cache in an OCI registry: the far cache behind the local directory.
 
-Each entry is pushed as a real OCI image (config + uncompressed layer blobs,
-the same blobs the local store holds) tagged `mc-<key>` in one repository,
-with the entry's metadata in a manifest annotation.  So `docker pull
-REGISTRY/REPO:mc-<key>` works, blobs shared by entries are uploaded once,
-and a second machine fetches only the blobs its local store lacks.
+Each entry is pushed as a real OCI image tagged `mc-<key>` in one
+repository: its config, its layers compressed (gzip by default, zstd or
+none by choice; a layer that does not compress goes up as it is), and the
+entry's metadata in a manifest annotation.  The metadata keeps the store's
+names for the layers (diffIDs, uncompressed sizes); the manifest lists the
+registry's (compressed digests), position by position, as OCI images do.
+So `docker pull REGISTRY/REPO:mc-<key>` works, blobs shared by entries go
+up once, and a second machine fetches only the blobs its store lacks,
+decompressed and checked on the way in.  Entries pushed uncompressed by
+earlier versions read as before.
 
-Only the OCI distribution HTTP API is used (blob HEAD/GET/upload, manifest
-GET/PUT/DELETE, tag list), with basic and bearer-token auth, so any
-registry serves: the CNCF distribution server, a cloud registry, Harbor.
-
-It must not touch the local store: it returns metadata and blob readers
-(remotes.RemoteEntry) and pushes what it is given.
+The manifest goes last, so a push that breaks leaves blobs but never an
+entry; a small journal (`<cache>/remote/pending/`) remembers it, and the
+next push from that cache completes it (as does `RemoteCache.push_pending`).
+HTTP, TLS, auth and retries are registry.py's; compression and parallel
+fetches are transfer.py's.  It must not touch the local store: the store
+hands it blob readers and takes back metadata and readers
+(remotes.RemoteEntry); its own files are the journal and the layer map
+under `<cache>/remote/`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import hashlib
 import json
 import os
-import re
+import secrets
 import time
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
-from urllib.parse import urlencode, urljoin
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-import requests
-
+from .registry import MANIFEST_TYPE, Registry, RemoteRef, RetryPolicy, is_loopback, skip_to
 from .remotes import RemoteEntry, RemoteError, RemoteUnavailable
+from .transfer import COMPRESSIONS, CONFIG_TYPE, LAYER_TAR, BlobFetcher, RemoteBlob, encode
 
 __all__ = [
-    "RemoteRef", "Registry", "RemoteError", "RemoteUnavailable",
-    "MANIFEST_TYPE", "key_tag", "entry_manifest", "entry_from_manifest",
+    "RemoteRef", "Registry", "RemoteError", "RemoteUnavailable", "RetryPolicy", "RemoteCache", "RemoteEntry",
+    "RemoteManifest", "MANIFEST_TYPE", "key_tag", "entry_manifest", "parse_manifest", "entry_from_manifest",
+    "is_loopback",
 ]
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
+LAYER_TYPE = LAYER_TAR
 ENTRY_ANNOTATION = "io.madcache.entry"
 USED_ANNOTATION = "io.madcache.last-used"
 TAG_PREFIX = "mc-"
-CHUNK = 1 << 20
-_LOCAL_HOSTS = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
+PARALLEL = 3  # blobs moving at once, each way
 
 
-@dataclass(frozen=True)
-class RemoteRef:
-    """`[http[s]://]host[:port]/repository` -> where to talk and which repository."""
+class EntryLike(Protocol):
+    """What the remote needs of a store entry."""
 
-    scheme: str
-    host: str
-    repository: str
+    key: str
+    id: str
+    config: str
+    layers: List[str]
+    sizes: Dict[str, int]
 
-    @classmethod
-    def parse(cls, text: str) -> "RemoteRef":
-        raw = text.strip()
-        scheme = None
-        for prefix in ("http://", "https://"):
-            if raw.startswith(prefix):
-                scheme, raw = prefix[:-3], raw[len(prefix):]
-        host, _, repo = raw.partition("/")
-        repo = repo.strip("/")
-        if not host or not repo or not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", repo):
-            raise ValueError("expected REGISTRY/REPOSITORY such as 127.0.0.1:5000/madcache (lower-case repository path)")
-        if scheme is None:
-            scheme = "http" if _LOCAL_HOSTS.match(host) else "https"
-        return cls(scheme, host, repo)
+    def to_json(self) -> Dict[str, Any]: ...
 
-    @property
-    def base(self) -> str:
-        return f"{self.scheme}://{self.host}/v2/{self.repository}/"
 
-    def __str__(self) -> str:
-        return f"{self.host}/{self.repository}"
+OpenBlob = Callable[[str], BinaryIO]
 
 
 def key_tag(key: str) -> str:
     return TAG_PREFIX + key
 
 
-class Registry:
-    """A small OCI distribution client over one requests session."""
-
-    def __init__(self, ref: RemoteRef, username: Optional[str] = None, password: Optional[str] = None,
-                 timeout: Tuple[float, float] = (5.0, 300.0), session: Optional[requests.Session] = None) -> None:
-        self.ref = ref
-        self.username = username
-        self.password = password
-        self.timeout = timeout
-        self.session = session or requests.Session()
-        self._auth_header: Optional[str] = None
-
-    @classmethod
-    def from_env(cls, ref: RemoteRef, env: Mapping[str, str] = os.environ) -> "Registry":
-        """Credentials from MADCACHE_REMOTE_USER / MADCACHE_REMOTE_PASSWORD (never stored)."""
-        return cls(ref, env.get("MADCACHE_REMOTE_USER") or None, env.get("MADCACHE_REMOTE_PASSWORD") or None)
-
-    # -- transport -------------------------------------------------------------
-
-    def _url(self, path: str) -> str:
-        return urljoin(self.ref.base, path)
-
-    def _request(self, method: str, url: str, ok: Tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
-        headers = dict(kwargs.pop("headers", {}) or {})
-        for attempt in range(2):
-            if self._auth_header:
-                headers["Authorization"] = self._auth_header
-            body = kwargs.get("data")
-            if attempt and hasattr(body, "seek"):
-                body.seek(0)
-            try:
-                resp = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-            except requests.ConnectionError as exc:
-                raise RemoteUnavailable(f"cannot reach registry {self.ref.host}: {_short(exc)}") from None
-            except requests.Timeout:
-                raise RemoteUnavailable(f"registry {self.ref.host} did not answer in time") from None
-            except requests.RequestException as exc:
-                raise RemoteError(f"{method} {url} failed: {_short(exc)}") from None
-            if resp.status_code == 401 and attempt == 0 and self._authenticate(resp):
-                resp.close()
-                continue
-            if resp.status_code not in ok:
-                detail = resp.text[:300] if not kwargs.get("stream") else ""
-                resp.close()
-                raise RemoteError(f"{method} {url} answered {resp.status_code} {resp.reason}: {detail}".strip())
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _authenticate(self, resp: requests.Response) -> bool:
-        """Answer a 401 challenge: Basic with our credentials, or fetch a Bearer token."""
-        challenge = resp.headers.get("WWW-Authenticate", "")
-        scheme, _, params = challenge.partition(" ")
-        if scheme.lower() == "basic":
-            if not self.username:
-                raise RemoteError(f"registry {self.ref.host} wants credentials: set MADCACHE_REMOTE_USER and MADCACHE_REMOTE_PASSWORD")
-            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
-            self._auth_header = f"Basic {token}"
-            return True
-        if scheme.lower() == "bearer":
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
-            realm = fields.pop("realm", None)
-            if not realm:
-                return False
-            if "scope" not in fields:
-                fields["scope"] = f"repository:{self.ref.repository}:pull,push"
-            auth = (self.username, self.password or "") if self.username else None
-            try:
-                token_resp = self.session.get(f"{realm}?{urlencode(fields)}", auth=auth, timeout=self.timeout)
-            except requests.RequestException as exc:
-                raise RemoteUnavailable(f"cannot reach the token service {realm}: {_short(exc)}") from None
-            if token_resp.status_code != 200:
-                raise RemoteError(f"the token service {realm} answered {token_resp.status_code}: {token_resp.text[:200]}")
-            data = token_resp.json()
-            token = data.get("token") or data.get("access_token")
-            if not token:
-                raise RemoteError(f"the token service {realm} returned no token")
-            self._auth_header = f"Bearer {token}"
-            return True
-        return False
-
-    # -- API ---------------------------------------------------------------------
-
-    def ping(self) -> None:
-        self._request("GET", f"{self.ref.scheme}://{self.ref.host}/v2/", ok=(200, 401)).close()
-
-    def blob_size(self, digest: str) -> Optional[int]:
-        resp = self._request("HEAD", self._url(f"blobs/{digest}"), ok=(200, 404))
-        resp.close()
-        if resp.status_code == 404:
-            return None
-        return int(resp.headers.get("Content-Length", "0") or 0)
-
-    def upload_blob(self, digest: str, source: Any, size: int) -> bool:
-        """Upload unless present; a monolithic PUT streamed from `source`.  True if sent.
-
-        `source` is a seekable file or a callable returning a fresh reader
-        (for compressed blobs), so an auth retry can send the body again.
-        """
-        if self.blob_size(digest) is not None:
-            return False
-        start = self._request("POST", self._url("blobs/uploads/"), ok=(202,))
-        location = start.headers.get("Location")
-        start.close()
-        if not location:
-            raise RemoteError(f"registry {self.ref.host} gave no upload location")
-        location = urljoin(self._url(""), location)
-        sep = "&" if "?" in location else "?"
-        body = _FileBody(source, size)
-        try:
-            self._request(
-                "PUT", f"{location}{sep}digest={digest}", ok=(201, 204), data=body,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            ).close()
-        finally:
-            body.close()
-        return True
-
-    def open_blob(self, digest: str) -> requests.Response:
-        """A streaming response for a blob (the caller verifies the digest)."""
-        return self._request("GET", self._url(f"blobs/{digest}"), stream=True)
-
-    def get_manifest(self, reference: str) -> Optional[Tuple[bytes, str]]:
-        """(body, digest) or None when the reference does not exist."""
-        resp = self._request("GET", self._url(f"manifests/{reference}"), ok=(200, 404),
-                             headers={"Accept": MANIFEST_TYPE})
-        if resp.status_code == 404:
-            resp.close()
-            return None
-        body = resp.content
-        digest = resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
-        return body, digest
-
-    def put_manifest(self, reference: str, body: bytes) -> str:
-        resp = self._request("PUT", self._url(f"manifests/{reference}"), ok=(201,), data=body,
-                             headers={"Content-Type": MANIFEST_TYPE})
-        resp.close()
-        return resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
-
-    def delete_manifest(self, digest: str) -> None:
-        self._request("DELETE", self._url(f"manifests/{digest}"), ok=(202, 404)).close()
-
-    def tags(self) -> List[str]:
-        out: List[str] = []
-        url: Optional[str] = self._url("tags/list?n=1000")
-        while url:
-            resp = self._request("GET", url, ok=(200, 404))
-            if resp.status_code == 404:
-                return out
-            out += resp.json().get("tags") or []
-            link = resp.headers.get("Link", "")
-            match = re.match(r"<([^>]+)>", link)
-            url = urljoin(f"{self.ref.scheme}://{self.ref.host}", match.group(1)) if match else None
-        return out
-
-
-class _FileBody:
-    """A sized body that requests streams in 1 MB chunks; `seek(0)` starts it over."""
-
-    def __init__(self, source: Any, size: int) -> None:
-        self.opener = source if callable(source) else None
-        self.fh = source() if callable(source) else source
-        if self.opener is None:
-            self.fh.seek(0)
-        self.len = size
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            chunk = self.fh.read(CHUNK)
-            if not chunk:
-                return
-            yield chunk
-
-    def seek(self, pos: int) -> None:
-        if self.opener is not None:
-            self.fh.close()
-            self.fh = self.opener()
-        else:
-            self.fh.seek(pos)
-
-    def close(self) -> None:
-        if self.opener is not None:
-            self.fh.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    match = re.search(r"\[Errno [^\]]+\] [^'\")]+", text)
-    return match.group(0) if match else text[:200]
-
-
 # -- entries as OCI images -------------------------------------------------------
 
 
-def entry_manifest(entry: Any, last_used: Optional[float] = None) -> bytes:
-    """The OCI manifest of a store entry; its metadata rides in an annotation."""
-    meta = entry.to_json()
-    created = _dt.datetime.fromtimestamp(entry.created, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _manifest_body(meta: Mapping[str, Any], layers: Sequence[RemoteBlob], last_used: Optional[float]) -> bytes:
+    created = _dt.datetime.fromtimestamp(float(meta.get("created") or 0), _dt.timezone.utc)
+    config = meta["config"]
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": entry.config, "size": entry.sizes[entry.config]},
-        "layers": [{"mediaType": LAYER_TYPE, "digest": d, "size": entry.sizes[d]} for d in entry.layers],
+        "config": {"mediaType": CONFIG_TYPE, "digest": config, "size": meta["sizes"][config]},
+        "layers": [{"mediaType": b.media_type, "digest": b.digest, "size": b.size} for b in layers],
         "annotations": {
-            "org.opencontainers.image.created": created,
-            "org.opencontainers.image.ref.name": entry.image_ref,
+            "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "org.opencontainers.image.ref.name": f"{meta.get('image_name')}:{meta.get('image_tag')}",
             ENTRY_ANNOTATION: json.dumps(meta, sort_keys=True, separators=(",", ":")),
             USED_ANNOTATION: str(int(last_used if last_used is not None else time.time())),
         },
@@ -293,62 +90,223 @@ def entry_manifest(entry: Any, last_used: Optional[float] = None) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
 
-def entry_from_manifest(body: bytes) -> Tuple[Dict[str, Any], float]:
-    """Entry metadata (checked against the manifest's own blob list) and last use."""
+def _raw_layers(meta: Mapping[str, Any]) -> List[RemoteBlob]:
+    return [RemoteBlob(d, meta["sizes"][d], LAYER_TYPE) for d in meta["layers"]]
+
+
+def entry_manifest(entry: EntryLike, last_used: Optional[float] = None,
+                   layers: Optional[Sequence[RemoteBlob]] = None) -> bytes:
+    """The OCI manifest of a store entry (uncompressed layers unless `layers` says otherwise)."""
+    meta = entry.to_json()
+    return _manifest_body(meta, list(layers) if layers is not None else _raw_layers(meta), last_used)
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    """A madcache manifest read back: the entry's metadata, its last use, and the registry's blob
+    for each digest the store names (config and diffIDs)."""
+
+    meta: Dict[str, Any]
+    used: float
+    layers: List[RemoteBlob]
+    blobs: Dict[str, RemoteBlob] = field(default_factory=dict)
+
+
+def parse_manifest(body: bytes) -> RemoteManifest:
+    """Read and check a madcache manifest: the annotation's blobs must be the manifest's, position by
+    position (an uncompressed layer by digest and size; a compressed one by position)."""
     try:
         manifest = json.loads(body)
         annotations = manifest.get("annotations") or {}
         meta = json.loads(annotations[ENTRY_ANNOTATION])
         used = float(annotations.get(USED_ANNOTATION) or meta.get("created") or 0)
-        blobs = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
-    except (ValueError, KeyError, TypeError) as exc:
+        config = manifest["config"]
+        layers = [RemoteBlob(l["digest"], int(l["size"]), l.get("mediaType") or LAYER_TYPE)
+                  for l in manifest["layers"]]
+        sizes = meta["sizes"]
+        diff_ids = list(meta.get("layers") or [])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RemoteError(f"not a madcache manifest: {exc}") from None
-    if blobs != [meta.get("config"), *(meta.get("layers") or [])]:
-        raise RemoteError("manifest and entry metadata disagree about the blobs")
-    sizes = {manifest["config"]["digest"]: manifest["config"]["size"]}
-    sizes.update({layer["digest"]: layer["size"] for layer in manifest["layers"]})
-    if any(meta.get("sizes", {}).get(d) != s for d, s in sizes.items()):
-        raise RemoteError("manifest and entry metadata disagree about blob sizes")
-    return meta, used
+    if config.get("digest") != meta.get("config") or sizes.get(config.get("digest")) != config.get("size"):
+        raise RemoteError("manifest and entry metadata disagree about the config")
+    if len(layers) != len(diff_ids):
+        raise RemoteError("manifest and entry metadata disagree about the number of layers")
+    blobs = {meta["config"]: RemoteBlob(config["digest"], int(config["size"]), CONFIG_TYPE)}
+    for diff_id, blob in zip(diff_ids, layers):
+        if blob.codec == "none" and (blob.digest != diff_id or blob.size != sizes.get(diff_id)):
+            raise RemoteError("manifest and entry metadata disagree about an uncompressed layer")
+        if diff_id not in sizes:
+            raise RemoteError("the entry metadata has no size for a layer")
+        blobs[diff_id] = blob
+    return RemoteManifest(meta, used, layers, blobs)
 
 
-class _RawStream:
-    """A blob response as a plain readable stream (what Store.import_entry copies from)."""
+def entry_from_manifest(body: bytes) -> Tuple[Dict[str, Any], float]:
+    """Entry metadata (checked against the manifest's own blob list) and last use."""
+    got = parse_manifest(body)
+    return got.meta, got.used
 
-    def __init__(self, resp: requests.Response) -> None:
-        self.resp = resp
+
+# -- what a cache remembers about its remote ---------------------------------------------
+
+
+class RemoteState:
+    """`<cache>/remote/`: pushes not yet completed (per registry repository) and, per layer and
+    compression, the registry blob it became (so a layer the registry has is not compressed again
+    to learn its digest).  Written atomically; losing it costs only time."""
+
+    def __init__(self, directory: Optional[Path]) -> None:
+        self.dir = directory
+
+    def _write(self, path: Path, data: Mapping[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+        tmp.write_text(json.dumps(data, sort_keys=True))
+        os.replace(tmp, path)
+
+    def _pending_file(self, ref: RemoteRef, key: str) -> Path:
+        assert self.dir is not None
+        name = f"{ref.host}/{ref.repository}".replace("/", "+").replace(":", "_")
+        return self.dir / "pending" / name / f"{key}.json"
+
+    def add_pending(self, ref: RemoteRef, meta: Mapping[str, Any]) -> None:
+        if self.dir is not None:
+            try:
+                self._write(self._pending_file(ref, str(meta["key"])), {"meta": dict(meta)})
+            except OSError:
+                pass  # a read-only cache: the push simply is not resumed
+
+    def done(self, ref: RemoteRef, key: str) -> None:
+        if self.dir is not None:
+            try:
+                self._pending_file(ref, key).unlink()
+            except OSError:
+                pass
+
+    def pending(self, ref: RemoteRef) -> List[Dict[str, Any]]:
+        if self.dir is None:
+            return []
+        folder = self._pending_file(ref, "x").parent
+        out = []
+        try:
+            files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            return []
+        for path in files:
+            try:
+                out.append(json.loads(path.read_text())["meta"])
+            except (OSError, ValueError, KeyError):
+                continue
+        return out
+
+    def _layer_file(self, diff_id: str, codec: str) -> Path:
+        assert self.dir is not None
+        return self.dir / "layers" / f"{diff_id.split(':', 1)[-1]}.{codec}.json"
+
+    def layer(self, diff_id: str, codec: str) -> Optional[RemoteBlob]:
+        if self.dir is None:
+            return None
+        try:
+            data = json.loads(self._layer_file(diff_id, codec).read_text())
+            return RemoteBlob(str(data["digest"]), int(data["size"]), str(data["media_type"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, diff_id: str, codec: str, blob: RemoteBlob) -> None:
+        if self.dir is not None:
+            try:
+                self._write(self._layer_file(diff_id, codec),
+                            {"digest": blob.digest, "size": blob.size, "media_type": blob.media_type})
+            except OSError:
+                pass
+
+
+class _SpoolAt:
+    """A reader of a spool file from an offset (pread: several readers share one file)."""
+
+    def __init__(self, spool: BinaryIO, offset: int) -> None:
+        self.fd = spool.fileno()
+        self.pos = offset
 
     def read(self, n: int = -1) -> bytes:
-        return self.resp.raw.read(n if n and n > 0 else None, decode_content=True)
+        data = os.pread(self.fd, n if n and n > 0 else 1 << 30, self.pos)
+        self.pos += len(data)
+        return data
 
     def close(self) -> None:
-        self.resp.close()
+        pass
+
+
+# -- the remote cache ------------------------------------------------------------------------
 
 
 class RemoteCache:
-    """The registry behind a local store: fetch on a local miss, push after a build.
+    """The registry behind a local store: `find` on a local miss, `push` after a build.
 
-    An unreachable registry turns it off for the rest of the process with one
-    warning; the local cache goes on working.
+    An unreachable registry (after retries) turns it off for the rest of the
+    process with one warning; the local cache goes on working.  `have_blob`
+    (the store's `has_blob`), when set, lets a fetch download the next few
+    missing blobs while the store takes in the current one.
     """
 
-    def __init__(self, registry: Registry, log: Any = None) -> None:
+    def __init__(self, registry: Registry, log: Optional[Callable[[str], None]] = None, *, compress: str = "gzip",
+                 parallel: int = PARALLEL, state_dir: Optional[Union[str, Path]] = None,
+                 spool_dir: Optional[Union[str, Path]] = None,
+                 have_blob: Optional[Callable[[str], bool]] = None) -> None:
+        if compress not in COMPRESSIONS:
+            raise ValueError(f"unknown remote compression {compress!r}: use one of {', '.join(COMPRESSIONS)}")
+        if compress == "zstd":
+            try:
+                import zstandard  # noqa: F401
+            except ImportError:
+                raise ValueError("remote compression 'zstd' needs the zstandard package: "
+                                 "pip install 'pytest-madcache[zstd]'") from None
         self.registry = registry
-        self.log = log
+        self.log = log  # a Store sets this to its own log when left None
+        self.compress = compress
+        self.parallel = max(1, parallel)
+        self.state = RemoteState(Path(state_dir) if state_dir is not None else None)
+        self.spool_dir = str(spool_dir) if spool_dir is not None else None
+        self.have_blob = have_blob
         self.disabled: Optional[str] = None
+        self._manifests: Dict[str, RemoteManifest] = {}
 
     def _say(self, message: str) -> None:
         if self.log is not None:
             self.log(message)
 
     @classmethod
-    def from_setting(cls, remote: str, log: Any = None, env: Mapping[str, str] = os.environ) -> "RemoteCache":
-        return cls(Registry.from_env(RemoteRef.parse(remote), env), log)
+    def from_setting(cls, remote: str, log: Optional[Callable[[str], None]] = None,
+                     env: Mapping[str, str] = os.environ, **kwargs: Any) -> "RemoteCache":
+        return cls(Registry.from_env(RemoteRef.parse(remote), env), log, **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Any, log: Optional[Callable[[str], None]] = None,
+                      env: Mapping[str, str] = os.environ, **kwargs: Any) -> "RemoteCache":
+        """The remote the settings name, remembering its pending pushes in the cache directory."""
+        cache_dir = Path(settings.dir)
+        kwargs.setdefault("compress", getattr(settings, "remote_compress", "gzip"))
+        kwargs.setdefault("state_dir", cache_dir / "remote")
+        kwargs.setdefault("spool_dir", cache_dir / "tmp")
+        return cls.from_setting(settings.remote, log, env, **kwargs)
+
+    def __str__(self) -> str:
+        return str(self.registry.ref)
+
+    def pull_hint(self, tag: str) -> str:
+        """Entries are real images: the reference to pull one with the engine."""
+        return f"(pull: {self.registry.ref}:{tag})"
 
     def _off(self, exc: Exception) -> None:
         if self.disabled is None:
             self.disabled = str(exc)
             self._say(f"Warning: remote cache {self.registry.ref} unavailable ({exc}); using the local cache only")
+
+    @property
+    def _spool(self) -> Optional[str]:
+        return self.spool_dir if self.spool_dir and os.path.isdir(self.spool_dir) else None
+
+    # -- fetch --------------------------------------------------------------------------
 
     def find(self, key: str) -> Optional[RemoteEntry]:
         """The entry the registry holds for `key`: its metadata and a reader of its blobs (the
@@ -359,13 +317,20 @@ class RemoteCache:
             got = self.registry.get_manifest(key_tag(key))
             if got is None:
                 return None
-            meta, used = entry_from_manifest(got[0])
-            if meta.get("key") != key:
-                raise RemoteError(f"the manifest tagged {key_tag(key)} belongs to key {meta.get('key')!r}")
-            return RemoteEntry(meta, lambda d: _RawStream(self.registry.open_blob(d)))
+            manifest = parse_manifest(got[0])
+            if manifest.meta.get("key") != key:
+                raise RemoteError(f"the manifest tagged {key_tag(key)} belongs to key {manifest.meta.get('key')!r}")
         except RemoteError as exc:
             self.failed(key, exc)
-        return None
+            return None
+        self._manifests[key] = manifest
+        for diff_id, blob in manifest.blobs.items():
+            if blob.codec != "none":
+                self.state.remember(diff_id, blob.codec, blob)
+        order = [manifest.meta["config"], *manifest.meta["layers"]]
+        fetcher = BlobFetcher(self.registry, manifest.blobs, order, have=self.have_blob, parallel=self.parallel,
+                              spool_dir=self._spool)
+        return RemoteEntry(manifest.meta, fetcher)
 
     def failed(self, key: str, exc: RemoteError) -> None:
         """A fetch of `key` broke (also while its blobs were read): turn off, or warn."""
@@ -374,36 +339,121 @@ class RemoteCache:
         else:
             self._say(f"Warning: could not fetch key {key[:12]} from {self.registry.ref}: {exc}")
 
-    def push(self, entry: Any, open_blob: Callable[[str], BinaryIO]) -> int:
-        """Upload the entry's blobs the registry lacks, read through `open_blob`, then its manifest;
-        bytes sent."""
-        if self.disabled:
-            return 0
-        sent = 0
-        try:
-            for digest in dict.fromkeys(entry.blobs):
-                if self.registry.upload_blob(digest, lambda d=digest: open_blob(d), entry.sizes[digest]):
-                    sent += entry.sizes[digest]
-            self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry))
-        except RemoteUnavailable as exc:
-            self._off(exc)
-        except (RemoteError, OSError) as exc:
-            self._say(f"Warning: could not push {entry.id} to {self.registry.ref}: {exc}")
-        return sent
-
-    def mark_used(self, entry: Any) -> None:
+    def mark_used(self, entry: EntryLike) -> None:
         """Re-tag with a fresh last-used annotation: the registry's LRU sees machines that fetch."""
+        if self.disabled:
+            return
         try:
-            self.registry.put_manifest(key_tag(entry.key), entry_manifest(entry, time.time()))
+            manifest = self._manifests.get(entry.key)
+            if manifest is None:
+                got = self.registry.get_manifest(key_tag(entry.key))
+                if got is None:
+                    return
+                manifest = parse_manifest(got[0])
+            self.registry.put_manifest(key_tag(entry.key), _manifest_body(manifest.meta, manifest.layers, time.time()))
         except RemoteError:
             pass
 
-    def __str__(self) -> str:
-        return str(self.registry.ref)
+    # -- push ----------------------------------------------------------------------------
 
-    def pull_hint(self, tag: str) -> str:
-        """Entries are real images: the reference to pull one with the engine."""
-        return f"(pull: {self.registry.ref}:{tag})"
+    def push(self, entry: EntryLike, open_blob: OpenBlob) -> int:
+        """Upload the entry's blobs the registry lacks (read through `open_blob`, compressed on the
+        way), then its manifest; then complete pushes that broke earlier.  Bytes sent."""
+        if self.disabled:
+            return 0
+        meta = entry.to_json()
+        before = self.registry.bytes_sent
+        if self._push_meta(meta, open_blob, what=entry.id):
+            self.push_pending(open_blob)
+        return self.registry.bytes_sent - before
+
+    def push_pending(self, open_blob: OpenBlob) -> int:
+        """Complete the pushes from this cache that broke before their manifest (bytes sent)."""
+        before = self.registry.bytes_sent
+        for meta in self.state.pending(self.registry.ref):
+            if self.disabled:
+                break
+            self._push_meta(meta, open_blob, what=str(meta.get("id")), resumed=True)
+        return self.registry.bytes_sent - before
+
+    def _push_meta(self, meta: Mapping[str, Any], open_blob: OpenBlob, what: str, resumed: bool = False) -> bool:
+        try:
+            self.upload(meta, open_blob)
+        except FileNotFoundError:
+            self.state.done(self.registry.ref, str(meta.get("key")))  # evicted locally since: nothing to complete
+            return False
+        except RemoteUnavailable as exc:
+            self._off(exc)
+            return False
+        except (RemoteError, OSError, ValueError) as exc:
+            self._say(f"Warning: could not push {what} to {self.registry.ref}: {exc}")
+            return False
+        if resumed:
+            self._say(f"Completed the push of {what} to {self.registry.ref}, which an earlier run left unfinished")
+        return True
+
+    def upload(self, meta: Mapping[str, Any], open_blob: OpenBlob) -> None:
+        """Push one entry (its metadata, as `Entry.to_json` gives it), raising what goes wrong."""
+        key = str(meta.get("key"))
+        self.state.add_pending(self.registry.ref, meta)
+        layers = self._push_blobs(meta, open_blob)
+        self.registry.put_manifest(key_tag(key), _manifest_body(meta, layers, None))  # last: the entry appears
+        self.state.done(self.registry.ref, key)
+
+    def has(self, key: str) -> bool:
+        """Whether the registry holds an entry for `key` (raises RemoteError when it cannot say)."""
+        return self.registry.get_manifest(key_tag(key)) is not None
+
+    def _push_blobs(self, meta: Mapping[str, Any], open_blob: OpenBlob) -> List[RemoteBlob]:
+        sizes = meta["sizes"]
+        layers = list(meta["layers"])
+        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="madcache-push")
+        try:
+            config = pool.submit(self._push_raw, meta["config"], sizes[meta["config"]], open_blob)
+            jobs = {d: pool.submit(self._push_layer, d, sizes[d], open_blob) for d in dict.fromkeys(layers)}
+            config.result()
+            done = {d: job.result() for d, job in jobs.items()}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return [done[d] for d in layers]
+
+    def _push_raw(self, digest: str, size: int, open_blob: OpenBlob) -> RemoteBlob:
+        if self.registry.blob_size(digest) != size:
+            def open_at(offset: int) -> BinaryIO:
+                fh = open_blob(digest)
+                skip_to(fh, offset)
+                return fh
+
+            self.registry.push_blob(digest, size, open_at)
+        return RemoteBlob(digest, size, LAYER_TYPE)
+
+    def _push_layer(self, diff_id: str, size: int, open_blob: OpenBlob) -> RemoteBlob:
+        codec = self.compress
+        if codec != "none":
+            known = self.state.layer(diff_id, codec)
+            if known is not None and self.registry.blob_size(known.digest) == known.size:
+                return known
+        if codec == "none" or self.registry.blob_size(diff_id) == size:
+            return self._push_raw(diff_id, size, open_blob)  # asked for, or there already (an older push)
+        reader = open_blob(diff_id)
+        try:
+            encoded = encode(reader, codec, self._spool)
+        finally:
+            reader.close()
+        if encoded is None:  # does not compress: the store's own bytes go up
+            blob = self._push_raw(diff_id, size, open_blob)
+            self.state.remember(diff_id, codec, blob)
+            return blob
+        spool, blob = encoded
+        try:
+            self.state.remember(diff_id, codec, blob)
+            if self.registry.blob_size(blob.digest) != blob.size:
+                self.registry.push_blob(blob.digest, blob.size, lambda offset: _SpoolAt(spool, offset))  # type: ignore
+        finally:
+            spool.close()
+        return blob
+
+    # -- the registry as a whole -----------------------------------------------------------
 
     def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
         """(tag, entry metadata, last used, manifest digest) for every madcache tag."""
@@ -415,10 +465,10 @@ class RemoteCache:
             if got is None:
                 continue
             try:
-                meta, used = entry_from_manifest(got[0])
+                manifest = parse_manifest(got[0])
             except RemoteError:
                 continue
-            out.append((tag, meta, used, got[1]))
+            out.append((tag, manifest.meta, manifest.used, got[1]))
         return out
 
     def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[Dict[str, Any]]:
@@ -439,3 +489,4 @@ class RemoteCache:
         for tag, meta, used, digest in doomed:
             self.registry.delete_manifest(digest)
         return [meta for _, meta, _, _ in doomed]
+

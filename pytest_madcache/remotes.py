@@ -80,12 +80,15 @@ def is_directory_remote(text: str) -> bool:
 
 
 def open_remote(text: str, log: Optional[Callable[[str], None]] = None,
-                env: Mapping[str, str] = os.environ) -> "RemoteBackend":
-    """The backend the setting names (see the module docstring)."""
+                env: Mapping[str, str] = os.environ, settings: Any = None) -> "RemoteBackend":
+    """The backend the setting names (see the module docstring).  With `settings`, a registry
+    remote takes its layer compression from them and keeps its journal in the cache directory."""
     if is_directory_remote(text):
         return DirectoryRemote(Path(text[len("file://"):] if text.startswith("file://") else text), log)
     from .remote import RemoteCache
 
+    if settings is not None:
+        return RemoteCache.from_settings(settings, log=log, env=env)
     return RemoteCache.from_setting(text, log=log, env=env)
 
 

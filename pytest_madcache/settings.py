@@ -134,6 +134,15 @@ def parse_compress(text: str) -> str:
     return low
 
 
+def parse_remote_compress(text: str) -> str:
+    low = str(text).strip().lower()
+    if low in ("", "off", "0", "false"):
+        return "none"
+    if low not in ("gzip", "zstd", "none"):
+        raise ValueError("expected 'gzip', 'zstd' or 'none'")
+    return low
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """XDG: $XDG_CACHE_HOME/madcache, else ~/.cache/madcache."""
     xdg = env.get("XDG_CACHE_HOME")
@@ -252,6 +261,12 @@ OPTIONS: Tuple[Option, ...] = (
         "REGISTRY/REPO",
     ),
     Option(
+        "remote_compress", "--cache-remote-compress", ("MADCACHE_REMOTE_COMPRESS",), "madcache_remote_compress",
+        parse_remote_compress, "gzip",
+        "how layers travel to the remote cache: gzip (any registry and engine), zstd (smaller, faster; "
+        "pullable by newer engines only) or none (default gzip)", "METHOD",
+    ),
+    Option(
         "compress", "--cache-compress", ("MADCACHE_COMPRESS",), "madcache_compress",
         parse_compress, "none", "store layer blobs compressed: none or zstd (default none; see the Performance page)",
         "METHOD",
@@ -302,6 +317,7 @@ class Settings:
     max_size_gb: float
     ttl: Optional[float]
     remote: Optional[str] = None
+    remote_compress: str = "gzip"
     compress: str = "none"
     shared: bool = False
     base_key: str = "tag"

@@ -24,8 +24,9 @@ def _remote(registry: str, repo: str, log=None) -> RemoteCache:
 
 
 def test_remote_ref_parsing():
-    assert RemoteRef.parse("127.0.0.1:5000/team/madcache").base == "http://127.0.0.1:5000/v2/team/madcache/"
-    assert RemoteRef.parse("registry.example.com/madcache").scheme == "https"
+    ref = RemoteRef.parse("127.0.0.1:5000/team/madcache")
+    assert (ref.host, ref.repository, ref.scheme) == ("127.0.0.1:5000", "team/madcache", None)  # HTTPS first
+    assert RemoteRef.parse("https://registry.example.com/madcache").scheme == "https"
     assert RemoteRef.parse("http://ci-cache:5000/m").scheme == "http"
     for bad in ("nohost", "host/", "host/UPPER", "host/a//b"):
         with pytest.raises(ValueError, match="REGISTRY/REPOSITORY"):

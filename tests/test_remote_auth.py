@@ -52,6 +52,8 @@ class _TokenService:
         self.bundle = directory / "token.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.requests = 0
+        self.refreshes = 0
+        self.identity_token = "idt-" + secrets.token_hex(8)
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +67,22 @@ class _TokenService:
                     return
                 query = parse_qs(urlparse(self.path).query)
                 body = json.dumps({"token": service.token(query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802 - OAuth2 refresh-token grant, as for docker login's identity token
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [service.identity_token]:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                service.refreshes += 1
+                body = json.dumps({"access_token": service.token(form.get("scope", []))}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -142,3 +160,14 @@ def test_bearer_token_refused_without_credentials(token_registry):
     host, _ = token_registry
     with pytest.raises(RemoteError, match="token service .* answered 401"):
         Registry(RemoteRef.parse(f"{host}/team/models")).tags()
+
+
+def test_identity_token_from_docker_login_is_exchanged_at_the_token_service(token_registry, tmp_path):
+    """`docker login` against a token service stores an identity token (an OAuth2 refresh token)."""
+    host, service = token_registry
+    config = tmp_path / "docker" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"auths": {host: {"auth": "", "identitytoken": service.identity_token}}}))
+    reg = Registry.from_env(RemoteRef.parse(f"{host}/team/models"), {"DOCKER_CONFIG": str(config.parent)})
+    _exercise(reg)
+    assert service.refreshes >= 1
