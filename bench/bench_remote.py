@@ -1,111 +1,269 @@
-"""Benchmark: a second machine's first run through the registry, against building.
+"""Benchmark: a second machine's first run through the registry, per link speed and compression.
 
-    python -m pytest_madcache.localengine -- python bench/bench_remote.py [--size-mb 150] [--repeat 3]
+    python -m pytest_madcache.localengine -- python bench/bench_remote.py [--json bench/results/remote.json]
 
-Machine A (the engine in DOCKER_HOST, its own cache dir) builds an image
-whose Dockerfile does real work (a data layer plus a RUN step that
-compresses it, as installs and conversions do) and pushes it to a registry
-on loopback (Debian's docker-registry).  Machine B (a second private engine,
-an empty cache dir) then gets the same key: it fetches the blobs and loads
-them.  Printed: A's build, A's push, B's fetch+load, and B against building.
+Machine A (the engine in DOCKER_HOST, its own cache dir) builds a model-like
+image: a multi-stage build that unpacks a library tree (shared objects and
+Python sources from this machine, as `pip install` leaves them) and adds
+fp16 weights (numpy's normal distribution; random bytes without numpy).
+It saves the image and pushes it with each layer compression (gzip, zstd,
+none) to Debian's docker-registry, served over HTTPS with a CA made here:
+
+* `loopback`: the registry on 127.0.0.1;
+* `1gbit`, `100mbit`: the registry in a network namespace behind a veth
+  pair shaped with `tc tbf` in both directions (needs root and `ip`/`tc`).
+
+Machine B (a second private engine, an empty cache dir) then fetches the
+entry and loads it.  Reported per link and compression: push time, fetch
+time, load time, bytes on the wire each way (the veth's counters, TLS and
+headers included; payload bytes on loopback), the ratio of the compressible
+layer on the wire, and B's first run against A's build.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import io
+import json
 import os
-import secrets
+import platform
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
 
 import docker
 
-from pytest_madcache.engine import Engine
-from pytest_madcache.key import KeySpec, key_for
-from pytest_madcache.localengine import busybox_path, private_engine
-from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
-from pytest_madcache.store import Store
-from pytest_madcache.provide import get_or_build
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pytest_madcache.engine import Engine  # noqa: E402
+from pytest_madcache.key import KeySpec, key_for  # noqa: E402
+from pytest_madcache.localengine import busybox_path, install_packages, private_engine  # noqa: E402
+from pytest_madcache.remote import Registry, RemoteCache, RemoteRef, key_tag, parse_manifest  # noqa: E402
+from pytest_madcache.store import Store  # noqa: E402
+from tests.registries import LocalRegistry, make_pki  # noqa: E402
+
+NS, HOST_IF, NS_IF = "mcbench", "mcb0", "mcb1"
+HOST_IP, NS_IP = "10.213.0.1", "10.213.0.2"
+RATES = {"1gbit": ("1gbit", "1mb"), "100mbit": ("100mbit", "256kb")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def shaped_link() -> Iterator[None]:
+    """A veth pair into a network namespace of our own (removed afterwards)."""
+    sh("ip", "netns", "add", NS)
+    try:
+        sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        sh("ip", "link", "set", NS_IF, "netns", NS)
+        sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        sh("ip", "link", "set", HOST_IF, "up")
+        for cmd in (["ip", "addr", "add", f"{NS_IP}/30", "dev", NS_IF], ["ip", "link", "set", NS_IF, "up"],
+                    ["ip", "link", "set", "lo", "up"]):
+            sh("ip", "netns", "exec", NS, *cmd)
+        yield
+    finally:
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def shape(rate: str, burst: str) -> None:
+    """The same rate both ways: tbf on the host end (A's pushes) and on the namespace's end (B's fetches)."""
+    sh("tc", "qdisc", "replace", "dev", HOST_IF, "root", "tbf", "rate", rate, "burst", burst, "latency", "100ms")
+    sh("ip", "netns", "exec", NS, "tc", "qdisc", "replace", "dev", NS_IF, "root", "tbf", "rate", rate, "burst", burst,
+       "latency", "100ms")
+
+
+def if_bytes() -> Dict[str, int]:
+    base = Path("/sys/class/net") / HOST_IF / "statistics"
+    return {"tx": int((base / "tx_bytes").read_text()), "rx": int((base / "rx_bytes").read_text())}
+
+
+def library_tree(limit: int) -> List[Path]:
+    """Files a Python ML environment is made of: Python sources and shared objects from this machine."""
+    out: List[Path] = []
+    total = 0
+    candidates = sorted(glob.glob(f"/usr/lib/python3*/**/*.py", recursive=True))
+    candidates += sorted(p for p in glob.glob("/usr/lib/x86_64-linux-gnu/**/*.so*", recursive=True))
+    for name in candidates:
+        path = Path(name)
+        if path.is_symlink() or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size > 30_000_000 or total + size > limit:
+            continue
+        out.append(path)
+        total += size
+    return out
+
+
+def weights(size: int) -> bytes:
+    try:
+        import numpy as np
+
+        return (np.random.default_rng(14).standard_normal(size // 2) * 0.02).astype(np.float16).tobytes()
+    except ImportError:
+        return os.urandom(size)
+
+
+def make_context(ctx: Path, env_mb: int, weights_mb: int) -> Dict[str, Any]:
+    ctx.mkdir(parents=True)
+    shutil.copy(busybox_path(), ctx / "busybox")
+    files = library_tree(env_mb * 1_000_000)
+    with tarfile.open(ctx / "env.tar.gz", "w:gz", compresslevel=6) as tar:  # as wheels: deflated archives
+        for path in files:
+            tar.add(path, arcname=str(path).lstrip("/"))
+    (ctx / "weights.bin").write_bytes(weights(weights_mb * 1_000_000))
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch AS install\n"
+        "COPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        "COPY env.tar.gz weights.bin /tmp/\n"
+        "RUN mkdir -p /opt/env /opt/model && tar xzf /tmp/env.tar.gz -C /opt/env"
+        " && cp /tmp/weights.bin /opt/model/ && sha256sum /opt/model/weights.bin > /opt/model/SUMS\n"
+        "FROM scratch\n"
+        "COPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        "COPY --from=install /opt/env /opt/env\n"
+        "COPY --from=install /opt/model /opt/model\n")
+    return {"library_files": len(files), "library_bytes": sum(p.stat().st_size for p in files)}
+
+
+def run_one(link: str, codec: str, address: str, env: Dict[str, str], a: Store, entry: Any, b_engine: Engine,
+            work: Path, n: int) -> Dict[str, Any]:
+    repo = f"bench/{link}-{codec}-{n}"
+    ref = RemoteRef.parse(f"{address}/{repo}")
+    shaped = link != "loopback"
+    pusher = RemoteCache(Registry.from_env(ref, env), compress=codec)
+    before = if_bytes() if shaped else None
+    t0 = time.perf_counter()
+    pusher.push(entry, a.open_blob)
+    push_s = time.perf_counter() - t0
+    assert not pusher.disabled, pusher.disabled
+    after = if_bytes() if shaped else None
+    manifest = parse_manifest(pusher.registry.get_manifest(key_tag(entry.key))[0])
+    layers = [{"diff_id": d, "raw": entry.sizes[d], "wire": blob.size, "media_type": blob.media_type}
+              for d, blob in zip(entry.layers, manifest.layers)]
+
+    b = Store(work / f"b-{link}-{codec}-{n}", engine=b_engine)
+    fetcher = RemoteCache(Registry.from_env(ref, env), have_blob=b.has_blob)
+    t0 = time.perf_counter()
+    found = fetcher.find(entry.key)
+    got, _ = b.import_entry(found.meta, found.open_blob)
+    fetch_s = time.perf_counter() - t0
+    fetched_if = if_bytes() if shaped else None
+    t1 = time.perf_counter()
+    load = b.load(got)
+    load_s = time.perf_counter() - t1
+    assert load.how == "full", load.how
+    b_engine.remove(load.image_id or got.image_id, prune_parents=True)
+    shutil.rmtree(b.dir, ignore_errors=True)
+    return {
+        "link": link, "compression": codec, "push_s": round(push_s, 2), "fetch_s": round(fetch_s, 2),
+        "load_s": round(load_s, 2), "first_run_s": round(fetch_s + load_s, 2),
+        "up_payload_bytes": pusher.registry.bytes_sent, "down_payload_bytes": fetcher.registry.bytes_received,
+        "up_wire_bytes": (after["tx"] - before["tx"]) if shaped else None,
+        "down_wire_bytes": (fetched_if["rx"] - after["rx"]) if shaped else None,
+        "raw_bytes": sum(entry.sizes.values()), "layers": layers,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=int, default=150)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--links", default="loopback,1gbit,100mbit")
+    parser.add_argument("--compress", default="gzip,zstd,none")
+    parser.add_argument("--env-mb", type=int, default=170, help="library tree size (MB)")
+    parser.add_argument("--weights-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "remote.json")
     args = parser.parse_args()
+    links = args.links.split(",")
+    if any(link != "loopback" for link in links) and (os.geteuid() != 0 or not shutil.which("tc")):
+        print("shaped links need root and tc (iproute2); running loopback only", file=sys.stderr)
+        links = ["loopback"]
+    if not shutil.which("docker-registry"):
+        install_packages(["docker-registry"])
     work = Path(tempfile.mkdtemp(prefix="madcache-bench-remote-"))
-    port = free_port()
-    (work / "registry.yml").write_text(
-        f"version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {work / 'registry'}}}\n"
-        f"  delete: {{enabled: true}}\nhttp: {{addr: '127.0.0.1:{port}'}}\n")
-    registry = subprocess.Popen(["docker-registry", "serve", str(work / "registry.yml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
+    results: List[Dict[str, Any]] = []
     a_engine = Engine()
-    samples = {"build": [], "push": [], "fetch_load": []}
     try:
-        with private_engine() as host_b:
-            b_engine = Engine(client=docker.DockerClient(base_url=host_b, timeout=600))
-            for i in range(args.repeat):
-                ctx = work / f"ctx{i}"
-                ctx.mkdir()
-                shutil.copy(busybox_path(), ctx / "busybox")
-                with open(ctx / "data.txt", "wb") as fh:  # compressible, so the RUN step does real work
-                    words = [os.urandom(4).hex().encode() for _ in range(2000)]
-                    left = args.size_mb * 1000 * 1000 // 2
-                    while left > 0:
-                        block = b" ".join(words[j % 2000] for j in range(secrets.randbelow(97), 200_000, 3))
-                        fh.write(block[:left])
-                        left -= len(block)
-                (ctx / "Dockerfile").write_text(
-                    "FROM scratch\nCOPY busybox /bin/busybox\n"
-                    'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-                    "COPY data.txt /data/data.txt\n"
-                    "RUN gzip -6 -c /data/data.txt > /data/data.txt.gz && sha256sum /data/* > /data/SUMS\n")
-                key = key_for(KeySpec(image="bench-remote", context=ctx))
-                repo = f"127.0.0.1:{port}/bench{i}"
-                a = Store(work / f"a{i}", engine=a_engine)
-                tag = f"madcache-bench-remote-{i}:latest"
-                t0 = time.perf_counter()
-                out = get_or_build(a, key, lambda: a_engine.build(ctx, tag=tag),
-                                   remote=RemoteCache(Registry(RemoteRef.parse(repo))), image_name="bench-remote")
-                total = time.perf_counter() - t0
-                samples["build"].append(out.build_duration)
-                samples["push"].append(total - out.build_duration)
-                b = Store(work / f"b{i}", engine=b_engine)
-                t0 = time.perf_counter()
-                got = get_or_build(b, key, lambda: (_ for _ in ()).throw(RuntimeError("B built")),
-                                   remote=RemoteCache(Registry(RemoteRef.parse(repo))), image_name="bench-remote")
-                samples["fetch_load"].append(time.perf_counter() - t0)
-                assert got.hit and got.image_id == out.image_id
-                size = sum(got.entry.sizes.values())
-                b_engine.remove(got.image_id, prune_parents=True)
-                a_engine.remove(out.image_id, prune_parents=True)
+        context = make_context(work / "ctx", args.env_mb, args.weights_mb)
+        tag = "madcache-bench-remote:latest"
+        built = a_engine.build(work / "ctx", tag=tag)
+        a = Store(work / "a", engine=a_engine)
+        t0 = time.perf_counter()
+        entry = a.save(built.image_id, key_for(KeySpec(image="bench-remote", context=work / "ctx")),
+                       image_name="bench-remote")
+        save_s = time.perf_counter() - t0
+        pki = make_pki(work / "pki", hosts=("127.0.0.1", NS_IP))
+        env = {"REQUESTS_CA_BUNDLE": str(pki.ca), "HOME": str(work / "home"), "PATH": os.environ.get("PATH", "")}
+        with contextlib.ExitStack() as stack:
+            b_host = stack.enter_context(private_engine())
+            b_engine = Engine(client=docker.DockerClient(base_url=b_host, timeout=600))
+            if any(link != "loopback" for link in links):
+                stack.enter_context(shaped_link())
+            for link in links:
+                if link == "loopback":
+                    reg = LocalRegistry(work / "reg-loopback", pki=pki)
+                else:
+                    shape(*RATES[link])
+                    reg = LocalRegistry(work / f"reg-{link}", host=NS_IP, port=5000, pki=pki, netns=NS)
+                with reg:
+                    for n in range(args.repeat):
+                        for codec in args.compress.split(","):
+                            row = run_one(link, codec, reg.address, env, a, entry, b_engine, work, n)
+                            results.append(row)
+                            print(f"{link:8s} {codec:5s} push {row['push_s']:6.2f} s  fetch {row['fetch_s']:6.2f} s  "
+                                  f"load {row['load_s']:5.2f} s  down {row['down_payload_bytes'] / 1e6:7.1f} MB",
+                                  flush=True)
+                shutil.rmtree(reg.root, ignore_errors=True)
+        a_engine.remove(built.image_id, prune_parents=True)
     finally:
-        registry.terminate()
-        registry.wait()
         shutil.rmtree(work, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    fmt = lambda k: f"{med[k]:.2f} s ({min(samples[k]):.2f}-{max(samples[k]):.2f})"  # noqa: E731
-    print(f"image {size / 1e6:.0f} MB; {args.repeat} runs; median (min-max)")
-    print(f"machine A: build {fmt('build')}, save + push {fmt('push')}")
-    print(f"machine B: fetch + load (first run, empty cache) {fmt('fetch_load')}")
-    print(f"machine B vs building: {med['fetch_load'] / med['build']:.2f}x the build time "
-          f"({med['build'] / med['fetch_load']:.1f}x faster)")
+    out = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} vCPU, {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        "engine": a_engine.describe() if hasattr(a_engine, "describe") else "",
+        "command": "python -m pytest_madcache.localengine -- python bench/bench_remote.py " + " ".join(sys.argv[1:]),
+        "image": {"raw_bytes": sum(entry.sizes.values()), "layers": len(entry.layers), **context},
+        "build_s": round(built.duration, 2), "save_s": round(save_s, 2), "runs": results,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(render(out))
     return 0
 
 
+def render(out: Dict[str, Any]) -> str:
+    """The table docs/remote.md shows (python bench/bench_remote.py --render FILE prints it again)."""
+    mb = lambda n: "-" if n is None else f"{n / 1e6:.1f}"  # noqa: E731
+    lines = [f"image {out['image']['raw_bytes'] / 1e6:.0f} MB in {out['image']['layers']} layers; "
+             f"build on A {out['build_s']:.1f} s, save {out['save_s']:.1f} s",
+             "| link | compression | push | up on the wire | fetch | load | down on the wire | library layer "
+             "on the wire | B's first run vs build |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in out["runs"]:
+        big = max(r["layers"], key=lambda layer: layer["raw"])  # the library tree (compressible)
+        up = r["up_wire_bytes"] if r["up_wire_bytes"] is not None else r["up_payload_bytes"]
+        down = r["down_wire_bytes"] if r["down_wire_bytes"] is not None else r["down_payload_bytes"]
+        lines.append(f"| {r['link']} | {r['compression']} | {r['push_s']:.1f} s | {mb(up)} MB | {r['fetch_s']:.1f} s | "
+                     f"{r['load_s']:.1f} s | {mb(down)} MB | {big['wire'] / big['raw']:.2f}x | "
+                     f"{out['build_s'] / r['first_run_s']:.1f}x faster |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--render"]:
+        print(render(json.loads(Path(sys.argv[2]).read_text())))
+        sys.exit(0)
     sys.exit(main())

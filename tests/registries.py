@@ -106,6 +106,7 @@ class LocalRegistry:
         self.host = host
         self.port = port or free_port(host if netns is None else "127.0.0.1")
         self.pki = pki
+        self.users = dict(users or {})
         self.netns = netns
         self.proc: Optional[subprocess.Popen] = None
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,58 @@ def test_bad_remote_value_is_a_usage_error(pytester, tmp_path):
     result = pytester.runpytest("--enable-cache", "--cache-dir", str(tmp_path / "c"), "--cache-remote", "no-repo")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid value 'no-repo' for remote from option --cache-remote*"])
+
+
+@pytest.fixture(scope="module")
+def tls_registry(registry_factory, tmp_path_factory):
+    """HTTPS with a CA made here, htpasswd (bcrypt) auth: a registry as a team runs it."""
+    from tests.registries import LocalRegistry, make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    reg = LocalRegistry(tmp_path_factory.mktemp("tls"), pki=pki, users={"ci-bot": "pw-" + secrets.token_hex(6)})
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+@pytest.mark.parametrize("login", ["docker-login", "credential-helper"])
+def test_second_machine_hits_through_https_with_only_docker_credentials(pytester, remote_model, engine, tls_registry,
+                                                                        tmp_path, monkeypatch, login):
+    """The registry's CA in REQUESTS_CA_BUNDLE; credentials only where `docker login` (or a credential
+    helper on PATH) keeps them; no MADCACHE_REMOTE_USER/PASSWORD."""
+    import json
+    import os
+
+    from tests.registries import credential_helper, docker_login
+
+    user, password = "ci-bot", tls_registry.users["ci-bot"]
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    old = os.environ.get("DOCKER_CONFIG")
+    if old and (Path(old) / "cli-plugins").is_dir():  # keep an engine kind's buildx plugin
+        (config / "cli-plugins").symlink_to(Path(old) / "cli-plugins")
+    if login == "docker-login":
+        docker_login(config, tls_registry.address, user, password)
+    else:
+        credential_helper(tmp_path / "bin", "madcachetest", tls_registry.address, user, password)
+        (config / "config.json").write_text(json.dumps({"credsStore": "madcachetest"}))
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_registry.pki.ca))
+    for var in ("MADCACHE_REMOTE_USER", "MADCACHE_REMOTE_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    remote = f"{tls_registry.address}/{login}-{secrets.token_hex(3)}"  # no scheme: HTTPS, as for any host
+
+    first = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "a"),
+                               "--cache-remote", remote)
+    first.assert_outcomes(passed=1)
+    assert "Warning" not in first.stdout.str(), first.stdout.str()
+    remove_images(engine, f"madcache.model={remote_model}")
+    second = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "b"),
+                                "--cache-remote", remote)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["*Cache hit! Loading Docker image from cache: run_*"])
+    assert "Cache miss" not in second.stdout.str() and "Warning" not in second.stdout.str()
+    if login == "credential-helper":
+        assert tls_registry.address in (tmp_path / "bin" / "madcachetest.calls").read_text()
+

@@ -270,10 +270,16 @@ def cmd_setup() -> int:
         marker.write_text(inp("key") + "\n")  # what gets saved from here on carries its key
     export("MADCACHE_DIR", directory)
     export("MADCACHE_ENABLED", "1")
-    for name, var in (("max-entries", "MADCACHE_MAX_ENTRIES"), ("max-size-gb", "MADCACHE_MAX_SIZE_GB"), ("ttl", "MADCACHE_TTL")):
+    for name, var in (("max-entries", "MADCACHE_MAX_ENTRIES"), ("max-size-gb", "MADCACHE_MAX_SIZE_GB"), ("ttl", "MADCACHE_TTL"),
+                      ("remote-compress", "MADCACHE_REMOTE_COMPRESS")):
         value = inp(name)
         if value:
             export(var, value)
+    remote = inp("remote").strip()
+    if remote:
+        # Registries want lower-case repository paths; github.repository keeps the owner's capitals.
+        export("MADCACHE_REMOTE", remote.lower())
+        log(f"remote cache {remote.lower()} (credentials: MADCACHE_REMOTE_USER/PASSWORD, or what docker login wrote)")
     export("MADCACHE_GHA_SAVE", save)
     export("MADCACHE_GHA_KEY", inp("key"))
     export("MADCACHE_GHA_KEY_PREFIX", inp("key-prefix", "madcache"))
