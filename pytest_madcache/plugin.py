@@ -181,10 +181,17 @@ def _resolve_state(config: pytest.Config) -> State:
 
         from .remotes import open_remote
 
-        remote = open_remote(settings.remote, log=reporter.say) if settings.enabled and settings.remote else None
+        remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
+                  if settings.enabled and settings.remote else None)
+
+        def open_store(engine: Any, log: Any) -> "Store":
+            store = Store.from_settings(settings, engine=engine, progress=False, log=log)
+            if hasattr(remote, "have_blob"):  # a registry fetches the next missing blobs ahead
+                remote.have_blob = store.has_blob  # type: ignore[union-attr]
+            return store
+
         return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
-                            store_factory=lambda engine, log: Store.from_settings(settings, engine=engine,
-                                                                                  progress=False, log=log))
+                            store_factory=open_store)
 
     return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
                  live_output=settings.live_output, output=output, is_worker=is_worker, make_service=make_service,
