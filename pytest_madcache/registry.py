@@ -18,8 +18,8 @@ module owns:
   exponential backoff (Retry-After honoured); uploads resume from the
   offset the registry reports; downloads resume with `Range`.
 
-It must know nothing of cache entries (remote.py), compression (transfer.py) or
-the local store.
+It must not know cache entries (remote.py), compression (transfer.py) or the
+local store.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ bundles named by `REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`, `CURL_CA_BUNDLE` and
 `SSL_CERT_DIR`, and the `*.crt` files of Docker's per-registry directories
 `certs.d/<host[:port]>/` (a `*.cert` + `*.key` pair there is the client
 certificate), all merged, as Docker merges certs.d with the system's roots.
-This module only builds SSL contexts; it makes no connection itself.
+It builds SSL contexts and must not make connections or read credentials.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Here:
   connection drops; with `have` (which blobs the store holds) it downloads
   the next few missing blobs while the store consumes the current one.
 
-It does no HTTP of its own (registry.py) and knows nothing of entries (remote.py).
+It must not speak HTTP itself (registry.py does), know entries (remote.py) or
+touch the store's files: it gets readers and hands readers back.
 """
 
 from __future__ import annotations
