@@ -231,13 +231,14 @@ class Registry:
     def _creds_for_challenge(self) -> Optional[Credentials]:
         if self._given is not None:
             return self._given
-        if not self._creds_looked:
-            try:
-                self._creds = find_credentials(self.ref.host, self.env)
-            except CredentialsError as exc:
-                raise RemoteError(f"registry {self.ref.host} wants credentials, but {exc}") from None
-            self._creds_looked = True
-        return self._creds
+        with self._lock:  # one look (a credential helper runs once), whichever thread is challenged first
+            if not self._creds_looked:
+                try:
+                    self._creds = find_credentials(self.ref.host, self.env)
+                except CredentialsError as exc:
+                    raise RemoteError(f"registry {self.ref.host} wants credentials, but {exc}") from None
+                self._creds_looked = True
+            return self._creds
 
     def _request(self, method: str, url: str, ok: Tuple[int, ...] = (200,), *, retry: bool = True,
                  **kwargs: Any) -> requests.Response:
