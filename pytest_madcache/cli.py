@@ -218,28 +218,19 @@ def _remote(settings: _settings.Settings) -> "RemoteLister":
 
 
 def cmd_push(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    from .remote import RemoteCache
     from .remotes import RemoteError
 
     remote: Any = _remote(settings)
     store = Store(settings.dir, shared=settings.shared)
     chosen = [store.get(i) for i in args.entry_ids] if args.entry_ids else store.entries()
-    pushed, completed, sent = [], 0, 0
     try:
-        if isinstance(remote, RemoteCache):  # a registry: finish what broke earlier, raise what breaks now
-            completed = len(remote.state.pending(remote.registry.ref))
-            remote.push_pending(store.open_blob)
-            completed -= len(remote.state.pending(remote.registry.ref))
-        for entry in chosen:
-            if args.entry_ids or remote.find(entry.key) is None:
-                if isinstance(remote, RemoteCache):
-                    remote.upload(entry.to_json(), store.open_blob)
-                else:
-                    sent += remote.push(entry, store.open_blob)
-                pushed.append(entry.id)
+        if hasattr(remote, "sync"):  # a registry: completes unfinished pushes first
+            pushed, completed, sent = remote.sync(chosen, store.open_blob, every=bool(args.entry_ids))
+        else:  # a directory: copies what it lacks
+            pushed = [e.id for e in chosen if args.entry_ids or remote.find(e.key) is None]
+            completed, sent = 0, sum(remote.push(store.get(i), store.open_blob) for i in pushed)
     except RemoteError as exc:
         raise StoreError(str(exc)) from None
-    sent += remote.registry.bytes_sent if isinstance(remote, RemoteCache) else 0
     if args.json:
         out.json({"pushed": pushed, "completed": completed, "bytes_sent": sent, "remote": str(remote)})
         return 0

@@ -400,6 +400,22 @@ class RemoteCache:
         self.registry.put_manifest(key_tag(key), _manifest_body(meta, layers, None))  # last: the entry appears
         self.state.done(self.registry.ref, key)
 
+    def sync(self, entries: Sequence[EntryLike], open_blob: OpenBlob, every: bool = False) -> Tuple[List[str], int, int]:
+        """`madcache push`: complete the unfinished pushes, then push `entries` the registry lacks (all
+        of them with `every`), raising what goes wrong.  Returns (ids pushed, pushes completed, bytes sent)."""
+        before = self.registry.bytes_sent
+        waiting = len(self.state.pending(self.registry.ref))
+        self.push_pending(open_blob)
+        if self.disabled:
+            raise RemoteUnavailable(self.disabled)
+        completed = waiting - len(self.state.pending(self.registry.ref))
+        pushed = []
+        for entry in entries:
+            if every or not self.has(entry.key):
+                self.upload(entry.to_json(), open_blob)
+                pushed.append(entry.id)
+        return pushed, completed, self.registry.bytes_sent - before
+
     def has(self, key: str) -> bool:
         """Whether the registry holds an entry for `key` (raises RemoteError when it cannot say)."""
         return self.registry.get_manifest(key_tag(key)) is not None

@@ -56,3 +56,16 @@ def test_remote_compression_is_a_setting_with_its_source_in_errors(tmp_path, cap
     assert RemoteCache.from_settings(settings).compress == "zstd"
     assert RemoteCache.from_settings(resolve({"remote": "127.0.0.1:1/x"}, {"MADCACHE_DIR": str(tmp_path)}, {})
                                      ).compress == "gzip", "gzip unless chosen"
+
+
+def test_push_to_a_directory_remote_copies_what_it_lacks(tmp_path):
+    store = Store(tmp_path / "cache")
+    entry = put_entry(store, "dir", [b"a layer"])
+    env = {"HOME": str(tmp_path), "MADCACHE_DIR": str(tmp_path / "cache"),
+           "MADCACHE_REMOTE": f"file://{tmp_path / 'shared'}"}
+    out = io.StringIO()
+    assert main(["push"], env=env, stdout=out) == 0
+    assert f"Pushed {entry.id}" in out.getvalue()
+    assert [e.id for e in Store(tmp_path / "shared").entries()] == [entry.id]
+    out = io.StringIO()
+    assert main(["push"], env=env, stdout=out) == 0 and "0 entries pushed" in out.getvalue()
