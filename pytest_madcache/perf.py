@@ -49,6 +49,7 @@ REGRESSED = "REGRESSED"  # the wrong way by more than the threshold: the test fa
 NO_RESULT = "no result"  # the run printed no performance (it failed, or never said)
 AMBIGUOUS = "ambiguous"  # several baseline rows fit and none is from this test
 INCOMPARABLE = "incomparable"  # another metric in the baseline, or a baseline of 0
+STATUSES = (REGRESSED, WORSE, BETTER, UNCHANGED, NEW, AMBIGUOUS, INCOMPARABLE, NO_RESULT)
 
 _TIME_UNITS = frozenset({
     "ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes",
@@ -328,7 +329,8 @@ class PerfReport:
 
     @property
     def regressions(self) -> List[Comparison]:
-        return [c for c in self.comparisons if c.fails]
+        """The runs that regressed beyond the threshold, in the table's order."""
+        return [c for rows in self.by_model().values() for c in rows if c.fails]
 
     def by_model(self) -> Dict[str, List[Comparison]]:
         """The comparisons per model (models in order of appearance), each model's rows sorted by parameters."""

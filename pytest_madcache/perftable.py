@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .perf import BETTER, HIGHER, NEW, REGRESSED, WORSE, Comparison, PerfReport
+from .perf import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
 from .report import replacing
 
 __all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
@@ -94,10 +94,7 @@ def headline(report: PerfReport) -> str:
         against = f"baseline {report.baseline} ({report.baseline_source})"
     threshold = (f"fail threshold {report.threshold:g}% ({report.threshold_source})" if report.threshold is not None
                  else "no fail threshold: regressions fail nothing")
-    counts = [f"{report.count(s)} {s}" for s in (REGRESSED, WORSE, BETTER, NEW) if report.count(s)]
-    others = len(report.comparisons) - sum(report.count(s) for s in (REGRESSED, WORSE, BETTER, NEW))
-    if others:
-        counts.append(f"{others} other")
+    counts = [f"{report.count(s)} {s}" for s in STATUSES if report.count(s)]
     n = len(report.comparisons)
     return f"{n} run{'' if n == 1 else 's'} against {against}; {threshold}" + (f": {', '.join(counts)}" if counts else "")
 

@@ -151,7 +151,7 @@ def test_the_table_per_model_sorted_by_batch_size(tmp_path: Path) -> None:
                           threshold_source="option --perf-fail-threshold")
     lines = [line for line in terminal_lines(report)]
     texts = [line.text for line in lines]
-    assert texts[0].endswith("fail threshold 10% (option --perf-fail-threshold): 1 REGRESSED, 1 better, 1 new, 1 other")
+    assert texts[0].endswith("fail threshold 10% (option --perf-fail-threshold): 1 REGRESSED, 1 better, 1 unchanged, 1 new")
     table = texts[texts.index("m (higher is better; median of 3 runs (min-max))") + 1:][:5]
     assert table == [
         "  batch_size          performance  metric     baseline  change  status",

@@ -9,9 +9,13 @@ an earlier session wrote with --output: the loop a CI pipeline runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
+
+import pytest_madcache
 
 from tests.needs import unavailable
 from tests.plugin_helpers import read_csv
@@ -391,7 +395,10 @@ def test_the_plot_shows_each_model_against_its_baseline(suite, monkeypatch, suff
     suite.makepyfile(test_sweep=SWEEP)
     run(suite, "--output", "base.csv")
     monkeypatch.setenv("FACTOR", "0.8")
-    # in a process of its own: matplotlib and numpy do not survive pytester's in-process module reset
+    # in a process of its own (matplotlib and numpy do not survive pytester's in-process module reset),
+    # with the plugin this test imported
+    package_root = str(Path(pytest_madcache.__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--perf-baseline", "base.csv", "--perf-plot", f"perf{suffix}")
     result.stdout.fnmatch_lines([f"performance plot written to *perf{suffix}"])
     data = (suite.path / f"perf{suffix}").read_bytes()
