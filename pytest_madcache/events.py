@@ -13,7 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ["ImageEvent", "RunEvent", "MessageEvent", "WarningEvent", "Event", "to_wire", "from_wire"]
+__all__ = ["ImageEvent", "RunEvent", "MessageEvent", "WarningEvent", "Event", "to_wire", "from_wire", "PROPERTY"]
+
+PROPERTY = "madcache"  # the name of the user_properties entries that carry events
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,12 @@ from typing import Any, List, Optional
 
 import pytest
 
-from .events import RunEvent, from_wire
+from .events import PROPERTY, RunEvent, from_wire
 from .perf import Baseline, BaselineError, PerfReport, PerfSpec, build_report, compare_runs, load_baseline
 from .report import Summary
 from .settings import Settings
 
 __all__ = ["PerfSession"]
-
-PROPERTY = "madcache"  # the user_properties name plugin.py attaches events under
 
 
 class PerfSession:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 import pytest
 
 from . import hooks
-from .events import Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
+from .events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
 from .options import PluginConfig, add_options, read_config
@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs
 
 __all__ = ["MadcacheWarning", "STATE"]
 
-PROPERTY = "madcache"  # user_properties name carrying our events
 WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only)
 
 
