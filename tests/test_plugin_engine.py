@@ -122,7 +122,7 @@ def test_example_sweep_against_its_baseline_fails_a_deliberate_regression(pytest
     hashed = [r for r in rows if r["model"] == "hashbench"]
     assert len(hashed) == 3, rows
     for r in hashed:
-        assert -50 < float(r["relative_change"]) < -15, r  # -33% expected
+        assert float(r["relative_change"]) < -15, r  # -33% expected; a busy machine moves it further
         assert (r["perf_status"], r["status"], r["direction"]) == ("REGRESSED", "FAILURE", "higher"), r
     [gzip] = [r for r in rows if r["model"] == "gzipbench"]
     gzip_within = abs(float(gzip["relative_change"])) <= 10
