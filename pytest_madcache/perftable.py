@@ -87,16 +87,16 @@ def _model_title(model: str, rows: Sequence[Comparison]) -> str:
 def headline(report: PerfReport) -> str:
     """One line: what was compared with what, and what came of it."""
     if report.baseline is None:
-        against = "no baseline (--perf-baseline)"
+        against = "; no baseline (--perf-baseline)"
     elif not report.baseline_exists:
-        against = f"baseline {report.baseline} ({report.baseline_source}) does not exist yet: every run is new"
+        against = f"; baseline {report.baseline} ({report.baseline_source}) does not exist yet: every run is new"
     else:
-        against = f"baseline {report.baseline} ({report.baseline_source})"
+        against = f" against baseline {report.baseline} ({report.baseline_source})"
     threshold = (f"fail threshold {report.threshold:g}% ({report.threshold_source})" if report.threshold is not None
                  else "no fail threshold: regressions fail nothing")
     counts = [f"{report.count(s)} {s}" for s in STATUSES if report.count(s)]
     n = len(report.comparisons)
-    return f"{n} run{'' if n == 1 else 's'} against {against}; {threshold}" + (f": {', '.join(counts)}" if counts else "")
+    return f"{n} run{'' if n == 1 else 's'}{against}; {threshold}" + (f": {', '.join(counts)}" if counts else "")
 
 
 def _tone(c: Comparison) -> str:

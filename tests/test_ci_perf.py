@@ -5,8 +5,8 @@ with the perf-results input it exports MADCACHE_PERF_BASELINE (the default branc
 restored next to the image cache), writes the plugin's performance table into the job summary, and on
 a successful default-branch run copies this run's results in to be saved as the next baseline.
 GitLab: the `.madcache-perf` job of both templates (caches and variables), and its after_script run
-with bash as a runner would.  The act and gitlab-ci-local pipelines (tests/test_ci_*.py) do not
-exercise these parts.
+with bash as a runner would.  Under act, tests/test_ci_github.py runs the one-step form end to end
+(madcache-perf.yml); the GitLab job is not run under gitlab-ci-local.
 """
 
 from __future__ import annotations
