@@ -13,7 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ["ImageEvent", "RunEvent", "MessageEvent", "WarningEvent", "Event", "to_wire", "from_wire"]
+__all__ = ["ImageEvent", "RunEvent", "MessageEvent", "WarningEvent", "Event", "to_wire", "from_wire", "PROPERTY"]
+
+PROPERTY = "madcache"  # the name of the user_properties entries that carry events
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class RunEvent:
     nodeid: str
     seq_time: float = 0.0
     kept_container: Optional[str] = None  # --keep-alive: the container left running (not a CSV column)
+    direction: str = ""  # "higher" or "lower" is better; "" leaves it to the metric (perf.default_direction)
+    threshold: Optional[float] = None  # percent: a regression beyond it fails the test; None fails nothing
+    samples: Tuple[float, ...] = ()  # the measured runs when the mark asked for repeats (performance: their median)
 
     def row(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +93,7 @@ def to_wire(event: Event, event_id: str) -> Dict[str, Any]:
     data = dataclasses.asdict(event)
     if isinstance(event, RunEvent):
         data["tags"] = list(event.tags)
+        data["samples"] = list(event.samples)
     return {"kind": _KIND_OF[type(event)], "id": event_id, **data}
 
 
@@ -100,4 +106,5 @@ def from_wire(data: Mapping[str, Any]) -> Tuple[Optional[str], Optional[Event]]:
     values = {k: v for k, v in data.items() if k in names}
     if cls is RunEvent:
         values["tags"] = tuple(values.get("tags") or ())
+        values["samples"] = tuple(values.get("samples") or ())
     return (str(data["id"]) if data.get("id") is not None else None), cls(**values)

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .engine import BUILDERS
 from .key import KeySpec
+from .perf import PERF_KWARGS, PerfSpec, perf_spec
 from .runner import RunOptions, normalise_volumes
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "default_image_name"]
@@ -27,13 +28,15 @@ BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes",
                 "key_params", "ignore_params", "builder", "base_key")
 RUN_KWARGS = ("command", "env", "timeout", "gpus", "rocm", "devices", "shm_size", "ipc_mode", "volumes",
               "network_mode")
-MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS
+MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS + PERF_KWARGS
 
 MARK_HELP = (
     "model(name, dockerfile=None, context=None, image=None, tags=None, build_args=None, nodes=1, "
     "command=None, env=None, timeout=None, gpus=None, rocm=False, devices=None, shm_size=None, "
-    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto', base_key=None): "
-    "the Docker image a model test builds (or loads from the madcache cache) and how its container runs"
+    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto', base_key=None, "
+    "perf_direction=None, perf_repeats=1, perf_warmup=0, perf_threshold=None): "
+    "the Docker image a model test builds (or loads from the madcache cache), how its container runs, "
+    "and how its performance is compared with a baseline"
 )
 
 
@@ -59,6 +62,7 @@ class ModelSpec:
     run: RunOptions = field(default_factory=RunOptions)
     builder: str = "auto"  # "buildkit", "legacy" or "auto"; not part of the key: the image is the same
     base_key: Optional[str] = None  # "tag", "local" or "registry" from the mark; None: the setting decides
+    perf: PerfSpec = field(default_factory=PerfSpec)  # repeats, direction, threshold; not part of the key
 
     @property
     def secret_values(self) -> Dict[str, str]:
@@ -206,6 +210,10 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
             base_key = parse_base_key(base_key) if isinstance(base_key, str) else parse_base_key(repr(base_key))
         except ValueError as exc:
             raise ModelMarkError(f"{where}: invalid value {base_key!r} for base_key from the model mark: {exc}") from None
+    try:
+        perf = perf_spec(kw)
+    except ValueError as exc:
+        raise ModelMarkError(f"{where}: {exc}") from None
     return ModelSpec(
         name=name,
         context=context,
@@ -221,6 +229,7 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         run=run_options(kw, test_dir, where),
         builder=builder,
         base_key=base_key,
+        perf=perf,
     )
 
 

@@ -1,8 +1,9 @@
 """pytest glue: options, ini keys, the `model` mark, fixtures, summary, xdist.
 
-Kept thin on purpose: settings come from `settings.resolve` (one precedence
-for CLI, plugin and API), images from `provide.ImageService`, containers from
-`runner`, numbers and CSV from `report`.  Per-session state lives in
+Kept thin on purpose: settings come from `options.read_config` (over
+`settings.resolve`: one precedence for CLI, plugin and API), images from
+`provide.ImageService`, containers from `runner`, numbers and CSV from
+`report`, the comparison with a performance baseline from `perfplugin`.  Per-session state lives in
 `config.stash`.  Under pytest-xdist the controller resolves the settings once
 and hands them to the workers (`workerinput`); workers send their events back
 inside each report's `user_properties`, so the controller aggregates one
@@ -26,12 +27,15 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 import pytest
 
 from . import hooks
-from .events import Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
+from .events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, merge_marks
+from .options import PluginConfig, add_options, read_config
+from .perf import PerfSpec, run_repeated
+from .perfplugin import PerfSession
 from .report import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
 from .runner import RunOptions, RunResult, parse_performance, run_container
-from .settings import OPTIONS, Settings, SettingsError, describe, resolve
+from .settings import Settings, describe
 
 if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs an image
     from .engine import BuildResult
@@ -39,7 +43,6 @@ if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs
 
 __all__ = ["MadcacheWarning", "STATE"]
 
-PROPERTY = "madcache"  # user_properties name carrying our events
 WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only)
 
 
@@ -64,6 +67,7 @@ class State:
     make_service: Callable[[], "ImageService"]
     reporter: "_TestReporter"
     summary: Summary
+    perf: PerfSession
     from_cache_entry: Any = None
     seen: Set[str] = field(default_factory=set)
     warned: Set[str] = field(default_factory=set)
@@ -81,15 +85,7 @@ class State:
 
     def wire(self) -> Dict[str, Any]:
         """What the controller hands to xdist workers (plain values only)."""
-        settings = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(self.settings)}
-        settings["dir"] = str(settings["dir"])
-        settings["output"] = None  # only the controller writes it
-        settings["sources"] = dict(settings["sources"])
-        return {
-            "settings": settings,
-            "force_rebuild": self.force_rebuild,
-            "from_cache": self.from_cache,
-        }
+        return PluginConfig(self.settings, self.force_rebuild, self.from_cache).to_wire()
 
     def event_id(self) -> str:
         return f"{os.getpid()}-{next(self.counter)}"
@@ -112,67 +108,15 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("madcache", "Docker image cache for model tests (pytest-madcache)")
-    for opt in OPTIONS:
-        group.addoption(opt.flag, **opt.argparse_kwargs())
-        parser.addini(opt.ini, opt.help, default="")
-    group.addoption("--force-rebuild", action="store_true", default=False, dest="madcache_force_rebuild",
-                    help="build the images even when cached, and replace their cache entries")
-    group.addoption("--from-cache", metavar="ID", default=None, dest="madcache_from_cache",
-                    help="run only the tests of the model recorded in cache entry ID, with its image")
-    group.addoption("--cache-warm-only", action="store_true", default=False, dest="madcache_warm_only",
-                    help="fill the cache without running models: build or load the image of every collected "
-                         "model test, skip the test bodies (implies --enable-cache)")
-    group.addoption("--cache-summary-json", metavar="FILE.json", default=None, dest="madcache_summary_json",
-                    help="write the session's exact cache counts (hits, misses, bytes loaded, build time saved, "
-                         "entries) to FILE.json; default $MADCACHE_SUMMARY_JSON")
-
-
-def _ini_source(config: pytest.Config) -> str:
-    return str(config.inipath) if config.inipath else "ini file"
-
-
-def _getini(config: pytest.Config, name: str) -> str:
-    """An ini value; pytest 9 refuses a TOML number or boolean for our string keys (9.0 and 9.1 with a
-    bare TypeError, an INTERNALERROR; 9.2 with a UsageError): say which key, which file, and how to
-    write it instead, the same on every version."""
-    try:
-        return config.getini(name)
-    except (TypeError, pytest.UsageError) as exc:
-        raise pytest.UsageError(f"invalid value for ini key {name} in {_ini_source(config)}: {exc}; madcache's ini "
-                                f'keys are strings in TOML too: write {name} = "..." (quoted)') from None
+    add_options(parser)
 
 
 def _resolve_state(config: pytest.Config) -> State:
     workerinput = getattr(config, "workerinput", None)
     is_worker = workerinput is not None
     wire = workerinput.get("madcache") if is_worker else None
-    if wire is not None:
-        raw = dict(wire["settings"])
-        raw["dir"] = Path(raw["dir"])
-        settings = Settings(**raw)
-        force, from_cache = wire["force_rebuild"], wire["from_cache"]
-    else:
-        flags = {opt.name: getattr(config.option, f"madcache_{opt.name}", None) for opt in OPTIONS}
-        ini = {opt.ini: _getini(config, opt.ini) for opt in OPTIONS}
-        try:
-            settings = resolve(flags, os.environ, ini, _ini_source(config))
-        except SettingsError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        force, from_cache = bool(config.option.madcache_force_rebuild), config.option.madcache_from_cache
-        if getattr(config.option, "madcache_warm_only", False) and not settings.enabled:
-            settings = dataclasses.replace(settings, enabled=True,
-                                           sources={**settings.sources, "enabled": "option --cache-warm-only"})
-    context = dict(settings.additional_context or {})
-    output = None
-    if settings.output is not None and not is_worker:
-        # A relative path is where the user stood for a flag or variable, beside the ini file for an ini key.
-        base = config.rootpath if settings.source("output").startswith("ini key") else config.invocation_params.dir
-        output = Path(base) / settings.output
-        if output.is_dir():
-            raise pytest.UsageError(f"invalid value {str(settings.output)!r} for --output from "
-                                    f"{settings.source('output')}: {output} is a directory")
-
+    values = PluginConfig.from_wire(wire) if wire is not None else read_config(config, is_worker)
+    settings, force, from_cache = values.settings, values.force_rebuild, values.from_cache
     reporter = _TestReporter(config)
 
     def make_service() -> "ImageService":
@@ -193,10 +137,11 @@ def _resolve_state(config: pytest.Config) -> State:
         return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
                             store_factory=open_store)
 
-    return State(settings=settings, additional_context=context, force_rebuild=force, from_cache=from_cache,
-                 live_output=settings.live_output, output=output, is_worker=is_worker, make_service=make_service,
-                 reporter=reporter,
-                 summary=Summary(enabled=settings.enabled or bool(from_cache)))
+    summary = Summary(enabled=settings.enabled or bool(from_cache))
+    return State(settings=settings, additional_context=dict(settings.additional_context or {}), force_rebuild=force,
+                 from_cache=from_cache, live_output=settings.live_output, output=settings.output,
+                 is_worker=is_worker, make_service=make_service, reporter=reporter, summary=summary,
+                 perf=PerfSession(settings, summary, is_worker, MadcacheWarning))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -213,8 +158,11 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--from-cache: {exc}") from None
         except StoreError as exc:
             raise pytest.UsageError(f"--from-cache {state.from_cache}: cannot read the cache: {exc}") from None
+    if not state.is_worker:
+        state.perf.baseline()  # a baseline that is not a results CSV stops the run here
     config.stash[STATE] = state
     config.pluginmanager.register(SessionPlugin(config), "madcache-session")
+    config.pluginmanager.register(state.perf, "madcache-perf")
 
 
 def _warn_once(state: State, text: str) -> None:
@@ -362,13 +310,14 @@ class SessionPlugin:
             if not target.is_absolute():
                 target = Path(session.config.invocation_params.dir) / target
             try:
-                write_summary_json(target, state.summary)
+                write_summary_json(target, state.summary, state.perf.report())
             except OSError as exc:
                 warnings.warn(MadcacheWarning(f"madcache: cannot write {target}: {exc}"))
         if state.output is None:
             return
         try:
-            state.output_rows = write_csv(state.output, state.summary.runs)
+            perf = state.perf.report()
+            state.output_rows = write_csv(state.output, state.summary.runs, perf.comparisons if perf else ())
         except OSError as exc:
             warnings.warn(MadcacheWarning(f"madcache: cannot write {state.output}: {exc}"))
 
@@ -565,13 +514,19 @@ def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callab
             raise ValueError(str(exc)) from None
         if state.settings.keep_alive:
             options = dataclasses.replace(options, keep_alive=True)
+
+        def once() -> RunResult:
+            result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
+                                                           on_line=_live(item) if state.live_output else None)
+            if result is None:
+                raise RuntimeError("no pytest_madcache_run_model implementation returned a result")
+            if result.performance is None and result.logs:  # a replacement run may leave parsing to us
+                result.performance, result.metric = parse_performance(result.logs)
+            return result
+
         start = time.time()
-        result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
-                                                       on_line=_live(item) if state.live_output else None)
-        if result is None:
-            raise RuntimeError("no pytest_madcache_run_model implementation returned a result")
-        if result.performance is None and result.logs:  # a replacement run may leave parsing to us
-            result.performance, result.metric = parse_performance(result.logs)
+        # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into, so runs once
+        result = run_repeated(once, PerfSpec() if options.keep_alive else spec.perf)
         result.cache_hit = model_image.cache_hit
         _emit(item, run_row(
             model=spec.name, tags=spec.tags, params=model_image.params, dockerfile=str(spec.dockerfile),
@@ -579,7 +534,8 @@ def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callab
             metric=result.metric, status=result.status, build_duration=model_image.build_duration,
             duration=result.duration, cache_hit=model_image.cache_hit if state.summary.enabled else None,
             cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start,
-            kept_container=result.container_id))
+            kept_container=result.container_id, direction=spec.perf.direction or "",
+            threshold=state.perf.threshold_for(spec.perf), samples=result.samples))
         if result.container_id:
             state.reporter.item = item
             state.reporter.say(kept_line(result.container_id))

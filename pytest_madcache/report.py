@@ -3,7 +3,8 @@
 The controller (or the single process) adds up the events every test sent;
 nothing here talks to an engine or a cache.  Column names follow madengine's performance
 CSV where it has one (model, tags, args, docker_file, docker_image,
-docker_sha, performance, metric, status, build_duration, test_duration).
+docker_sha, performance, metric, status, build_duration, test_duration,
+relative_change); the comparison with a baseline comes from perf.py.
 
 It must not reach the engine or the store: it reads events and writes text.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextIO
 
 from .events import Event, ImageEvent, RunEvent, WarningEvent
+from .perf import Comparison, PerfReport
 from .progress import human_bytes
 
 __all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json", "kept_line", "kept_lines"]
@@ -27,6 +29,10 @@ CSV_COLUMNS = (
     "model", "tags", "args", "docker_file", "docker_image", "docker_sha",
     "performance", "metric", "status", "build_duration", "test_duration",
     "cache_hit", "cache_id", "params", "nodeid",
+    # performance tracking (perf.py): the signed change in percent against --perf-baseline, the
+    # baseline's value, the spread of repeated runs (the mark's perf_repeats), and what it means
+    "relative_change", "baseline_performance", "performance_min", "performance_max", "repeats", "direction",
+    "perf_status",
 )
 
 
@@ -163,7 +169,7 @@ def kept_lines(runs: Iterable[RunEvent]) -> List[str]:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[TextIO]:
+def replacing(path: Path) -> Iterator[TextIO]:
     """A text file that replaces `path` in one rename when the block ends: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +179,15 @@ def _replacing(path: Path) -> Iterator[TextIO]:
     os.replace(tmp, path)
 
 
-def write_summary_json(path: Path, s: Summary) -> None:
-    """Write `s.as_dict()` to `path` atomically."""
-    with _replacing(path) as fh:
-        fh.write(json.dumps(s.as_dict(), indent=2) + "\n")
+def write_summary_json(path: Path, s: Summary, perf: Optional[PerfReport] = None) -> None:
+    """Write `s.as_dict()` to `path` atomically; with `perf`, its table under "perf"."""
+    data = s.as_dict()
+    if perf is not None:
+        from .perftable import report_json
+
+        data["perf"] = report_json(perf)
+    with replacing(path) as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
 
 
 def _cell(value: Any) -> Any:
@@ -191,10 +202,24 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_csv(path: Path, runs: Iterable[RunEvent]) -> int:
-    """One row per model run, written atomically."""
-    rows = [r.row() for r in sorted(runs, key=lambda r: (r.nodeid, r.seq_time))]
-    with _replacing(path) as fh:
+def _perf_cells(run: RunEvent, comparison: Optional[Comparison]) -> Dict[str, Any]:
+    cells: Dict[str, Any] = {
+        "performance_min": min(run.samples) if run.samples else None,
+        "performance_max": max(run.samples) if run.samples else None,
+        "repeats": len(run.samples) or (1 if run.performance is not None else None),
+    }
+    if comparison is not None:
+        cells.update(relative_change=comparison.change, baseline_performance=comparison.baseline,
+                     direction=comparison.direction, perf_status=comparison.status)
+    return cells
+
+
+def write_csv(path: Path, runs: Iterable[RunEvent], comparisons: Iterable[Comparison] = ()) -> int:
+    """One row per model run, written atomically; `comparisons` (perf.compare_runs) fill relative_change."""
+    by_run = {(c.nodeid, c.seq_time): c for c in comparisons}
+    rows = [{**r.row(), **_perf_cells(r, by_run.get((r.nodeid, r.seq_time)))}
+            for r in sorted(runs, key=lambda r: (r.nodeid, r.seq_time))]
+    with replacing(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         for r in rows:
@@ -206,7 +231,8 @@ def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], docke
             image_id: str, performance: Optional[float], metric: Optional[str], status: str,
             build_duration: Optional[float], duration: float, cache_hit: Optional[bool],
             cache_id: Optional[str], nodeid: str, seq_time: float,
-            kept_container: Optional[str] = None) -> RunEvent:
+            kept_container: Optional[str] = None, direction: str = "",
+            threshold: Optional[float] = None, samples: Iterable[float] = ()) -> RunEvent:
     """The run event of one model run (plain values only: it crosses process boundaries)."""
     return RunEvent(
         model=model, tags=tuple(tags),
@@ -218,4 +244,5 @@ def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], docke
         build_duration=build_duration, test_duration=duration,
         cache_hit="" if cache_hit is None else ("yes" if cache_hit else "no"),
         cache_id=cache_id, nodeid=nodeid, seq_time=seq_time, kept_container=kept_container,
+        direction=direction, threshold=threshold, samples=tuple(samples),
     )

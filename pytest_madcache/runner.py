@@ -70,6 +70,7 @@ class RunResult:
     cache_hit: Optional[bool] = None
     image: Optional[str] = None
     container_id: Optional[str] = None  # the container left running (keep_alive); None: it was removed
+    samples: Tuple[float, ...] = ()  # with the mark's perf_repeats: each measured run (performance is their median)
 
     @property
     def ok(self) -> bool:

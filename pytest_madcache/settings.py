@@ -143,6 +143,38 @@ def parse_remote_compress(text: str) -> str:
     return low
 
 
+def parse_optional_path(text: str) -> Optional[Path]:
+    """A file path; empty or `off` -> None.  Whether it exists is for its user to say."""
+    raw = str(text).strip()
+    if raw.lower() in ("", "off", "none"):
+        return None
+    return Path(os.path.expanduser(raw))
+
+
+PLOT_FORMATS = (".png", ".svg")
+
+
+def parse_plot_path(text: str) -> Optional[Path]:
+    path = parse_optional_path(text)
+    if path is not None and path.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"expected a file name ending in {' or '.join(PLOT_FORMATS)}")
+    return path
+
+
+def parse_percent(text: str) -> Optional[float]:
+    """`10`, `10%` or `2.5` (percent, >= 0) -> the number; `off`/empty -> None."""
+    raw = str(text).strip().rstrip("%").strip()
+    if raw.lower() in ("", "off", "none"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a percentage >= 0 such as 10 or 2.5, or 'off'") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("expected a percentage >= 0 such as 10 or 2.5, or 'off'")
+    return value
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     """XDG: $XDG_CACHE_HOME/madcache, else ~/.cache/madcache."""
     xdg = env.get("XDG_CACHE_HOME")
@@ -302,6 +334,31 @@ OPTIONS: Tuple[Option, ...] = (
         "write one CSV row per model run (madengine's performance columns)", "FILE.csv",
         scope="plugin", label="--output",
     ),
+    # Performance tracking (perf.py): the baseline a run is compared with, and what to write.
+    Option(
+        "perf_baseline", "--perf-baseline", ("MADCACHE_PERF_BASELINE",), "madcache_perf_baseline",
+        parse_optional_path, None, "compare each model run's performance with this results CSV (an earlier "
+        "--output) and fill relative_change; a missing file makes every run new", "FILE.csv",
+        scope="plugin", label="--perf-baseline",
+    ),
+    Option(
+        "perf_fail_threshold", "--perf-fail-threshold", ("MADCACHE_PERF_FAIL_THRESHOLD",),
+        "madcache_perf_fail_threshold", parse_percent, None,
+        "fail a test whose performance moved the wrong way by more than PCT percent against the baseline "
+        "(default off: regressions are reported, nothing fails)", "PCT",
+        scope="plugin", label="--perf-fail-threshold",
+    ),
+    Option(
+        "perf_report", "--perf-report", ("MADCACHE_PERF_REPORT",), "madcache_perf_report",
+        parse_optional_path, None, "write the per-model performance table as Markdown to this file", "FILE.md",
+        scope="plugin", label="--perf-report",
+    ),
+    Option(
+        "perf_plot", "--perf-plot", ("MADCACHE_PERF_PLOT",), "madcache_perf_plot",
+        parse_plot_path, None, "plot performance against the swept parameter, baseline beside it, to this "
+        ".png or .svg file (needs matplotlib: pip install 'pytest-madcache[plot]')", "FILE",
+        scope="plugin", label="--perf-plot",
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -325,6 +382,10 @@ class Settings:
     live_output: bool = False
     keep_alive: bool = False
     output: Optional[Path] = None  # as given; the plugin makes it absolute by where it came from
+    perf_baseline: Optional[Path] = None
+    perf_fail_threshold: Optional[float] = None
+    perf_report: Optional[Path] = None
+    perf_plot: Optional[Path] = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -194,6 +194,38 @@ def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
         t.forget_images(token, gh_env["docker_host"])
 
 
+def test_the_default_branchs_results_are_the_next_runs_performance_baseline(gh_env):
+    """perf-results: run 1 on main has no baseline and keeps its results; run 2 restores them as
+    MADCACHE_PERF_BASELINE, compares every model run with them, and keeps its own."""
+    token = t.new_token()
+    wf = "madcache-perf.yml"
+    ws = make_workspace(gh_env, wf, token)
+    try:
+        t.forget_images(token, gh_env["docker_host"])
+        first = act(gh_env, ws, wf, 501, "run1")
+        assert first.code == 0, first.tail()
+        assert "no performance baseline yet (none saved from main): every run is new" in first.log, first.tail()
+        assert re.search(r"4 runs; baseline \S+ \(environment variable MADCACHE_PERF_BASELINE\) does not exist yet: "
+                         r"every run is new", first.log), first.tail()
+        assert "this run's results (results.csv) are the next performance baseline" in first.log, first.tail()
+        assert "cache saved with key: madcache-perf-baseline-linux-x64-501-1" in first.log.lower(), first.tail()
+
+        t.forget_images(token, gh_env["docker_host"])
+        second = act(gh_env, ws, wf, 502, "run2")
+        assert second.code == 0, second.tail()
+        assert "cache restored from key: madcache-perf-baseline-linux-x64-501-1" in second.log.lower(), second.tail()
+        assert "(the last results of main), exported as MADCACHE_PERF_BASELINE" in second.log, second.tail()
+        assert "= madcache performance =" in second.log, second.tail()
+        assert re.search(r"4 runs against baseline \S+/\.madcache-baseline/results\.csv \(environment variable "
+                         r"MADCACHE_PERF_BASELINE\)", second.log), second.tail()
+        assert len(re.findall(r"MB/s\s+[0-9.]+\s+[+-][0-9.]+%", second.log)) == 4, second.tail()  # a baseline and a change
+        assert "| batch_size | performance | metric | baseline | change | status |" in second.log  # the job summary
+        assert "cache saved with key: madcache-perf-baseline-linux-x64-502-1" in second.log.lower(), second.tail()
+        print("\nperformance baseline under act: run 1 kept its results, run 2 compared 4 runs with them")
+    finally:
+        t.forget_images(token, gh_env["docker_host"])
+
+
 def test_pull_request_restores_without_saving(gh_env):
     """A pull_request run restores and hits, builds a new image, yet saves nothing by default;
     save-pull-requests: 'true' saves it."""
@@ -302,7 +334,7 @@ def test_action_interfaces():
 
     main = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
     assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only",
-                                   "save-pull-requests"}
+                                   "save-pull-requests", "perf-results", "baseline-branch"}
     assert main["inputs"]["path"]["default"] == ".madcache"
     for action in (main, yaml.safe_load((ACTION_DIR / "restore" / "action.yml").read_text())):
         # fits GitHub's 10 GB per repository, and says so

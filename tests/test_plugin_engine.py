@@ -104,6 +104,43 @@ def test_example_suite_under_xdist_builds_each_key_once(pytester, example_images
     assert len(Store(cache).entries()) == 2
 
 
+def test_example_sweep_against_its_baseline_fails_a_deliberate_regression(pytester, example_images, tmp_path,
+                                                                          monkeypatch) -> None:
+    """Performance tracking, the whole loop on a real engine: the example suite writes the baseline;
+    the same suite with a deliberate regression (HASHBENCH_SLOWDOWN=50: each hashbench run does 50%
+    more work than it counts, a third less throughput) fails its three hashbench tests against it
+    with --perf-fail-threshold 10.  gzipbench, unchanged, passes unless noise moved it by more."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HASHBENCH_ROUNDS", "3")  # more work per run: finer figures
+    monkeypatch.delenv("HASHBENCH_SLOWDOWN", raising=False)
+    run_examples(pytester, cache, "--output", str(tmp_path / "main.csv")).assert_outcomes(passed=4)
+
+    monkeypatch.setenv("HASHBENCH_SLOWDOWN", "50")
+    slow = run_examples(pytester, cache, "--perf-baseline", str(tmp_path / "main.csv"), "--perf-fail-threshold", "10",
+                        "--output", str(tmp_path / "mr.csv"), "--perf-report", str(tmp_path / "perf.md"))
+    rows = read_csv(tmp_path / "mr.csv")
+    hashed = [r for r in rows if r["model"] == "hashbench"]
+    assert len(hashed) == 3, rows
+    for r in hashed:
+        assert float(r["relative_change"]) < -15, r  # -33% expected; a busy machine moves it further
+        assert (r["perf_status"], r["status"], r["direction"]) == ("REGRESSED", "FAILURE", "higher"), r
+    [gzip] = [r for r in rows if r["model"] == "gzipbench"]
+    gzip_within = abs(float(gzip["relative_change"])) <= 10
+    slow.assert_outcomes(failed=3 + (not gzip_within), passed=int(gzip_within))
+    slow.stdout.fnmatch_lines(["*performance regression: hashbench [[]batch_size=1[]]: * MB/s against a baseline of *, "
+                               "-*% (higher is better), beyond the threshold of 10%",
+                               "*= madcache performance =*",
+                               "4 runs against baseline *main.csv (option --perf-baseline); fail threshold 10% *",
+                               "hashbench (higher is better)",
+                               "  batch_size  performance  metric  baseline  change  status",
+                               "  1 * MB/s * -*%  REGRESSED",
+                               "  4 * MB/s * -*%  REGRESSED",
+                               "  16 * MB/s * -*%  REGRESSED",
+                               "performance report written to *perf.md"])
+    assert "Building Docker image" not in slow.stdout.str()  # the images were there: the regression is in the run
+    assert (tmp_path / "perf.md").read_text().count("**REGRESSED**") == 3 + (not gzip_within)
+
+
 def test_failed_build_is_a_test_error_with_the_log_tail(pytester, tiny_model, tmp_path) -> None:
     tiny_context(pytester.path / "ctx", ['RUN ["/bin/busybox", "sh", "-c", "echo boom-marker-42; exit 7"]'])
     pytester.makepyfile(f"""

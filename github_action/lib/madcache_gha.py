@@ -9,6 +9,12 @@
 
 Inputs come from MADCACHE_GHA_IN_* environment variables set by the composite steps.
 Results go to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_STEP_SUMMARY.
+
+With the perf-results input (the CSV the tests write with `pytest --output`), the
+default branch's last results are the performance baseline: kept in a small cache
+of their own next to the image cache (PATH-baseline/, keys PREFIX-baseline-OS-ARCH-),
+restored before the tests and exported as MADCACHE_PERF_BASELINE, and replaced by
+this run's results when a run on the default branch succeeds.
 """
 
 from __future__ import annotations
@@ -215,6 +221,58 @@ def post_save_wanted() -> bool:
     return inp("save", "on-success") == "on-success"
 
 
+# -- the performance baseline (perf-results input) --------------------------------------
+
+BASELINE_FILE = "results.csv"
+
+
+def baseline_path(path: str) -> str:
+    """The baseline's own cache directory, next to the image cache: PATH-baseline."""
+    return path.rstrip("/") + "-baseline"
+
+
+def baseline_branch() -> str:
+    """The branch whose results are the baseline: the input, else the repository's default branch."""
+    given = inp("baseline-branch")
+    if given:
+        return given
+    try:
+        event = json.loads(Path(env("GITHUB_EVENT_PATH")).read_text())
+        return str(event["repository"]["default_branch"]) or "main"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "main"
+
+
+def on_baseline_branch() -> bool:
+    """A run whose results may become the baseline: a push (not a pull request) to the baseline branch."""
+    return (env("GITHUB_REF") == f"refs/heads/{baseline_branch()}"
+            and env("GITHUB_EVENT_NAME") not in PULL_REQUEST_EVENTS)
+
+
+def baseline_keys() -> Dict[str, str]:
+    prefix = f"{inp('key-prefix', env('MADCACHE_GHA_KEY_PREFIX', 'madcache'))}-baseline-{env('RUNNER_OS', 'os')}-{env('RUNNER_ARCH', 'arch')}-"
+    return {"prefix": prefix, "key": f"{prefix}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"}
+
+
+def update_baseline(b: Dict[str, Any]) -> bool:
+    """Copy this run's results CSV into the baseline's directory, to be saved; False when there is none."""
+    results, directory = Path(b["results"]), Path(b["dir"])
+    if not results.is_file():
+        log(f"no results at {results} (perf-results): the performance baseline is not updated")
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(results, directory / BASELINE_FILE)
+    log(f"this run's results ({results.name}) are the next performance baseline")
+    return True
+
+
+def perf_summary(counted: Optional[Dict[str, Any]]) -> List[str]:
+    """The plugin's performance table (Markdown, from its summary JSON) for the job summary."""
+    perf = (counted or {}).get("perf")
+    text = perf.get("markdown") if isinstance(perf, dict) else None
+    return [text.rstrip(), ""] if isinstance(text, str) and text.strip() else []
+
+
 def cmd_keys() -> int:
     prefix = key_prefix()
     key = f"{prefix}{env('GITHUB_RUN_ID', str(int(time.time())))}-{env('GITHUB_RUN_ATTEMPT', '1')}"
@@ -239,6 +297,14 @@ def cmd_keys() -> int:
     # so that a relative path matches across runners whose workspace paths differ.
     set_output("path", inp("path", ".madcache"))
     log(f"restore prefix {prefix}, save key {key}")
+    if inp("perf-results"):  # the performance baseline: a small cache of its own, next to this one
+        bkeys = baseline_keys()
+        set_output("baseline", "true")
+        set_output("baseline-path", baseline_path(inp("path", ".madcache")))
+        set_output("baseline-prefix", bkeys["prefix"])
+        set_output("baseline-key", bkeys["key"])
+        # The one-step form saves it through the post step of actions/cache too.
+        set_output("baseline-post-save", "true" if on_baseline_branch() and post_save_wanted() else "false")
     return 0
 
 
@@ -312,6 +378,18 @@ def cmd_setup() -> int:
             pass
         export("MADCACHE_SUMMARY_JSON", summary_json)
     state["summary_json"] = summary_json
+    if inp("perf-results"):
+        bdir = cache_dir(baseline_path(inp("path", ".madcache")))
+        results = cache_dir(inp("perf-results"))
+        state["baseline"] = {"dir": str(bdir), "path": baseline_path(inp("path", ".madcache")), "results": str(results),
+                             "key": baseline_keys()["key"], "on_branch": on_baseline_branch(),
+                             "post_save": inp("baseline-post-save", "false").lower() in TRUE}
+        export("MADCACHE_PERF_BASELINE", bdir / BASELINE_FILE)
+        if (bdir / BASELINE_FILE).is_file():
+            log(f"performance baseline: {bdir / BASELINE_FILE} (the last results of {baseline_branch()}), "
+                f"exported as MADCACHE_PERF_BASELINE")
+        else:
+            log(f"no performance baseline yet (none saved from {baseline_branch()}): every run is new")
     state_file(directory).write_text(json.dumps(state))
     set_output("cache-hit", "true" if restored else "false")
     set_output("matched-key", matched)
@@ -428,7 +506,22 @@ def cmd_finish() -> int:
         ("Saved", f"yes, as `{key}`" if do_save else f"no: {reason}"),
     ]
     lines = ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
-    _append("GITHUB_STEP_SUMMARY", lines)
+    _append("GITHUB_STEP_SUMMARY", lines + perf_summary(counted))
+
+    base = state.get("baseline")
+    baseline_save = False
+    if base:
+        if not base.get("on_branch"):
+            log(f"performance baseline: not updated (only runs on {baseline_branch()} update it)")
+        elif job_status != "success" or save == "never":
+            log("performance baseline: not updated (the job did not succeed, or saving is off)")
+        elif base.get("post_save"):
+            log("performance baseline: the post step of actions/cache saves this run's results")
+        else:
+            baseline_save = update_baseline(base)
+        set_output("baseline-path", base["path"])
+        set_output("baseline-key", base["key"])
+    set_output("baseline-save", "true" if baseline_save else "false")
     if state:
         state["finished"] = True
         try:
@@ -455,6 +548,9 @@ def cmd_post() -> int:
         return 0
     if not state.get("post_save"):
         return 0
+    base = state.get("baseline")
+    if base and base.get("post_save") and not update_baseline(base):
+        shutil.rmtree(base["dir"], ignore_errors=True)  # nothing new: the post step of actions/cache uploads nothing
     if not directory.is_dir():
         log(f"{directory} does not exist: nothing to upload")
         return 0
@@ -478,7 +574,8 @@ def cmd_post() -> int:
             ("Evicted", ", ".join(f"`{e}`" for e in evicted) or "none"),
             ("Saved", saved),
         ]
-        _append("GITHUB_STEP_SUMMARY", ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""])
+        _append("GITHUB_STEP_SUMMARY", ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+                + perf_summary(read_summary(state.get("summary_json") or "")))
     return 0
 
 

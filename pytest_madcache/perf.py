@@ -1,0 +1,359 @@
+"""Performance tracking without pytest: repeats, a baseline CSV, and the comparison of a run with it.
+
+A model run prints `performance: <value> <metric>` (runner.py); with `--output`
+every run becomes a CSV row (report.py).  Here such a CSV, written earlier, is
+the *baseline*: each run of this session is matched to its baseline row (same
+model and parameters; the test id, then the order of the runs within the test,
+when that is ambiguous), and the signed change in percent says whether it got
+better or worse in the metric's direction (higher is better, unless the mark
+says `perf_direction="lower"` or the metric is plainly a time: `ms`, `s`,
+`s/iter`, `latency`...).  A change the wrong way by more than the threshold is
+a regression that fails the test.
+
+Plain dataclasses and functions: the plugin, the CI helpers and tests use them
+as they are.  Nothing here runs containers, prints, or imports pytest;
+perftable.py renders what is computed here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .events import RunEvent
+from .runner import RunResult
+
+__all__ = [
+    "HIGHER", "LOWER", "PERF_KWARGS", "PerfSpec", "perf_spec", "default_direction", "run_repeated",
+    "Baseline", "BaselineRow", "BaselineError", "load_baseline", "params_key",
+    "Comparison", "compare_runs", "PerfReport", "build_report",
+    "NEW", "BETTER", "WORSE", "UNCHANGED", "REGRESSED", "NO_RESULT", "AMBIGUOUS", "INCOMPARABLE",
+]
+
+HIGHER, LOWER = "higher", "lower"
+DIRECTIONS = (HIGHER, LOWER)
+
+#: Keywords of the `model` mark that concern performance (model.py accepts them).
+PERF_KWARGS = ("perf_direction", "perf_repeats", "perf_warmup", "perf_threshold")
+
+# What a comparison found (the table's status column).
+NEW = "new"  # no baseline row for this run
+BETTER = "better"
+WORSE = "worse"  # the wrong way, within the threshold (or no threshold)
+UNCHANGED = "unchanged"
+REGRESSED = "REGRESSED"  # the wrong way by more than the threshold: the test fails
+NO_RESULT = "no result"  # the run printed no performance (it failed, or never said)
+AMBIGUOUS = "ambiguous"  # several baseline rows fit and none is from this test
+INCOMPARABLE = "incomparable"  # another metric in the baseline, or a baseline of 0
+STATUSES = (REGRESSED, WORSE, BETTER, UNCHANGED, NEW, AMBIGUOUS, INCOMPARABLE, NO_RESULT)
+
+_TIME_UNITS = frozenset({
+    "ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes",
+    "h", "hr", "hrs", "hour", "hours",
+})
+
+
+def default_direction(metric: Optional[str]) -> str:
+    """`lower` for metrics that are plainly times (`ms`, `s`, `seconds`, `s/iter`, `latency`...), else `higher`."""
+    if not metric:
+        return HIGHER
+    low = metric.strip().lower()
+    if "latency" in low:
+        return LOWER
+    return LOWER if low.split("/", 1)[0].strip() in _TIME_UNITS else HIGHER
+
+
+# -- the mark's part ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PerfSpec:
+    """What a test's `model` mark says about its performance."""
+
+    direction: Optional[str] = None  # None: from the metric (default_direction)
+    repeats: int = 1  # measured runs per model_run() call; the row records their median
+    warmup: int = 0  # runs before them, discarded
+    threshold: Optional[float] = None  # percent; above the session's --perf-fail-threshold
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name}={value!r} must be a whole number >= {least}")
+    return value
+
+
+def perf_spec(kw: Mapping[str, Any]) -> PerfSpec:
+    """The PerfSpec of a merged mark's keywords; ValueError with the keyword and value when one is bad."""
+    spec = PerfSpec()
+    direction = kw.get("perf_direction")
+    if direction is not None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"perf_direction={direction!r} must be 'higher' or 'lower' (which way is better)")
+        spec = replace(spec, direction=direction)
+    if kw.get("perf_repeats") is not None:
+        spec = replace(spec, repeats=_whole(kw["perf_repeats"], "perf_repeats", 1))
+    if kw.get("perf_warmup") is not None:
+        spec = replace(spec, warmup=_whole(kw["perf_warmup"], "perf_warmup", 0))
+    threshold = kw.get("perf_threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
+            raise ValueError(f"perf_threshold={threshold!r} must be a percentage >= 0")
+        spec = replace(spec, threshold=float(threshold))
+    return spec
+
+
+def run_repeated(run_once: Callable[[], RunResult], spec: PerfSpec) -> RunResult:
+    """Run `spec.warmup` discarded runs, then `spec.repeats` measured ones; the result of the last,
+    with `performance` the median of the measured runs and `samples` all of them.
+
+    A run that fails, or a measured run that prints no performance, ends the series: its result is
+    returned as it is (no median), so the row says what went wrong.  `duration` adds up every run.
+    """
+    total = spec.warmup + spec.repeats
+    if total == 1:
+        return run_once()
+    samples: List[float] = []
+    duration = 0.0
+    result = None
+    for i in range(total):
+        result = run_once()
+        duration += result.duration
+        measured = i >= spec.warmup
+        if not result.ok or (measured and result.performance is None):
+            result.duration = duration
+            return result
+        if measured:
+            samples.append(float(result.performance))  # type: ignore[arg-type]
+    assert result is not None
+    result.duration = duration
+    result.performance = statistics.median(samples)
+    result.samples = tuple(samples)
+    return result
+
+
+# -- the baseline -----------------------------------------------------------------------
+
+
+class BaselineError(ValueError):
+    """The baseline file cannot be used (not a results CSV); the caller adds the source."""
+
+
+def params_key(params: Mapping[str, Any]) -> str:
+    """The canonical text of a run's parameters, as `--output` writes its `params` column."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def _canonical_params(text: str) -> str:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text.strip()
+    return params_key(value) if isinstance(value, dict) else text.strip()
+
+
+@dataclass(frozen=True)
+class BaselineRow:
+    """A good run of the baseline: its model, parameters, test and performance."""
+
+    model: str
+    params: str  # params_key()
+    nodeid: str
+    performance: float
+    metric: str
+
+
+REQUIRED_COLUMNS = ("model", "params", "performance", "metric", "status")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The rows of a baseline CSV that can be compared with: status SUCCESS and a performance."""
+
+    path: Path
+    rows: Tuple[BaselineRow, ...] = ()
+    exists: bool = True  # False: no such file yet (a first pipeline): every run is new
+
+    def match(self, model: str, params: str, nodeid: str, index: int = 0) -> Tuple[Optional[BaselineRow], str]:
+        """The row for the `index`-th run of test `nodeid` (model and params_key): by model and parameters;
+        when several rows fit, those of the same test, in order.  (None, why) when none fits."""
+        fits = [r for r in self.rows if r.model == model and r.params == params]
+        if len(fits) == 1:
+            return fits[0], ""
+        if not fits:
+            return None, "no baseline row for this model and these parameters"
+        same = [r for r in fits if r.nodeid == nodeid]
+        if not same:
+            return None, (f"{len(fits)} baseline rows have this model and these parameters, "
+                          "none from this test")
+        if index < len(same):
+            return same[index], ""
+        return None, f"the baseline has {len(same)} runs of this test with these parameters, this is run {index + 1}"
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read a results CSV written by `--output`.  A missing file is an empty baseline (exists=False);
+    anything else that is not such a CSV raises BaselineError saying why."""
+    path = Path(path)
+    if not path.exists():
+        return Baseline(path=path, exists=False)
+    if path.is_dir():
+        raise BaselineError(f"{path} is a directory, not a results CSV")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = list(reader.fieldnames or [])
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise BaselineError(f"{path} is not a results CSV written by --output: no column "
+                                    f"{', '.join(missing)}" + (f" (it has: {', '.join(columns[:12])})" if columns else ""))
+            rows: List[BaselineRow] = []
+            for raw in reader:
+                if (raw.get("status") or "").strip() != "SUCCESS":
+                    continue
+                try:
+                    value = float(raw.get("performance") or "")
+                except ValueError:
+                    continue
+                rows.append(BaselineRow(model=raw.get("model") or "", params=_canonical_params(raw.get("params") or ""),
+                                        nodeid=raw.get("nodeid") or "", performance=value,
+                                        metric=(raw.get("metric") or "").strip()))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BaselineError(f"cannot read {path}: {exc}") from None
+    return Baseline(path=path, rows=tuple(rows))
+
+
+# -- comparing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One model run against its baseline row."""
+
+    model: str
+    params: Mapping[str, Any]
+    nodeid: str
+    seq_time: float  # with nodeid: which run of the session this is (report.py's CSV rows)
+    metric: Optional[str]
+    performance: Optional[float]  # the median when the mark asked for repeats
+    samples: Tuple[float, ...]  # the measured runs, with repeats
+    direction: str
+    threshold: Optional[float]  # percent; None: regressions fail nothing
+    status: str
+    baseline: Optional[float] = None
+    change: Optional[float] = None  # signed percent: (performance - baseline) / |baseline| * 100
+    note: str = ""  # why there is no baseline value
+
+    @property
+    def low(self) -> Optional[float]:
+        return min(self.samples) if self.samples else None
+
+    @property
+    def high(self) -> Optional[float]:
+        return max(self.samples) if self.samples else None
+
+    @property
+    def fails(self) -> bool:
+        return self.status == REGRESSED
+
+    @property
+    def label(self) -> str:
+        """The parameters as the table shows them: `batch_size=16, precision=fp16`."""
+        return ", ".join(f"{k}={v}" for k, v in self.params.items()) or "(no parameters)"
+
+    def failure(self) -> str:
+        """The message a regressed test fails with: value, baseline, change and threshold."""
+        better = "higher" if self.direction == HIGHER else "lower"
+        return (f"performance regression: {self.model} [{self.label}]: {self.performance:.6g} {self.metric or ''}"
+                f" against a baseline of {self.baseline:.6g}, {self.change:+.1f}% ({better} is better), "
+                f"beyond the threshold of {self.threshold:g}%")
+
+
+def _compare(run: RunEvent, baseline: Optional[Baseline], index: int) -> Comparison:
+    direction = run.direction or default_direction(run.metric)
+    base = Comparison(model=run.model, params=dict(run.params), nodeid=run.nodeid, seq_time=run.seq_time,
+                      metric=run.metric, performance=run.performance, samples=tuple(run.samples),
+                      direction=direction, threshold=run.threshold, status=NEW)
+    if run.performance is None:
+        return replace(base, status=NO_RESULT, note="the run printed no 'performance: <value> <metric>' line")
+    if baseline is None or not baseline.exists:
+        return replace(base, note="no baseline")
+    row, why = baseline.match(run.model, params_key(run.params), run.nodeid, index)
+    if row is None:
+        return replace(base, status=AMBIGUOUS if "none from this test" in why else NEW, note=why)
+    base = replace(base, baseline=row.performance)
+    if row.metric != (run.metric or ""):
+        return replace(base, status=INCOMPARABLE, note=f"the baseline's metric is {row.metric!r}")
+    if row.performance == 0:
+        return replace(base, status=INCOMPARABLE, note="the baseline is 0")
+    change = (run.performance - row.performance) / abs(row.performance) * 100.0
+    worse_by = round(-change if direction == HIGHER else change, 9)
+    if worse_by > 0:
+        status = REGRESSED if run.threshold is not None and worse_by > run.threshold else WORSE
+    elif worse_by < 0:
+        status = BETTER
+    else:
+        status = UNCHANGED
+    return replace(base, change=round(change, 2), status=status)
+
+
+def compare_runs(runs: Sequence[RunEvent], baseline: Optional[Baseline]) -> List[Comparison]:
+    """Every run against the baseline, in (test id, time) order; the n-th run of a test with the same
+    model and parameters is matched with the n-th such row of that test in the baseline."""
+    seen: Dict[Tuple[str, str, str], int] = {}
+    out = []
+    for run in sorted(runs, key=lambda r: (r.nodeid, r.seq_time)):
+        slot = (run.nodeid, run.model, params_key(run.params))
+        index = seen.get(slot, 0)
+        seen[slot] = index + 1
+        out.append(_compare(run, baseline, index))
+    return out
+
+
+@dataclass(frozen=True)
+class PerfReport:
+    """A session's comparisons and what they were made against: what perftable.py renders."""
+
+    comparisons: Tuple[Comparison, ...]
+    baseline: Optional[Path] = None  # the file named, whether or not it exists
+    baseline_exists: bool = False
+    baseline_source: str = ""  # where the setting came from (option, environment variable, ini key)
+    threshold: Optional[float] = None  # the session's; a mark may set its own
+    threshold_source: str = ""
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.comparisons if c.status == status)
+
+    @property
+    def regressions(self) -> List[Comparison]:
+        """The runs that regressed beyond the threshold, in the table's order."""
+        return [c for rows in self.by_model().values() for c in rows if c.fails]
+
+    def by_model(self) -> Dict[str, List[Comparison]]:
+        """The comparisons per model (models in order of appearance), each model's rows sorted by parameters."""
+        out: Dict[str, List[Comparison]] = {}
+        for c in self.comparisons:
+            out.setdefault(c.model, []).append(c)
+        return {m: sorted(rows, key=lambda c: (_sort_key(c.params), c.nodeid, c.seq_time)) for m, rows in out.items()}
+
+
+def _sort_key(params: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """Numbers in numeric order (batch 2 before 16), then text."""
+    key: List[Any] = []
+    for name, value in params.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        key.append((name, 0 if number else 1, value if number else 0, "" if number else str(value)))
+    return tuple(key)
+
+
+def build_report(runs: Sequence[RunEvent], baseline: Optional[Baseline], *, threshold: Optional[float] = None,
+                 baseline_source: str = "", threshold_source: str = "") -> PerfReport:
+    return PerfReport(
+        comparisons=tuple(compare_runs(runs, baseline)),
+        baseline=baseline.path if baseline is not None else None,
+        baseline_exists=bool(baseline is not None and baseline.exists),
+        baseline_source=baseline_source, threshold=threshold, threshold_source=threshold_source,
+    )

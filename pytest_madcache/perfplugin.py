@@ -1,0 +1,152 @@
+"""pytest glue of performance tracking (the comparison is perf.py's, the rendering perftable.py's).
+
+plugin.py registers one PerfSession per pytest process.  In every process
+that runs tests it fails a test whose model runs moved the wrong way by more
+than the threshold, at the end of the test's call, with the value, baseline,
+change and threshold in the message.  In the controller (or the single
+process) it compares the session's runs once, hands the report to the
+results CSV and the summary JSON (plugin.py writes those), prints the
+per-model table in the terminal summary, and writes `--perf-report` and
+`--perf-plot`: under pytest-xdist nothing is written twice.
+
+It must not run containers or compute a key; it reads the run events the
+`model_run` fixture attached to each test's report.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, List, Optional
+
+import pytest
+
+from .events import PROPERTY, RunEvent, from_wire
+from .perf import Baseline, BaselineError, PerfReport, PerfSpec, build_report, compare_runs, load_baseline
+from .report import Summary
+from .settings import Settings
+
+__all__ = ["PerfSession"]
+
+
+class PerfSession:
+    """Performance tracking for one pytest process."""
+
+    def __init__(self, settings: Settings, summary: Summary, is_worker: bool, warning: type) -> None:
+        self.settings = settings
+        self.summary = summary
+        self.is_worker = is_worker
+        self.warning = warning  # the plugin's MadcacheWarning
+        self._baseline: Optional[Baseline] = None
+        self._report: Optional[PerfReport] = None
+        self.written: List[str] = []  # what the terminal summary says was written
+        self.problems: List[str] = []
+
+    @property
+    def active(self) -> bool:
+        """A baseline, a threshold, a report or a plot was asked for: then the table is shown."""
+        s = self.settings
+        return any(v is not None for v in (s.perf_baseline, s.perf_fail_threshold, s.perf_report, s.perf_plot))
+
+    def baseline(self) -> Optional[Baseline]:
+        """The baseline, read once per process; a file that is not a results CSV is a usage error."""
+        if self._baseline is None and self.settings.perf_baseline is not None:
+            try:
+                self._baseline = load_baseline(self.settings.perf_baseline)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"invalid value {str(self.settings.perf_baseline)!r} for --perf-baseline from "
+                                        f"{self.settings.source('perf_baseline')}: {exc}") from None
+        return self._baseline
+
+    def threshold_for(self, spec: PerfSpec) -> Optional[float]:
+        """The mark's perf_threshold, else the session's --perf-fail-threshold."""
+        return spec.threshold if spec.threshold is not None else self.settings.perf_fail_threshold
+
+    def report(self) -> Optional[PerfReport]:
+        """The session's comparisons, made once (controller or single process), None when nothing asked for them."""
+        if self.is_worker or not self.active:
+            return None
+        if self._report is None:
+            s = self.settings
+            self._report = build_report(self.summary.runs, self.baseline(), threshold=s.perf_fail_threshold,
+                                        baseline_source=s.source("perf_baseline"),
+                                        threshold_source=s.source("perf_fail_threshold"))
+        return self._report
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> List[str]:
+        s = self.settings
+        if not self.active:
+            return []
+        parts = []
+        if s.perf_baseline is not None:
+            baseline = self.baseline()
+            n = len(baseline.rows) if baseline is not None else 0
+            rows = f"{n} row{'' if n == 1 else 's'}" if baseline is not None and baseline.exists else "no such file yet"
+            parts.append(f"baseline {s.perf_baseline} ({rows}; {s.source('perf_baseline')})")
+        if s.perf_fail_threshold is not None:
+            parts.append(f"fail threshold {s.perf_fail_threshold:g}% ({s.source('perf_fail_threshold')})")
+        return [f"madcache perf: {'; '.join(parts) or 'no baseline'}"]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        """After a test body that passed (pytest's own call ran first and did not raise):
+        fail it when one of its model runs regressed beyond the threshold."""
+        baseline = self.baseline()
+        if baseline is None or not baseline.exists:
+            return
+        runs = [event for event in _run_events(item) if event.threshold is not None]
+        failing = [c for c in compare_runs(runs, baseline) if c.fails]
+        if failing:
+            raise pytest.fail.Exception("\n".join(c.failure() for c in failing), pytrace=False)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        report = self.report()
+        if report is None:
+            return
+        from .perftable import PlotUnavailable, write_markdown, write_plot
+
+        s = self.settings
+        if s.perf_report is not None:
+            try:
+                write_markdown(report, s.perf_report)
+                self.written.append(f"performance report written to {s.perf_report}")
+            except OSError as exc:
+                self._warn(f"cannot write {s.perf_report}: {exc}")
+        if s.perf_plot is not None:
+            try:
+                write_plot(report, s.perf_plot)
+                self.written.append(f"performance plot written to {s.perf_plot}")
+            except PlotUnavailable as exc:
+                self._warn(f"no performance plot ({s.source('perf_plot')} asked for {s.perf_plot}): {exc}")
+            except (OSError, ValueError) as exc:
+                self._warn(f"cannot write {s.perf_plot}: {exc}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        report = self.report()
+        if report is None:
+            return
+        from .perftable import terminal_lines
+
+        terminalreporter.section("madcache performance")
+        for line in terminal_lines(report):
+            markup = {"bad": {"red": True, "bold": True}, "good": {"green": True}}.get(line.tone, {})
+            terminalreporter.write_line(line.text, **markup)
+        for text in self.written + self.problems:
+            terminalreporter.write_line(text)
+
+    def _warn(self, text: str) -> None:
+        self.problems.append(f"warning: {text}")
+        warnings.warn(self.warning(f"madcache: {text}"))
+
+
+def _run_events(item: pytest.Item) -> List[RunEvent]:
+    """The model runs of this test so far, from the events attached to its report."""
+    out = []
+    for name, value in item.user_properties:
+        if name == PROPERTY and isinstance(value, dict) and value.get("kind") == "run":
+            _, event = from_wire(value)
+            if isinstance(event, RunEvent):
+                out.append(event)
+    return out

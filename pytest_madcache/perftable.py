@@ -1,0 +1,277 @@
+"""The performance table, rendered: terminal lines, Markdown, JSON, and a plot.
+
+Input is a perf.PerfReport (comparisons already made); output is text, a
+JSON-ready dict, or a PNG/SVG file.  Per model, one row per parameter set
+(batch size, precision...): performance (the median and min-max spread when
+the mark asked for repeats), metric, baseline, change and status; regressions
+stand out.  The plot needs matplotlib (the `plot` extra) and draws without
+pyplot, so a suite's own plotting state is left alone.
+
+Nothing here compares, reads a baseline, or knows about pytest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .perf import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
+from .report import replacing
+
+__all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
+           "PlotUnavailable", "headline"]
+
+
+@dataclass(frozen=True)
+class TableLine:
+    """A line of the terminal table; `tone` is "bad" (a regression), "good" (better) or ""."""
+
+    text: str
+    tone: str = ""
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def _num(value: Optional[float]) -> str:
+    if value is None:
+        return ""
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+def _performance(c: Comparison) -> str:
+    if c.performance is None:
+        return "-"
+    if len(c.samples) > 1:
+        return f"{_num(c.performance)} ({_num(c.low)}-{_num(c.high)})"
+    return _num(c.performance)
+
+
+def _change(c: Comparison) -> str:
+    return "" if c.change is None else f"{c.change:+.1f}%"
+
+
+def _param_columns(rows: Sequence[Comparison]) -> List[str]:
+    """One column per parameter when every row has the same ones, else one `parameters` column."""
+    names = [tuple(c.params) for c in rows]
+    if names and all(n == names[0] for n in names) and names[0]:
+        return list(names[0])
+    return []
+
+
+def _cells(c: Comparison, columns: Sequence[str]) -> List[str]:
+    params = [str(c.params[n]) for n in columns] if columns else [c.label]
+    return params + [_performance(c), c.metric or "", _num(c.baseline), _change(c), c.status]
+
+
+def _headers(columns: Sequence[str]) -> List[str]:
+    return (list(columns) or ["parameters"]) + ["performance", "metric", "baseline", "change", "status"]
+
+
+def _model_title(model: str, rows: Sequence[Comparison]) -> str:
+    directions = {c.direction for c in rows}
+    say = ", ".join(f"{d} is better" for d in sorted(directions))
+    repeats = {len(c.samples) for c in rows if len(c.samples) > 1}
+    spread = f"; median of {'/'.join(str(n) for n in sorted(repeats))} runs (min-max)" if repeats else ""
+    return f"{model} ({say}{spread})"
+
+
+def headline(report: PerfReport) -> str:
+    """One line: what was compared with what, and what came of it."""
+    if report.baseline is None:
+        against = "; no baseline (--perf-baseline)"
+    elif not report.baseline_exists:
+        against = f"; baseline {report.baseline} ({report.baseline_source}) does not exist yet: every run is new"
+    else:
+        against = f" against baseline {report.baseline} ({report.baseline_source})"
+    threshold = (f"fail threshold {report.threshold:g}% ({report.threshold_source})" if report.threshold is not None
+                 else "no fail threshold: regressions fail nothing")
+    counts = [f"{report.count(s)} {s}" for s in STATUSES if report.count(s)]
+    n = len(report.comparisons)
+    return f"{n} run{'' if n == 1 else 's'}{against}; {threshold}" + (f": {', '.join(counts)}" if counts else "")
+
+
+def _tone(c: Comparison) -> str:
+    return "bad" if c.status == REGRESSED else ("good" if c.status == BETTER else "")
+
+
+def terminal_lines(report: PerfReport) -> List[TableLine]:
+    """The table for the terminal summary: a headline, then per model an aligned table."""
+    lines = [TableLine(headline(report))]
+    for model, rows in report.by_model().items():
+        columns = _param_columns(rows)
+        table = [_headers(columns)] + [_cells(c, columns) for c in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        first = len(columns) or 1  # performance, metric, baseline, change, status follow the parameters
+        numeric = {first, first + 2, first + 3}
+
+        def fmt(cells: Sequence[str]) -> str:
+            return "  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+                             for i, cell in enumerate(cells)).rstrip()
+
+        lines.append(TableLine(""))
+        lines.append(TableLine(_model_title(model, rows)))
+        lines.append(TableLine("  " + fmt(table[0])))
+        for c, cells in zip(rows, table[1:]):
+            lines.append(TableLine("  " + fmt(cells), _tone(c)))
+    for c in report.regressions:
+        lines.append(TableLine(f"{c.nodeid}: {c.failure()}", "bad"))
+    return lines
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(report: PerfReport, title: str = "Performance") -> str:
+    """The table as Markdown (a job summary, a merge request note, a docs page)."""
+    out = [f"### {title}", "", _md_escape(headline(report)), ""]
+    for model, rows in report.by_model().items():
+        columns = _param_columns(rows)
+        headers = _headers(columns)
+        out.append(f"#### {_md_escape(_model_title(model, rows))}")
+        out.append("")
+        out.append("| " + " | ".join(headers) + " |")
+        align = ["---"] * len(columns or [0]) + ["---:", "---", "---:", "---:", "---"]
+        out.append("|" + "|".join(align) + "|")
+        for c in rows:
+            cells = [_md_escape(x) for x in _cells(c, columns)]
+            if c.status == REGRESSED:
+                cells[-2], cells[-1] = f"**{cells[-2]}**", f"**{cells[-1]}**"
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    if report.regressions:
+        out.append("Regressions beyond the threshold (these tests failed):")
+        out.append("")
+        out += [f"- `{c.nodeid}`: {_md_escape(c.failure())}" for c in report.regressions]
+        out.append("")
+    return "\n".join(out)
+
+
+def _row_json(c: Comparison) -> Dict[str, Any]:
+    return {
+        "params": dict(c.params), "nodeid": c.nodeid, "performance": c.performance, "metric": c.metric,
+        "samples": list(c.samples), "min": c.low, "max": c.high, "baseline": c.baseline,
+        "relative_change": c.change, "direction": c.direction, "threshold": c.threshold, "status": c.status,
+        "note": c.note,
+    }
+
+
+def report_json(report: PerfReport) -> Dict[str, Any]:
+    """The table for the summary JSON (the CI integrations read `markdown` and `regressions`)."""
+    statuses = sorted({c.status for c in report.comparisons})
+    return {
+        "baseline": str(report.baseline) if report.baseline is not None else None,
+        "baseline_exists": report.baseline_exists,
+        "baseline_source": report.baseline_source,
+        "threshold": report.threshold,
+        "counts": {s: report.count(s) for s in statuses},
+        "regressions": len(report.regressions),
+        "models": {m: [_row_json(c) for c in rows] for m, rows in report.by_model().items()},
+        "markdown": markdown(report),
+    }
+
+
+def write_markdown(report: PerfReport, path: Path) -> None:
+    with replacing(path) as fh:
+        fh.write(markdown(report))
+
+
+# -- the plot ---------------------------------------------------------------------------------
+
+
+def _axis(rows: Sequence[Comparison]) -> Tuple[str, List[str]]:
+    """The x axis of a model's plot: the one parameter that varies (batch size...), else every label."""
+    columns = _param_columns(rows)
+    varying = [n for n in columns if len({str(c.params[n]) for c in rows}) > 1]
+    if len(varying) == 1 or (not varying and len(columns) == 1):
+        name = (varying or columns)[0]
+        labels = [str(c.params[name]) for c in rows]
+    else:
+        name, labels = "parameters", [c.label for c in rows]
+    seen: Dict[str, int] = {}
+    unique = []
+    for label in labels:  # two runs with the same parameters get a bar each
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return name, unique
+
+
+NOW, BASE, BAD, INK = "#2e86c1", "#b3b6b7", "#c0392b", "#34495e"
+
+
+def write_plot(report: PerfReport, path: Path) -> None:
+    """Performance against the swept parameter, one panel per model, the baseline beside each bar;
+    repeats as min-max error bars; regressions in red.  PNG or SVG by the file's suffix."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise PlotUnavailable("matplotlib is not installed (pip install 'pytest-madcache[plot]')") from None
+    models = [(m, [c for c in rows if c.performance is not None]) for m, rows in report.by_model().items()]
+    models = [(m, rows) for m, rows in models if rows]
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    ncols = 1 if len(models) <= 1 else 2
+    nrows = max(1, math.ceil(len(models) / ncols))
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "madcache", "font.size": 9}):
+        fig = Figure(figsize=(6.0 * ncols, 3.4 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in axes.flat[len(models):]:
+            ax.set_visible(False)
+        if not models:
+            axes[0][0].set_visible(True)
+            axes[0][0].text(0.5, 0.5, "no model run reported a performance", ha="center", va="center")
+            axes[0][0].set_axis_off()
+        for ax, (model, rows) in zip(axes.flat, models):
+            name, labels = _axis(rows)
+            xs = list(range(len(rows)))
+            has_baseline = any(c.baseline is not None for c in rows)
+            width = 0.38 if has_baseline else 0.6
+            now_x = [x + width / 2 for x in xs] if has_baseline else xs
+            colors = [BAD if c.status == REGRESSED else NOW for c in rows]
+            if has_baseline:
+                ax.bar([x - width / 2 for x in xs], [c.baseline or 0.0 for c in rows], width, color=BASE)
+            ax.bar(now_x, [c.performance for c in rows], width, color=colors)
+            spread = [(x, c) for x, c in zip(now_x, rows) if len(c.samples) > 1]
+            if spread:
+                ax.errorbar([x for x, _ in spread], [c.performance for _, c in spread],
+                            yerr=[[c.performance - c.low for _, c in spread], [c.high - c.performance for _, c in spread]],
+                            fmt="none", capsize=3, ecolor=INK, elinewidth=1)
+            for x, c in zip(now_x, rows):
+                text = f"{c.change:+.1f}%" if c.change is not None else (c.status if has_baseline else "")
+                if text:
+                    ax.annotate(text, (x, c.high if len(c.samples) > 1 else c.performance), textcoords="offset points",
+                                xytext=(0, 3), ha="center", va="bottom", fontsize=8,
+                                color=BAD if c.status == REGRESSED else INK)
+            pad = max(0, 3 - len(xs)) * 0.5  # one or two bars stay bars, not walls
+            ax.set_xlim(-0.6 - pad, len(xs) - 0.4 + pad)
+            ax.set_xticks(xs)
+            ax.set_xticklabels(labels)
+            ax.set_xlabel(name)
+            metric = rows[0].metric or ""
+            better = "higher" if rows[0].direction == HIGHER else "lower"
+            ax.set_ylabel(metric)
+            ax.set_title(f"{model} ({metric}, {better} is better)")
+            ax.margins(y=0.15)
+            handles = [Patch(color=NOW, label="this run")]
+            if has_baseline:
+                handles.insert(0, Patch(color=BASE, label="baseline"))
+            if any(c.status == REGRESSED for c in rows):
+                handles.append(Patch(color=BAD, label="regressed"))
+            if len(handles) > 1:
+                ax.legend(handles=handles, loc="best", fontsize=8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(tmp, format=fmt, metadata=metadata)
+        tmp.replace(path)
