@@ -192,7 +192,7 @@ def test_the_perf_job_restores_the_default_branchs_baseline_and_uploads_its_own(
         f"{prefix}-baseline-$CI_COMMIT_REF_SLUG", [f"{path}-baseline-next/"], "push", "on_success")
     assert job["variables"]["MADCACHE_PERF_BASELINE"] == f"$CI_PROJECT_DIR/{path}-baseline/results.csv"
     assert job["variables"]["MADCACHE_PERF_RESULTS"] == "results.csv"
-    assert job["after_script"][0] == base["after_script"][0]  # the prune first, before the upload
+    assert job["after_script"][:2] == base["after_script"][:2]  # the registry step and the prune first, before the upload
 
 
 @pytest.mark.parametrize("form", ["include", "component"])
@@ -204,9 +204,9 @@ def test_the_perf_job_restores_the_default_branchs_baseline_and_uploads_its_own(
 ])
 def test_the_perf_jobs_after_script_fills_the_next_baseline(tmp_path, form, branch, status, results, kept, says) -> None:
     if form == "include":
-        script = yaml.safe_load((TEMPLATES / "madcache.yml").read_text())[".madcache-perf"]["after_script"][1]
+        script = yaml.safe_load((TEMPLATES / "madcache.yml").read_text())[".madcache-perf"]["after_script"][-1]
     else:
-        script = _component_jobs()[".madcache-perf"]["after_script"][1]
+        script = _component_jobs()[".madcache-perf"]["after_script"][-1]
     if results:
         (tmp_path / "results.csv").write_text("model,params,performance,metric,status\n")
     env = {"PATH": "/usr/bin:/bin", "CI_COMMIT_BRANCH": branch, "CI_DEFAULT_BRANCH": "main", "CI_JOB_STATUS": status,
