@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 
 import pytest
 
@@ -12,19 +11,10 @@ from pytest_madcache.key import CacheKey
 from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
 from pytest_madcache.store import EntryCorrupt, Store, StoreError, ZSTD_SUFFIX
 from pytest_madcache.provide import get_or_build
+from tests.remote_helpers import text_like
 
 import zstandard  # noqa: E402,F401 - the test extra installs it
 pytestmark = pytest.mark.engine
-
-
-def text_like(size: int, seed: int = 7) -> bytes:
-    """Compressible bytes, like configs, vocabularies or fp16 weights with structure (~3x with zstd -1)."""
-    rng = random.Random(seed)
-    vocab = [rng.randbytes(4).hex().encode() for _ in range(4000)]
-    out = bytearray()
-    while len(out) < size:
-        out += b" ".join(rng.choice(vocab) for _ in range(1000)) + b"\n"
-    return bytes(out[:size])
 
 
 def key(name: str) -> CacheKey:
