@@ -334,7 +334,7 @@ def test_action_interfaces():
 
     main = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
     assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only",
-                                   "save-pull-requests", "perf-results", "baseline-branch"}
+                                   "save-pull-requests", "perf-results", "baseline-branch", "remote", "remote-compress"}
     assert main["inputs"]["path"]["default"] == ".madcache"
     for action in (main, yaml.safe_load((ACTION_DIR / "restore" / "action.yml").read_text())):
         # fits GitHub's 10 GB per repository, and says so
