@@ -127,15 +127,9 @@ def _resolve_state(config: pytest.Config) -> State:
 
         remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
                   if settings.enabled and settings.remote else None)
-
-        def open_store(engine: Any, log: Any) -> "Store":
-            store = Store.from_settings(settings, engine=engine, progress=False, log=log)
-            if hasattr(remote, "have_blob"):  # a registry fetches the next missing blobs ahead
-                remote.have_blob = store.has_blob  # type: ignore[union-attr]
-            return store
-
         return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
-                            store_factory=open_store)
+                            store_factory=lambda engine, log: Store.from_settings(settings, engine=engine,
+                                                                                  progress=False, log=log))
 
     summary = Summary(enabled=settings.enabled or bool(from_cache))
     return State(settings=settings, additional_context=dict(settings.additional_context or {}), force_rebuild=force,

@@ -401,7 +401,7 @@ def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
 
 def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) -> Optional[Outcome]:
     """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-    found = remote.find(key.digest) if remote is not None else None
+    found = remote.find(key.digest, have=store.has_blob) if remote is not None else None
     if found is None:
         return None
     try:

@@ -308,7 +308,7 @@ class RemoteCache:
 
     # -- fetch --------------------------------------------------------------------------
 
-    def find(self, key: str) -> Optional[RemoteEntry]:
+    def find(self, key: str, have: Optional[Callable[[str], bool]] = None) -> Optional[RemoteEntry]:
         """The entry the registry holds for `key`: its metadata and a reader of its blobs (the
         caller imports what it lacks), or None (also when the registry fails: warned)."""
         if self.disabled:
@@ -328,7 +328,7 @@ class RemoteCache:
             if blob.codec != "none":
                 self.state.remember(diff_id, blob.codec, blob)
         order = [manifest.meta["config"], *manifest.meta["layers"]]
-        fetcher = BlobFetcher(self.registry, manifest.blobs, order, have=self.have_blob, parallel=self.parallel,
+        fetcher = BlobFetcher(self.registry, manifest.blobs, order, have=have or self.have_blob, parallel=self.parallel,
                               spool_dir=self._spool)
         return RemoteEntry(manifest.meta, fetcher)
 

@@ -49,8 +49,9 @@ class RemoteEntry:
 class RemoteBackend(Protocol):
     """A far cache: asked on a local miss, given every new entry."""
 
-    def find(self, key: str) -> Optional[RemoteEntry]:
-        """The entry held for `key`, or None (also when the remote fails: the backend warns)."""
+    def find(self, key: str, have: Optional[Callable[[str], bool]] = None) -> Optional[RemoteEntry]:
+        """The entry held for `key`, or None (also when the remote fails: the backend warns).  `have(digest)`
+        says which blobs the caller holds already, so a backend may fetch the missing ones ahead."""
 
     def failed(self, key: str, exc: RemoteError) -> None:
         """Reading `key`'s blobs broke after `find`: warn, or turn the remote off."""
@@ -123,7 +124,7 @@ class DirectoryRemote:
                 self._say(f"Warning: remote cache {self} unavailable ({exc}); using the local cache only")
         return self._store
 
-    def find(self, key: str) -> Optional[RemoteEntry]:
+    def find(self, key: str, have: Optional[Callable[[str], bool]] = None) -> Optional[RemoteEntry]:
         store = self._open()
         entry = store.lookup(key) if store is not None else None
         if store is None or entry is None:
