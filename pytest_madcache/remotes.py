@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .store import Entry, Store
 
 __all__ = ["RemoteBackend", "RemoteEntry", "RemoteError", "RemoteUnavailable", "RemoteLister", "DirectoryRemote", "open_remote",
-           "is_directory_remote"]
+           "directory_of"]
 
 
 class RemoteError(RuntimeError):
@@ -76,16 +76,21 @@ class RemoteLister(Protocol):
         """How to get the entry tagged `tag` without madcache ("" when there is no such way)."""
 
 
-def is_directory_remote(text: str) -> bool:
-    return text.startswith("file://") or os.path.isabs(text)
+def directory_of(text: str) -> Optional[str]:
+    """The directory a `file://PATH` or absolute-path remote names (as written: the caller checks it is
+    absolute), or None for a registry."""
+    if text.startswith("file://"):
+        return text[len("file://"):]
+    return text if os.path.isabs(text) else None
 
 
 def open_remote(text: str, log: Optional[Callable[[str], None]] = None,
                 env: Mapping[str, str] = os.environ, settings: Any = None) -> "RemoteBackend":
     """The backend the setting names (see the module docstring).  With `settings`, a registry
     remote takes its layer compression from them and keeps its journal in the cache directory."""
-    if is_directory_remote(text):
-        return DirectoryRemote(Path(text[len("file://"):] if text.startswith("file://") else text), log)
+    directory = directory_of(text)
+    if directory is not None:
+        return DirectoryRemote(Path(directory), log)
     from .remote import RemoteCache
 
     if settings is not None:

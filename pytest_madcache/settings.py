@@ -112,10 +112,10 @@ def parse_remote(text: str) -> Optional[str]:
     low = str(text).strip()
     if low.lower() in ("", "off", "none"):
         return None
-    from .remotes import is_directory_remote
+    from .remotes import directory_of
 
-    if is_directory_remote(low):
-        path = low[len("file://"):] if low.startswith("file://") else low
+    path = directory_of(low)
+    if path is not None:
         if not os.path.isabs(path):
             raise ValueError("expected file:///ABSOLUTE/PATH for a directory remote")
         return low
