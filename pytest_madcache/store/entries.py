@@ -124,12 +124,7 @@ class Entry:
         fields = {k: v for k, v in data.items() if k in known}
         entry = cls(**fields)
         entry.last_used = last_used if last_used is not None else entry.created
-        # Validate what we will later turn into paths.
-        for digest in entry.blobs:
-            hex_of(digest)
-        if not entry.id.startswith("run_") or "/" in entry.id or entry.id in (".", ".."):
-            raise StoreError(f"bad entry id {entry.id!r}")
-        _validate_entry(entry)
+        _validate_entry(entry)  # what later becomes paths, sizes and tags
         return entry
 
 
