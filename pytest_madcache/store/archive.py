@@ -105,12 +105,18 @@ class _Inflating:
 
 
 class _Hashing:
-    """Passes reads through, hashing the raw bytes (a blob's digest as the archive names it)."""
+    """Passes reads through, hashing the raw bytes (a blob's digest as the archive names it).
 
-    def __init__(self, fh: BinaryIO, head: bytes = b"") -> None:
+    With `hashing=False` it only puts the sniffed head back in front: an
+    uncompressed layer's raw digest is its diffID, which the blob writer
+    computes anyway, and hashing every byte twice cost a save 0.7 s of one
+    core per 776 MB here.
+    """
+
+    def __init__(self, fh: BinaryIO, head: bytes = b"", hashing: bool = True) -> None:
         self.fh = fh
         self.head = head
-        self.hash = hashlib.sha256(head)
+        self.hash = hashlib.sha256(head) if hashing else None
         self.count = len(head)
 
     def read(self, n: int = -1) -> bytes:
@@ -120,16 +126,20 @@ class _Hashing:
                 return data
             data, self.head = self.head, b""
             more = self.fh.read(-1 if n < 0 else n - len(data))
-            self.hash.update(more)
+            if self.hash is not None:
+                self.hash.update(more)
             self.count += len(more)
             return data + more
         data = self.fh.read(n)
-        self.hash.update(data)
+        if self.hash is not None:
+            self.hash.update(data)
         self.count += len(data)
         return data
 
     @property
     def digest(self) -> str:
+        if self.hash is None:
+            raise AssertionError("a pass-through reader has no digest")
         return "sha256:" + self.hash.hexdigest()
 
 
@@ -240,8 +250,8 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
                 on_bytes(len(data))
             continue
         head = read_exact(reader, 4)  # type: ignore[arg-type]
-        raw = _Hashing(reader, head)  # type: ignore[arg-type]
         compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+        raw = _Hashing(reader, head, hashing=compressed)  # type: ignore[arg-type]
         layer = _Inflating(_uncompressed(raw, head)) if compressed else raw
         try:
             diff_id, size = sink.write_blob(layer, None if compressed else info.size)  # type: ignore[arg-type]
@@ -251,7 +261,8 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
             if isinstance(layer, _Inflating):
                 layer.close()
         raw.read(-1)  # what a decompressor left unread still counts for the raw digest
-        members.files[name] = _Member(name, raw_digest=raw.digest, diff_id=diff_id, size=size)
+        members.files[name] = _Member(name, raw_digest=raw.digest if compressed else diff_id, diff_id=diff_id,
+                                      size=size)
     return members
 
 
