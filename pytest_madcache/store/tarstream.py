@@ -13,7 +13,7 @@ import tarfile
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, Tuple
 
-__all__ = ["TarError", "iter_tar", "safe_member", "read_exact", "ReadAhead", "Prefetch", "CHUNK"]
+__all__ = ["TarError", "iter_tar", "safe_member", "read_exact", "ReadAhead", "Prefetch", "coalesce", "CHUNK"]
 
 CHUNK = 1 << 20
 MAX_SMALL_MEMBER = 64 << 20  # extended headers larger than this are not honest ones
@@ -184,11 +184,30 @@ class ReadAhead:
         self._put(end)
 
 
-class Prefetch(io.RawIOBase):
-    """A file object over the engine's save stream, read ahead by a thread (see ReadAhead)."""
+def coalesce(chunks: Iterable[bytes], size: int = CHUNK) -> Iterator[bytes]:
+    """The same bytes in pieces of at least `size` (the last may be shorter).
 
-    def __init__(self, chunks: Iterable[bytes], depth: int = 64) -> None:
-        self._ahead = ReadAhead(chunks, depth)
+    The engine's save stream arrives in 32 KiB HTTP chunks: handing each one
+    across threads cost a save 24,000 queue round trips per 776 MB here.
+    """
+    parts = []
+    held = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
+    if held:
+        yield b"".join(parts)
+
+
+class Prefetch(io.RawIOBase):
+    """A file object over the engine's save stream, read ahead by a thread (see ReadAhead)
+    in pieces of about CHUNK bytes."""
+
+    def __init__(self, chunks: Iterable[bytes], depth: int = 16) -> None:
+        self._ahead = ReadAhead(coalesce(chunks), depth)
         self._buf = memoryview(b"")
 
     def readable(self) -> bool:
