@@ -1,0 +1,189 @@
+"""What the benchmarks share: timings, the machine, disk by `du`, and the raw engine path.
+
+Raw figures go through the same client as ours (the Docker SDK over the
+engine's API, one client per run), so a ratio compares what we do with the
+bytes, not which client carried them.  Only the benchmarks import this.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from pytest_madcache.engine import Engine
+
+MB = 1000 * 1000  # figures are printed in decimal megabytes
+CHUNK = 1 << 20
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def timed(fn: Callable[[], Any]) -> Tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def du(path: Path) -> int:
+    """Apparent bytes under PATH as `du -sb` counts them: from outside the store's records."""
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine() -> Dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"vcpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version()}
+
+
+def rotate(names: Sequence[str], i: int) -> List[str]:
+    """Run i's order: each contender goes first in turn, so none always meets a warm or cold engine."""
+    k = i % len(names)
+    return [*names[k:], *names[:k]]
+
+
+class Series:
+    """Repeated timings of one measure."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.samples: List[float] = []
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def fmt(self, unit: str = "s") -> str:
+        if not self.samples:
+            return "-"
+        scale, digits = (1000.0, 1) if unit == "ms" else (1.0, 3)
+        med, lo, hi = self.median * scale, min(self.samples) * scale, max(self.samples) * scale
+        return f"{med:.{digits}f} {unit} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"median": self.median if self.samples else None, "min": min(self.samples, default=None),
+                "max": max(self.samples, default=None), "samples": self.samples}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
+    return [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in rows]]
+
+
+# -- the raw engine, through the SDK -------------------------------------------------
+
+
+def raw_save(engine: Engine, refs: Sequence[str], path: Path) -> int:
+    """`docker save -o PATH REF...` through the SDK: the engine's own archive, written to a file."""
+    api = engine.api
+    if len(refs) == 1:
+        chunks = api.get_image(refs[0], chunk_size=CHUNK)
+    else:  # the API takes several names; docker-py's helper takes one
+        response = api._get(api._url("/images/get"), params={"names": list(refs)}, stream=True)
+        api._raise_for_status(response)
+        chunks = response.iter_content(CHUNK)
+    written = 0
+    with open(path, "wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+            written += len(chunk)
+    return written
+
+
+def raw_load(engine: Engine, path: Path) -> None:
+    """`docker load -i PATH` through the SDK."""
+    with open(path, "rb") as fh:
+        engine.load(iter(lambda: fh.read(CHUNK), b""))
+
+
+# -- where the time goes --------------------------------------------------------------
+
+ENGINE_PROCESSES = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "podman", "conmon")
+
+
+def engine_cpu_seconds() -> float:
+    """CPU seconds (user + system) spent so far by the engine's processes (dockerd, containerd, podman),
+    with their children that have ended (dockerd unpacks layers in a re-executed child)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        if comm in ENGINE_PROCESSES:
+            fields = text[text.rindex(")") + 2:].split()
+            total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
+
+
+def self_cpu_seconds() -> float:
+    """CPU seconds of this process, every thread (user + system)."""
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuSplit:
+    """Wall time of a call beside the CPU time it cost this process and the engine."""
+
+    def __init__(self) -> None:
+        self.wall: List[float] = []
+        self.ours: List[float] = []
+        self.engine: List[float] = []
+
+    def run(self, fn: Callable[[], Any]) -> Tuple[float, Any]:
+        e0, s0 = engine_cpu_seconds(), self_cpu_seconds()
+        seconds, result = timed(fn)
+        self.ours.append(self_cpu_seconds() - s0)
+        self.engine.append(engine_cpu_seconds() - e0)
+        self.wall.append(seconds)
+        return seconds, result
+
+    def to_json(self) -> Dict[str, float]:
+        return {"wall": statistics.median(self.wall), "our_cpu": statistics.median(self.ours),
+                "engine_cpu": statistics.median(self.engine)}
+
+
+def profile_top(fn: Callable[[], Any], limit: int = 12) -> List[Dict[str, Any]]:
+    """The functions of the calling thread that took the most time of their own in one call of FN."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(fn)
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (path, line, name), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(path).name}:{line}({name})", "calls": calls, "own_s": round(tottime, 4),
+                     "cumulative_s": round(cumtime, 4)})
+    rows.sort(key=lambda r: r["own_s"], reverse=True)
+    return rows[:limit]
