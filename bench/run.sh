@@ -10,30 +10,40 @@
 # then prints the goals table (bench/summary.py) and writes it into docs/performance.md.
 # Each engine is a private one started for its step and stopped after it.
 #   MADCACHE_BENCH_SKIP="remote store" bash bench/run.sh   leaves steps out (their last results stay)
-set -euo pipefail
+#   MADCACHE_BENCH_KINDS="podman" bash bench/run.sh         the realistic step on these engine kinds only
+# A step that fails is named at the end (exit status 1); the others still run.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-pip install -q -e ".[zstd]"
+pip install -q -e ".[zstd]" || exit 1
 le="python -m pytest_madcache.localengine"
 out=bench/results
 skip=" ${MADCACHE_BENCH_SKIP:-} "
+kinds="${MADCACHE_BENCH_KINDS:-debian12 debian13 debian13-containerd podman}"
+failed=()
 step() { [[ "$skip" != *" $1 "* ]]; }
 
 if step key; then
-  python bench/bench_key.py --json "$out/key-cold-warm.json"
+  python bench/bench_key.py --json "$out/key-cold-warm.json" || failed+=(key)
 fi
 if step store; then
   for shape in random compressible smallfiles; do
     $le --engine debian12 -- python bench/bench_store.py --data "$shape" --json "$out/store-$shape.json" \
-      | tee "$out/store-$shape.txt"
+      | tee "$out/store-$shape.txt.tmp" && mv "$out/store-$shape.txt.tmp" "$out/store-$shape.txt" \
+      || failed+=("store $shape")
   done
 fi
 if step realistic; then
-  for kind in debian12 debian13 debian13-containerd podman; do
-    $le --engine "$kind" -- python bench/bench_realistic.py --json "$out/realistic-$kind.json"
+  for kind in $kinds; do
+    $le --engine "$kind" -- python bench/bench_realistic.py --json "$out/realistic-$kind.json" \
+      || failed+=("realistic $kind")
   done
 fi
 if step remote; then
-  $le --engine debian12 -- python bench/bench_remote.py --json "$out/remote.json"
+  $le --engine debian12 -- python bench/bench_remote.py --json "$out/remote.json" || failed+=(remote)
 fi
 echo
-python bench/summary.py --write-docs
+python bench/summary.py --write-docs || failed+=(summary)
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'bench/run.sh: these steps failed: %s\n' "${failed[*]}" >&2
+  exit 1
+fi
