@@ -245,6 +245,8 @@ def read_dockerignore(context: Path) -> List[str]:
     return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
 
 
+#: Context entry lines of regular files by (path, mode, size, mtime_ns, inode, ctime_ns), for this process.
+_FILE_LINES: Dict[Tuple[str, int, int, int, int, int], bytes] = {}
 _ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # = canonical_json
 
 
@@ -280,31 +282,40 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
     if not context.is_dir():
         raise KeyError_(f"build context {str(context)!r} is not a directory")
     root = os.path.abspath(context)
+    prefix = root if root.endswith(os.sep) else root + os.sep
     patterns = read_dockerignore(context)
     included = _included(root, patterns, dockerfile, memo)
-    h = hashlib.sha256()
-    count = 0
+    lines: List[bytes] = []
     for rel in included:
-        full = os.path.join(root, rel)
+        full = prefix + rel
         try:
             st = os.lstat(full)
         except FileNotFoundError:
             continue  # removed while we walked; the engine would not see it either
-        mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISREG(st.st_mode):
-            kind, content = "f", file_digest(full, st, memo)
+            # An unchanged file costs its lstat and one lookup: its line is remembered by stat tuple.
+            stamp = (full, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            line = _FILE_LINES.get(stamp)
+            if line is None:
+                line = _FILE_LINES[stamp] = _entry_line(rel, "f", st, file_digest(full, st, memo))
         elif stat.S_ISDIR(st.st_mode):
-            kind, content = "d", ""
+            line = _entry_line(rel, "d", st, "")
         elif stat.S_ISLNK(st.st_mode):
-            kind, content = "l", os.readlink(full)
+            line = _entry_line(rel, "l", st, os.readlink(full))
         else:
             continue  # sockets, fifos: docker-py skips them too
-        h.update(_ENTRY_JSON([rel.replace(os.sep, "/"), kind, oct(mode), content]).encode())
+        lines.append(line)
+    h = hashlib.sha256(b"\n".join(lines))
+    if lines:
         h.update(b"\n")
-        count += 1
     if memo is not None:
         memo.save()
-    return h.hexdigest(), count
+    return h.hexdigest(), len(lines)
+
+
+def _entry_line(rel: str, kind: str, st: os.stat_result, content: str) -> bytes:
+    """One entry of the context digest: (path, type, mode, content) as canonical JSON."""
+    return _ENTRY_JSON([rel.replace(os.sep, "/"), kind, oct(stat.S_IMODE(st.st_mode)), content]).encode()
 
 
 # -- keys ----------------------------------------------------------------------

@@ -52,6 +52,31 @@ def test_key_is_stable_across_processes(ctx: Path) -> None:
     assert out.stdout.strip() == key_of(ctx, **spec)
 
 
+def test_context_digest_is_the_entry_lines_hashed_in_order(ctx: Path) -> None:
+    """Keys already in caches were made of one canonical JSON line per entry the engine receives;
+    however the digest is computed, it stays that (a change would make every cache miss once)."""
+    import hashlib
+    import stat
+
+    (ctx / "src" / "link").symlink_to("model.py")
+    (ctx / "src" / "run.sh").chmod(0o755)
+    expected = hashlib.sha256()
+    entries = ["Dockerfile", "src", "src/link", "src/model.py", "src/run.sh", ".dockerignore"]
+    for rel in sorted(entries):
+        full = ctx / rel
+        st = os.lstat(full)
+        if stat.S_ISLNK(st.st_mode):
+            kind, content = "l", os.readlink(full)
+        elif stat.S_ISDIR(st.st_mode):
+            kind, content = "d", ""
+        else:
+            kind, content = "f", hashlib.sha256(full.read_bytes()).hexdigest()
+        line = [rel, kind, oct(stat.S_IMODE(st.st_mode)), content]
+        expected.update(json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+    for _ in range(2):  # the second time from the process's memory of each line
+        assert context_digest(ctx) == (expected.hexdigest(), len(entries))
+
+
 def test_dict_and_tag_ordering_does_not_matter(ctx: Path) -> None:
     """Params, build args, additional context and model tags are canonical: their order is irrelevant."""
     one = key_of(ctx, params={"a": 1, "b": {"c": 2, "d": 3}}, build_args={"X": "1", "Y": "2"},

@@ -28,6 +28,7 @@ def hashed(monkeypatch):
 
 def new_session() -> None:
     keymod._FILE_DIGESTS.clear()
+    keymod._FILE_LINES.clear()
     keymod._MEMOS.clear()
 
 
