@@ -1,20 +1,17 @@
-"""Benchmark: what the plugin costs a suite that uses no model (P6), and what
-the cache gives the example suite on its second run (P7).
+"""Benchmark: what the plugin costs a suite that uses no model (P6).
 
-    python -m pytest_madcache.localengine -- python bench/bench_plugin.py [--tests 2000] [--repeat 7]
+    python bench/bench_plugin.py [--tests 2000] [--repeat 7] [--json FILE]
 
-P6 runs the same 2,000 model-less tests with `--enable-cache` and with the
+Runs the same 2,000 model-less tests with `--enable-cache` and with the
 plugin disabled (`-p no:madcache`), alternating, and compares median wall
-times.  P7 runs examples/main_job.sh (the suite twice on a fresh cache, the
-images removed from the engine between runs, as on a fresh CI runner).
+times.  No engine needed.  What the cache gives a model suite (P7) is
+bench/bench_realistic.py's, per engine kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
 import subprocess
 import sys
@@ -65,16 +62,6 @@ def p6(tests: int, repeat: int) -> Dict[str, object]:
             "overhead": on / off - 1}
 
 
-def p7() -> Dict[str, object]:
-    env = dict(os.environ, MADCACHE_MAIN_JOB_RECORD="-")  # bench/results/main-job.txt is the README command's
-    proc = subprocess.run(["bash", str(ROOT / "examples" / "main_job.sh")], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"examples/main_job.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
-    first = float(re.search(r"run 1 \(cache miss[^)]*\): ([\d.]+) s", proc.stdout).group(1))
-    second = float(re.search(r"run 2 \(cache hit[^)]*\): ([\d.]+) s", proc.stdout).group(1))
-    return {"first": first, "second": second, "speedup": first / second}
-
-
 def fmt(xs: List[float]) -> str:
     return f"{statistics.median(xs):.3f} s ({min(xs):.3f}-{max(xs):.3f})"
 
@@ -83,12 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--skip-p7", action="store_true", help="only measure P6 (no engine needed)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     result: Dict[str, object] = {"p6": p6(args.tests, args.repeat)}
-    if not args.skip_p7:
-        result["p7"] = p7()
     r6 = result["p6"]
     lines = [
         "pytest-madcache plugin benchmark",
@@ -98,10 +82,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"`-p no:madcache` {fmt(r6['off'])} | {r6['median_on'] / r6['median_off']:.3f}x | <= 1.03x | "
         f"{'met' if r6['overhead'] <= 0.03 else 'MISSED'} |",
     ]
-    if "p7" in result:
-        r7 = result["p7"]
-        lines.append(f"| P7 | example suite, second run (hit) | {r7['second']:.1f} s | first run (miss) {r7['first']:.1f} s | "
-                     f"{r7['second'] / r7['first']:.2f}x ({r7['speedup']:.1f}x faster) | report | - |")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
