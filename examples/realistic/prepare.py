@@ -168,7 +168,14 @@ def ensure_base_image(client=None, log=sys.stderr) -> str:
     print(f"importing {tarball.name} into the engine as {BASE_IMAGE}", file=log, flush=True)
     client.api.import_image_from_file(str(tarball), repository=repository, tag=tag,
                                       changes=[*IMPORT_CHANGES, f"LABEL {BASE_LABEL}={wanted}"])
-    return client.images.get(BASE_IMAGE).id
+    try:
+        return client.images.get(BASE_IMAGE).id
+    except docker.errors.ImageNotFound:  # Podman 4's import ignores the tag: the image came in as :latest
+        imported = client.images.list(filters={"label": f"{BASE_LABEL}={wanted}"})
+        if not imported:
+            raise
+        imported[0].tag(repository, tag)
+        return client.images.get(BASE_IMAGE).id
 
 
 # -- wheels ---------------------------------------------------------------------------------------
