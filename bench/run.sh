@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The performance record in one command, on a fresh machine too (root; about 60 minutes on 2 vCPUs):
 #   bash bench/run.sh
-# 1. P1 cold and warm: the key of an unchanged context (no engine);
+# 1. P1 cold and warm: the key of an unchanged context, and P6: what the plugin costs 2,000 tests
+#    that use no model (no engine);
 # 2. the store against the raw engine and the seed design on Debian 12's dockerd, per data shape
 #    (random, compressible, many small files): P1, P2, P3, P4, P5;
 # 3. the realistic example models on every engine kind (Debian 12 dockerd 20.10, Debian 13
@@ -11,6 +12,7 @@
 # Each engine is a private one started for its step and stopped after it.
 #   MADCACHE_BENCH_SKIP="remote store" bash bench/run.sh   leaves steps out (their last results stay)
 #   MADCACHE_BENCH_KINDS="podman" bash bench/run.sh         the realistic step on these engine kinds only
+#   MADCACHE_BENCH_SHAPES="smallfiles" bash bench/run.sh    the store step on these data shapes only
 # A step that fails is named at the end (exit status 1); the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +21,18 @@ le="python -m pytest_madcache.localengine"
 out=bench/results
 skip=" ${MADCACHE_BENCH_SKIP:-} "
 kinds="${MADCACHE_BENCH_KINDS:-debian12 debian13 debian13-containerd podman}"
+shapes="${MADCACHE_BENCH_SHAPES:-random compressible smallfiles}"
 failed=()
 step() { [[ "$skip" != *" $1 "* ]]; }
 
 if step key; then
   python bench/bench_key.py --json "$out/key-cold-warm.json" || failed+=(key)
 fi
+if step plugin; then
+  python bench/bench_plugin.py --json "$out/plugin.json" || failed+=(plugin)
+fi
 if step store; then
-  for shape in random compressible smallfiles; do
+  for shape in $shapes; do
     $le --engine debian12 -- python bench/bench_store.py --data "$shape" --json "$out/store-$shape.json" \
       | tee "$out/store-$shape.txt.tmp" && mv "$out/store-$shape.txt.tmp" "$out/store-$shape.txt" \
       || failed+=("store $shape")
