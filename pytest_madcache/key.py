@@ -16,6 +16,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -222,14 +223,17 @@ def _hash_file(path: Path) -> str:
 
 
 def file_digest(path: Path, st: Optional[os.stat_result] = None, memo: Optional[DigestMemo] = None) -> str:
-    st = st or os.stat(path)
-    name = os.path.abspath(path)
+    return _digest(os.path.abspath(path), st or os.stat(path), memo)
+
+
+def _digest(name: str, st: os.stat_result, memo: Optional[DigestMemo]) -> str:
+    """The sha256 of the file at the absolute path NAME: from this process's memory, the memo, or read."""
     stamp = (name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
     cached = _FILE_DIGESTS.get(stamp) or (memo.get(name, st) if memo is not None else None)
     if cached:
         _FILE_DIGESTS[stamp] = cached
         return cached
-    digest = _hash_file(path)
+    digest = _hash_file(Path(name))
     _FILE_DIGESTS[stamp] = digest
     if memo is not None:
         memo.put(name, st, digest)
@@ -297,7 +301,7 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
             stamp = (full, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             line = _FILE_LINES.get(stamp)
             if line is None:
-                line = _FILE_LINES[stamp] = _entry_line(rel, "f", st, file_digest(full, st, memo))
+                line = _FILE_LINES[stamp] = _entry_line(rel, "f", st, _digest(full, st, memo))
         elif stat.S_ISDIR(st.st_mode):
             line = _entry_line(rel, "d", st, "")
         elif stat.S_ISLNK(st.st_mode):
@@ -314,8 +318,19 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
 
 
 def _entry_line(rel: str, kind: str, st: os.stat_result, content: str) -> bytes:
-    """One entry of the context digest: (path, type, mode, content) as canonical JSON."""
-    return _ENTRY_JSON([rel.replace(os.sep, "/"), kind, oct(stat.S_IMODE(st.st_mode)), content]).encode()
+    """One entry of the context digest: (path, type, mode, content) as canonical JSON.
+
+    Written out directly when nothing in it needs escaping (the JSON encoder would give the
+    same bytes; it cost a cold 10,000-file key a third of its time); through the encoder otherwise.
+    """
+    rel = rel.replace(os.sep, "/")
+    if _NEEDS_ESCAPE.search(rel) is None and _NEEDS_ESCAPE.search(content) is None:
+        return f'["{rel}","{kind}","{oct(stat.S_IMODE(st.st_mode))}","{content}"]'.encode()
+    return _ENTRY_JSON([rel, kind, oct(stat.S_IMODE(st.st_mode)), content]).encode()
+
+
+#: What the JSON encoder escapes in a string (with ensure_ascii=False): quotes, backslashes, control characters.
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 
 
 # -- keys ----------------------------------------------------------------------

@@ -60,8 +60,13 @@ def test_context_digest_is_the_entry_lines_hashed_in_order(ctx: Path) -> None:
 
     (ctx / "src" / "link").symlink_to("model.py")
     (ctx / "src" / "run.sh").chmod(0o755)
+    odd = ['we"ird\\name.txt', "tab\there.txt", "ünïcode €.txt"]  # escaped by JSON, or not
+    for name in odd:
+        (ctx / "src" / name).write_text(name)
+    (ctx / "src" / "quoted-link").symlink_to('we"ird\\name.txt')
     expected = hashlib.sha256()
-    entries = ["Dockerfile", "src", "src/link", "src/model.py", "src/run.sh", ".dockerignore"]
+    entries = ["Dockerfile", "src", "src/link", "src/model.py", "src/run.sh", ".dockerignore", "src/quoted-link",
+               *(f"src/{name}" for name in odd)]
     for rel in sorted(entries):
         full = ctx / rel
         st = os.lstat(full)
