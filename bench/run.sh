@@ -29,7 +29,7 @@ if step key; then
   python bench/bench_key.py --json "$out/key-cold-warm.json" || failed+=(key)
 fi
 if step plugin; then
-  python bench/bench_plugin.py --json "$out/plugin.json" || failed+=(plugin)
+  python bench/bench_plugin.py --repeat 11 --json "$out/plugin.json" || failed+=(plugin)
 fi
 if step store; then
   for shape in $shapes; do
