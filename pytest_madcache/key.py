@@ -18,6 +18,7 @@ import json
 import os
 import re
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -175,6 +176,24 @@ class DigestMemo:
         self._trees[self._tree_key(context, patterns, dockerfile)] = {"dirs": dirs, "paths": paths}
         self._dirty = True
 
+    def whole(self, context: str, patterns: List[str], dockerfile: Optional[str]) -> Optional[Tuple[str, str, int]]:
+        """The context's digest and entry count as last computed, with the fingerprint of every
+        entry's stat tuple then (see context_digest), if the tree is remembered."""
+        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
+        seen = tree.get("whole") if isinstance(tree, dict) else None
+        if isinstance(seen, list) and len(seen) == 3 and all(isinstance(v, str) for v in seen[:2]) \
+                and isinstance(seen[2], int):
+            return seen[0], seen[1], seen[2]
+        return None
+
+    def put_whole(self, context: str, patterns: List[str], dockerfile: Optional[str], fingerprint: str,
+                  digest: str, count: int) -> None:
+        """Remember the whole digest beside a remembered path list (none is kept without one)."""
+        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
+        if isinstance(tree, dict) and tree.get("whole") != [fingerprint, digest, count]:
+            tree["whole"] = [fingerprint, digest, count]
+            self._dirty = True
+
     def save(self) -> None:
         """Write the memo if something was added; files that no longer exist are forgotten."""
         if not self._dirty:
@@ -249,6 +268,9 @@ def read_dockerignore(context: Path) -> List[str]:
     return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
 
 
+#: Context digests by (context, .dockerignore patterns, Dockerfile), with their fingerprint, for this process.
+_CONTEXTS: Dict[Tuple[str, Tuple[str, ...], Optional[str]], Tuple[str, str, int]] = {}
+_STAMP = struct.Struct("<IqqQq")  # mode, size, mtime_ns, inode, ctime_ns
 #: Context entry lines of regular files by (path, mode, size, mtime_ns, inode, ctime_ns), for this process.
 _FILE_LINES: Dict[Tuple[str, int, int, int, int, int], bytes] = {}
 _ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # = canonical_json
@@ -289,13 +311,28 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
     prefix = root if root.endswith(os.sep) else root + os.sep
     patterns = read_dockerignore(context)
     included = _included(root, patterns, dockerfile, memo)
-    lines: List[bytes] = []
+    # The fingerprint of every entry's name and stat tuple: when it is the one the digest was last
+    # computed with (in this process, or remembered by the memo), nothing in the context changed.
+    fingerprint = hashlib.sha256("\0".join(included).encode("utf-8", "surrogateescape"))
+    entries: List[Tuple[str, os.stat_result]] = []
+    newest = 0
     for rel in included:
-        full = prefix + rel
         try:
-            st = os.lstat(full)
+            st = os.lstat(prefix + rel)
         except FileNotFoundError:
+            fingerprint.update(b"-")
             continue  # removed while we walked; the engine would not see it either
+        entries.append((rel, st))
+        fingerprint.update(_STAMP.pack(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    tree = (root, tuple(patterns), dockerfile)
+    known = _CONTEXTS.get(tree) or (memo.whole(root, patterns, dockerfile) if memo is not None else None)
+    if known is not None and known[0] == fingerprint.hexdigest():
+        _CONTEXTS[tree] = known
+        return known[1], known[2]
+    lines: List[bytes] = []
+    for rel, st in entries:
+        full = prefix + rel
         if stat.S_ISREG(st.st_mode):
             # An unchanged file costs its lstat and one lookup: its line is remembered by stat tuple.
             stamp = (full, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
@@ -312,7 +349,10 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
     h = hashlib.sha256(b"\n".join(lines))
     if lines:
         h.update(b"\n")
+    _CONTEXTS[tree] = (fingerprint.hexdigest(), h.hexdigest(), len(lines))
     if memo is not None:
+        if newest / 1e9 <= time.time() - SETTLE_SECONDS:  # as for single files: a tuple just written may recur
+            memo.put_whole(root, patterns, dockerfile, *_CONTEXTS[tree])
         memo.save()
     return h.hexdigest(), len(lines)
 

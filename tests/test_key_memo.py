@@ -29,6 +29,7 @@ def hashed(monkeypatch):
 def new_session() -> None:
     keymod._FILE_DIGESTS.clear()
     keymod._FILE_LINES.clear()
+    keymod._CONTEXTS.clear()
     keymod._MEMOS.clear()
 
 
@@ -94,10 +95,32 @@ def test_a_remembered_digest_needs_the_whole_stat_tuple(ctx, tmp_path, hashed) -
     memo = json.loads((cache / DIGESTS_FILE).read_text())
     name = str((ctx / "weights" / "w0.bin").resolve())
     memo["files"][name][2] += 1  # another inode: a replaced file with the same size and times
+    for tree in memo["trees"].values():
+        tree.pop("whole")  # the whole context's fingerprint would catch it first (next test)
     (cache / DIGESTS_FILE).write_text(json.dumps(memo))
     hashed.clear()
     key(ctx, cache)
     assert hashed == ["w0.bin"]
+
+
+def test_an_unchanged_context_costs_a_stat_per_entry_and_a_replaced_file_is_read(ctx, tmp_path, hashed) -> None:
+    """The memo keeps the whole context's digest with a fingerprint of every entry's stat tuple."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = key(ctx, cache)
+    trees = json.loads((cache / DIGESTS_FILE).read_text())["trees"]
+    assert [len(tree["whole"]) for tree in trees.values()] == [3]
+    new_session()
+    hashed.clear()
+    assert key(ctx, cache) == first and hashed == []
+    w0 = ctx / "weights" / "w0.bin"
+    st = w0.stat()
+    replacement = ctx / "weights" / "w0.new"
+    replacement.write_bytes(w0.read_bytes())
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    replacement.rename(w0)  # same name, size, bytes and mtime; another inode
+    new_session()
+    assert key(ctx, cache) == first and hashed == ["w0.bin"]
 
 
 def test_files_written_just_now_are_not_remembered(ctx, tmp_path, hashed, monkeypatch) -> None:
