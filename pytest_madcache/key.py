@@ -97,7 +97,8 @@ class DigestMemo:
 
     The file belongs to the cache directory (`DIGESTS_FILE`); it holds, per absolute path,
     the stat tuple and the sha256 seen when the file was last hashed, and per context (and
-    `.dockerignore`) the list of paths the engine receives with each directory's stat tuple.  Reading a missing,
+    `.dockerignore`) the list of paths the engine receives with each directory's stat tuple,
+    and the context's digest with a fingerprint of every entry's stat tuple.  Reading a missing,
     unreadable or damaged file gives an empty memo; writing is atomic (a temporary file
     renamed over it) and a failure to write is ignored, so a read-only cache directory only
     costs the hashing.  Concurrent writers may drop each other's additions, never corrupt them.
