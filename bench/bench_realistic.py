@@ -42,13 +42,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "examples" / "realistic"))
 
-from benchlib import (MB, CpuSplit, Series, du, loadavg, log, machine, profile_top, raw_load, raw_save,  # noqa: E402
+from benchlib import (MB, Measured, du, loadavg, log, machine, profile_top, raw_load, raw_save,  # noqa: E402
                       rotate, timed)
 from seed_design import SeedDesignCache  # noqa: E402
 import prepare  # noqa: E402
@@ -61,13 +61,12 @@ SUITE = ROOT / "examples" / "realistic"
 MODEL_LABEL = "org.madcache.example"
 
 
-class RealisticBench:
+class RealisticBench(Measured):
     def __init__(self, repeat: int, work: Path) -> None:
+        super().__init__()
         self.engine = Engine()
         self.repeat = repeat
         self.work = work
-        self.series: Dict[str, Series] = {}
-        self.cpu: Dict[str, CpuSplit] = {}
         self.profiles: Dict[str, Any] = {}
         self.facts: Dict[str, Any] = {}
         self.models: List[Tuple[str, str]] = []  # (model, image id)
@@ -75,15 +74,6 @@ class RealisticBench:
         self.stores: Dict[str, Store] = {}
         self.raw_tars: Dict[str, Path] = {}
         self.seeds: Dict[str, SeedDesignCache] = {}
-
-    def s(self, name: str) -> Series:
-        return self.series.setdefault(name, Series(name))
-
-    def measure(self, name: str, fn: Callable[[], Any]) -> Any:
-        """One sample of NAME: its wall time in the series, its CPU split beside it."""
-        seconds, result = self.cpu.setdefault(name, CpuSplit()).run(fn)
-        self.s(name).add(seconds)
-        return result
 
     # -- the engine's state ------------------------------------------------------------
 

@@ -43,7 +43,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pytest_madcache.engine import Engine
 from pytest_madcache.key import KeySpec, key_for
@@ -52,7 +52,7 @@ from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (MB, CpuSplit, Series, du, loadavg, log, machine, raw_load, raw_save, rotate,  # noqa: E402
+from benchlib import (MB, Measured, du, loadavg, log, machine, raw_load, raw_save, rotate,  # noqa: E402
                       table, timed)
 from seed_design import SeedDesignCache  # noqa: E402
 
@@ -127,8 +127,9 @@ def proc_wchar() -> int:
 # -- the benchmark -------------------------------------------------------------
 
 
-class Bench:
+class Bench(Measured):
     def __init__(self, size_mb: int, repeat: int, workdir: Path, data: str = "random") -> None:
+        super().__init__()
         self.data = data
         self.size_mb = size_mb
         self.repeat = repeat
@@ -140,18 +141,7 @@ class Bench:
         self.image_ref = f"{self.prefix}:latest"
         self.refs: List[str] = []  # every tag we created, for cleanup
         self.ids: List[str] = []  # every image id we created, for cleanup
-        self.series: Dict[str, Series] = {}
-        self.cpu: Dict[str, CpuSplit] = {}
         self.facts: Dict[str, Any] = {}
-
-    def s(self, name: str) -> Series:
-        return self.series.setdefault(name, Series(name))
-
-    def measure(self, name: str, fn: Callable[[], Any]) -> Any:
-        """One sample of NAME: its wall time in the series, the CPU it cost us and the engine beside it."""
-        seconds, result = self.cpu.setdefault(name, CpuSplit()).run(fn)
-        self.s(name).add(seconds)
-        return result
 
     # -- images ----------------------------------------------------------------
 

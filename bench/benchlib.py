@@ -187,3 +187,20 @@ def profile_top(fn: Callable[[], Any], limit: int = 12) -> List[Dict[str, Any]]:
                      "cumulative_s": round(cumtime, 4)})
     rows.sort(key=lambda r: r["own_s"], reverse=True)
     return rows[:limit]
+
+
+class Measured:
+    """Timings by measure name, with the CPU split of every sample beside them (for a benchmark to extend)."""
+
+    def __init__(self) -> None:
+        self.series: Dict[str, Series] = {}
+        self.cpu: Dict[str, CpuSplit] = {}
+
+    def s(self, name: str) -> Series:
+        return self.series.setdefault(name, Series(name))
+
+    def measure(self, name: str, fn: Callable[[], Any]) -> Any:
+        """One sample of NAME: its wall time in the series, the CPU it cost us and the engine beside it."""
+        seconds, result = self.cpu.setdefault(name, CpuSplit()).run(fn)
+        self.s(name).add(seconds)
+        return result
