@@ -131,7 +131,8 @@ ENGINE_PROCESSES = ("dockerd", "containerd", "containerd-shim", "containerd-shim
 
 def engine_cpu_seconds() -> float:
     """CPU seconds (user + system) spent so far by the engine's processes (dockerd, containerd, podman),
-    with their children that have ended (dockerd unpacks layers in a re-executed child)."""
+    with their children that have ended (dockerd unpacks layers in a re-executed child).  Every such
+    process on the machine counts: benchmark with one engine running."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
