@@ -107,22 +107,23 @@ def test_example_suite_under_xdist_builds_each_key_once(pytester, example_images
 def test_example_sweep_against_its_baseline_fails_a_deliberate_regression(pytester, example_images, tmp_path,
                                                                           monkeypatch) -> None:
     """Performance tracking, the whole loop on a real engine: the example suite writes the baseline;
-    the same suite with a deliberate regression (HASHBENCH_SLOWDOWN=50: each hashbench run does 50%
-    more work than it counts, a third less throughput) fails its three hashbench tests against it
-    with --perf-fail-threshold 10.  gzipbench, unchanged, passes unless noise moved it by more."""
+    the same suite with a deliberate regression (HASHBENCH_SLOWDOWN=300: each hashbench run does 4x
+    the work it counts, three quarters less throughput) fails its three hashbench tests against it
+    with --perf-fail-threshold 10.  gzipbench, unchanged, passes unless noise moved it by more.
+    (With 50% more work, a third less throughput expected, a CI run on Podman measured -9.9%.)"""
     cache = tmp_path / "cache"
     monkeypatch.setenv("HASHBENCH_ROUNDS", "3")  # more work per run: finer figures
     monkeypatch.delenv("HASHBENCH_SLOWDOWN", raising=False)
     run_examples(pytester, cache, "--output", str(tmp_path / "main.csv")).assert_outcomes(passed=4)
 
-    monkeypatch.setenv("HASHBENCH_SLOWDOWN", "50")
+    monkeypatch.setenv("HASHBENCH_SLOWDOWN", "300")
     slow = run_examples(pytester, cache, "--perf-baseline", str(tmp_path / "main.csv"), "--perf-fail-threshold", "10",
                         "--output", str(tmp_path / "mr.csv"), "--perf-report", str(tmp_path / "perf.md"))
     rows = read_csv(tmp_path / "mr.csv")
     hashed = [r for r in rows if r["model"] == "hashbench"]
     assert len(hashed) == 3, rows
     for r in hashed:
-        assert float(r["relative_change"]) < -15, r  # -33% expected; a busy machine moves it further
+        assert float(r["relative_change"]) < -15, r  # -75% expected; a busy machine moves it further
         assert (r["perf_status"], r["status"], r["direction"]) == ("REGRESSED", "FAILURE", "higher"), r
     [gzip] = [r for r in rows if r["model"] == "gzipbench"]
     gzip_within = abs(float(gzip["relative_change"])) <= 10
