@@ -272,8 +272,6 @@ def read_dockerignore(context: Path) -> List[str]:
 #: Context digests by (context, .dockerignore patterns, Dockerfile), with their fingerprint, for this process.
 _CONTEXTS: Dict[Tuple[str, Tuple[str, ...], Optional[str]], Tuple[str, str, int]] = {}
 _STAMP = struct.Struct("<IqqQq")  # mode, size, mtime_ns, inode, ctime_ns
-#: Context entry lines of regular files by (path, mode, size, mtime_ns, inode, ctime_ns), for this process.
-_FILE_LINES: Dict[Tuple[str, int, int, int, int, int], bytes] = {}
 _ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # = canonical_json
 
 
@@ -302,8 +300,9 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
 
     Returns the digest and the number of entries hashed.  `dockerfile` is the
     Dockerfile's path relative to the context (it is always sent).  With a
-    `memo`, files whose stat tuple it remembers are not read again, and an
-    unchanged tree is not matched against `.dockerignore` again.
+    `memo`, files whose stat tuple it remembers are not read again, an
+    unchanged tree is not matched against `.dockerignore` again, and a context
+    whose every entry has the stat tuple it had is not digested again.
     """
     context = Path(context)
     if not context.is_dir():
@@ -326,20 +325,27 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
         entries.append((rel, st))
         fingerprint.update(_STAMP.pack(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
         newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    seen = fingerprint.hexdigest()
     tree = (root, tuple(patterns), dockerfile)
     known = _CONTEXTS.get(tree) or (memo.whole(root, patterns, dockerfile) if memo is not None else None)
-    if known is not None and known[0] == fingerprint.hexdigest():
-        _CONTEXTS[tree] = known
-        return known[1], known[2]
+    if known is None or known[0] != seen:
+        known = (seen, *_entries_digest(prefix, entries, memo))
+    _CONTEXTS[tree] = known
+    if memo is not None:
+        if newest / 1e9 <= time.time() - SETTLE_SECONDS:  # as for single files: a tuple just written may recur
+            memo.put_whole(root, patterns, dockerfile, *known)
+        memo.save()
+    return known[1], known[2]
+
+
+def _entries_digest(prefix: str, entries: List[Tuple[str, os.stat_result]],
+                    memo: Optional[DigestMemo]) -> Tuple[str, int]:
+    """sha256 over one canonical line per entry, and how many entries it covers."""
     lines: List[bytes] = []
     for rel, st in entries:
         full = prefix + rel
         if stat.S_ISREG(st.st_mode):
-            # An unchanged file costs its lstat and one lookup: its line is remembered by stat tuple.
-            stamp = (full, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            line = _FILE_LINES.get(stamp)
-            if line is None:
-                line = _FILE_LINES[stamp] = _entry_line(rel, "f", st, _digest(full, st, memo))
+            line = _entry_line(rel, "f", st, _digest(full, st, memo))
         elif stat.S_ISDIR(st.st_mode):
             line = _entry_line(rel, "d", st, "")
         elif stat.S_ISLNK(st.st_mode):
@@ -350,11 +356,6 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
     h = hashlib.sha256(b"\n".join(lines))
     if lines:
         h.update(b"\n")
-    _CONTEXTS[tree] = (fingerprint.hexdigest(), h.hexdigest(), len(lines))
-    if memo is not None:
-        if newest / 1e9 <= time.time() - SETTLE_SECONDS:  # as for single files: a tuple just written may recur
-            memo.put_whole(root, patterns, dockerfile, *_CONTEXTS[tree])
-        memo.save()
     return h.hexdigest(), len(lines)
 
 

@@ -78,7 +78,7 @@ def test_context_digest_is_the_entry_lines_hashed_in_order(ctx: Path) -> None:
             kind, content = "f", hashlib.sha256(full.read_bytes()).hexdigest()
         line = [rel, kind, oct(stat.S_IMODE(st.st_mode)), content]
         expected.update(json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
-    for _ in range(2):  # the second time from the process's memory of each line
+    for _ in range(2):  # the second time from the process's memory of the context
         assert context_digest(ctx) == (expected.hexdigest(), len(entries))
 
 

@@ -28,7 +28,6 @@ def hashed(monkeypatch):
 
 def new_session() -> None:
     keymod._FILE_DIGESTS.clear()
-    keymod._FILE_LINES.clear()
     keymod._CONTEXTS.clear()
     keymod._MEMOS.clear()
 
