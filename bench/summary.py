@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from benchlib import GOALS
+from bench_key import GOALS_MS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
@@ -52,11 +55,10 @@ def series_median(data: Dict[str, Any], name: str) -> float:
 
 def key_rows(data: Dict[str, Any]) -> List[str]:
     rows = []
-    goals = {"300 MB": 0.030, "10,000 files": 0.100}
     for context, runs in data["results"].items():
         cold, warm = statistics.median(runs["cold_memo"]), statistics.median(runs["warm"])
         before = statistics.median(runs["cold_no_memo"])
-        goal = goals.get(context)
+        goal = GOALS_MS[context] / 1000 if context in GOALS_MS else None
         rows.append(row("P1 cold", f"key of an unchanged {context} context, first of a session",
                         f"{ms(cold)} (no memo: {ms(before)})", f"<= {ms(goal)}" if goal else "report",
                         verdict(cold <= goal) if goal else "-"))
@@ -93,13 +95,13 @@ def realistic_rows(kind: str, data: Dict[str, Any]) -> List[str]:
         save_s = series_median(data, f"{model}_save_ours")
         raw_save = series_median(data, f"{model}_save_raw")
         rows.append(row("P3", f"{kind}: hit, nothing in the engine, vs raw `docker load`; {shape}",
-                        f"{p3:.2f}x ({load_s:.2f} vs {raw_load:.2f} s)", "<= 1.10x", verdict(p3 <= 1.10)))
+                        f"{p3:.2f}x ({load_s:.2f} vs {raw_load:.2f} s)", f"<= {GOALS['P3']:.2f}x", verdict(p3 <= GOALS["P3"])))
         rows.append(row("P4", f"{kind}: miss: save into the cache, vs raw `docker save`; {shape}",
-                        f"{p4:.2f}x ({save_s:.2f} vs {raw_save:.2f} s)", "<= 1.15x", verdict(p4 <= 1.15)))
+                        f"{p4:.2f}x ({save_s:.2f} vs {raw_save:.2f} s)", f"<= {GOALS['P4']:.2f}x", verdict(p4 <= GOALS["P4"])))
     p5 = data["P5_disk_vs_multi_save"]
     rows.append(row("P5", f"{kind}: disk of both model images (`du`) vs one `docker save` of both",
                     f"{p5:.3f}x ({f['p5_cache_bytes'] / MB:.0f} vs {f['p5_multi_save_bytes'] / MB:.0f} MB)",
-                    "<= 1.02x", verdict(p5 <= 1.02)))
+                    f"<= {GOALS['P5']:.2f}x", verdict(p5 <= GOALS["P5"])))
     p7, acq = data["P7_speedup"], data["P7_acquisition_speedup"]
     rows.append(row("P7", f"{kind}: realistic suite, run 2 (hits) vs run 1 (misses), end to end",
                     f"{p7:.1f}x ({f['p7_run1_seconds']:.1f} vs {f['p7_run2_seconds']:.1f} s)", ">= 10x",
