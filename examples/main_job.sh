@@ -7,22 +7,44 @@
 # images still there.  The base image and the wheels are prepared first (what a user's
 # machine pulls from a registry and PyPI): that is timed apart, not part of the comparison.
 #
-# Usage: bash examples/main_job.sh [SUITE_DIR]   (default: examples/realistic; examples/ is the tiny suite)
-# The whole output is also written to bench/results/main-job.txt when SUITE_DIR is the default
-# (MADCACHE_MAIN_JOB_RECORD=FILE writes it elsewhere, =- not at all).
+# Usage: bash examples/main_job.sh [--record] [--where] [SUITE_DIR]
+#   SUITE_DIR  default examples/realistic; examples/ is the tiny suite
+# The whole output is also written to a record outside the repository:
+# ${XDG_CACHE_HOME:-~/.cache}/pytest-madcache/main-job.txt when SUITE_DIR is the default, so a
+# user's run never changes a tracked file.  Maintainers refresh the committed record (the one the
+# README and docs/plugin.md quote) with --record, which writes bench/results/main-job.txt.
+# MADCACHE_MAIN_JOB_RECORD=FILE writes the record to FILE instead, =- not at all.
+# --where prints the path the record would be written to ("-": none) and exits.
 #
 # Needs a Docker engine in DOCKER_HOST (or the default socket).  On a machine
 # without one:   python -m pytest_madcache.localengine -- bash examples/main_job.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-suite="$(cd "${1:-$here/realistic}" && pwd)"
+committed_record="$(dirname "$here")/bench/results/main-job.txt"  # tracked: refreshed only on request
+refresh=0 where=0 suite_arg=""
+for arg in "$@"; do
+    case "$arg" in
+        --record) refresh=1 ;;
+        --where) where=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "main_job.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+        *) [ -z "$suite_arg" ] || { echo "main_job.sh: one SUITE_DIR only" >&2; exit 2; }; suite_arg="$arg" ;;
+    esac
+done
+suite="$(cd "${suite_arg:-$here/realistic}" && pwd)"
 python="${PYTHON:-python}"
 shown="${suite#"$(dirname "$here")/"}"  # the suite as the repository names it
 record="${MADCACHE_MAIN_JOB_RECORD:-}"
-if [ -z "$record" ] && [ "$suite" = "$here/realistic" ]; then
-    record="$here/../bench/results/main-job.txt"
+if [ "$refresh" = 1 ]; then
+    if [ -n "$record" ]; then
+        echo "main_job.sh: --record writes $committed_record; unset MADCACHE_MAIN_JOB_RECORD" >&2; exit 2
+    fi
+    record="$committed_record"
+elif [ -z "$record" ] && [ "$suite" = "$here/realistic" ]; then
+    record="${XDG_CACHE_HOME:-$HOME/.cache}/pytest-madcache/main-job.txt"
 fi
+if [ "$where" = 1 ]; then echo "${record:--}"; exit 0; fi
 
 forget_example_images() {
     "$python" - <<'PY'
@@ -113,7 +135,12 @@ if [ -n "$record" ] && [ "$record" != "-" ]; then
     (main_job) 2>&1 | sed -u "s|$(dirname "$here")/||g" | tee "$record.tmp"
     status=${PIPESTATUS[0]}
     set -e
-    if [ "$status" -eq 0 ]; then mv -f "$record.tmp" "$record"; else rm -f "$record.tmp"; fi  # only a complete record
+    if [ "$status" -eq 0 ]; then  # only a complete record
+        mv -f "$record.tmp" "$record"
+        echo "record: $record" >&2
+    else
+        rm -f "$record.tmp"
+    fi
     exit "$status"
 fi
 main_job
