@@ -61,11 +61,11 @@ run_suite() {  # $1: run number; prints nothing but pytest's output, sets $elaps
     local n="$1" start
     forget_example_images
     echo
-    echo "=== run $n: pytest $shown --enable-cache --cache-dir \$TMP/cache ==="
+    echo "=== run $n: pytest $shown --enable-cache --cache-dir=\$TMP/cache ==="
     start=$EPOCHREALTIME
     set +e  # pytest's output as it goes, without the --durations lines (read below from the log)
     "$python" -m pytest "$suite" -p no:cacheprovider -q --durations=0 --durations-min=0 \
-        --enable-cache --cache-dir "$cache" --output "$work/results-$n.csv" 2>&1 | tee "$work/run-$n.log" \
+        --enable-cache --cache-dir="$cache" --output="$work/results-$n.csv" 2>&1 | tee "$work/run-$n.log" \
         | grep --line-buffered -v -E '^[0-9.]+s (call|teardown|setup) |^=+ slowest durations|^\(.* durations < '
     local status=${PIPESTATUS[0]}
     set -e
