@@ -14,6 +14,11 @@ hashbench runs with HASHBENCH_ROUNDS=3 and HASHBENCH_REPEATS=5 (a warm-up run,
 then the median of five).  The page's block between the perf-example markers
 is replaced with what the runs printed and wrote; the plot goes to
 docs/img/perf-tracking.svg.  Nothing here is edited by hand.
+
+A user's run writes a copy of the page and the plot outside the repository
+(~/.cache/pytest-madcache/perf-example/, under $XDG_CACHE_HOME when set): it
+never changes a tracked file.  Maintainers refresh the committed page and plot
+with --record.
 """
 
 from __future__ import annotations
@@ -88,9 +93,20 @@ def engine_line(out: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--page", type=Path, default=PAGE)
-    parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--record", action="store_true",
+                        help=f"write the committed {PAGE.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
+    parser.add_argument("--page", type=Path, help="the page to write (default: a copy outside the repository)")
+    parser.add_argument("--plot", type=Path, help="the plot to write (default: beside that copy)")
     args = parser.parse_args()
+    if args.record:
+        args.page, args.plot = args.page or PAGE, args.plot or PLOT
+    else:
+        out = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pytest-madcache" / "perf-example"
+        if args.page is None:
+            args.page = out / PAGE.name
+            args.page.parent.mkdir(parents=True, exist_ok=True)
+            args.page.write_text(PAGE.read_text())  # the committed page, its block replaced below
+        args.plot = args.plot or args.page.parent / "img" / PLOT.name
 
     with tempfile.TemporaryDirectory(prefix="madcache-perf-example-") as tmp:
         work = Path(tmp)

@@ -8,9 +8,14 @@
 # 3. the realistic example models on every engine kind (Debian 12 dockerd 20.10, Debian 13
 #    dockerd 26 on the classic and the containerd image store, Podman 4.3): P3, P4, P5 and P7;
 # 4. the remote: a second machine's first run through a registry (bench_remote.py);
-# then prints the goals table (bench/summary.py) and writes it into docs/performance.md.
+# then prints the goals table (bench/summary.py).
 # Each engine is a private one started for its step and stopped after it.
-#   MADCACHE_BENCH_SKIP="remote store" bash bench/run.sh   leaves steps out (their last results stay)
+# The results go outside the repository, to ~/.cache/pytest-madcache/bench-results/ (under
+# $XDG_CACHE_HOME when set; it starts as a copy of the committed bench/results/): a run changes no
+# tracked file.  Maintainers refresh the committed record, bench/results/ and the table in
+# docs/performance.md, with --record (or MADCACHE_BENCH_RECORD=1):
+#   bash bench/run.sh --record
+#   MADCACHE_BENCH_SKIP="remote store" bash bench/run.sh   leaves steps out (their committed results stay)
 #   MADCACHE_BENCH_KINDS="podman" bash bench/run.sh         the realistic step on these engine kinds only
 #   MADCACHE_BENCH_SHAPES="smallfiles" bash bench/run.sh    the store step on these data shapes only
 # A step that fails is named at the end (exit status 1); the others still run.
@@ -18,7 +23,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 pip install -q -e ".[zstd]" || exit 1
 le="python -m pytest_madcache.localengine"
-out=bench/results
+record="${MADCACHE_BENCH_RECORD:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --record) record=1 ;;
+    *) echo "bench/run.sh: unknown argument $arg (--record refreshes the committed results)" >&2; exit 2 ;;
+  esac
+done
+if [ "$record" = 1 ]; then
+  out=bench/results
+else
+  out="${XDG_CACHE_HOME:-$HOME/.cache}/pytest-madcache/bench-results"
+  rm -rf "$out" && mkdir -p "$out" && cp -p bench/results/* "$out"/ || exit 1
+  echo "bench/run.sh: results go to $out (bash bench/run.sh --record refreshes the committed ones)"
+fi
 skip=" ${MADCACHE_BENCH_SKIP:-} "
 kinds="${MADCACHE_BENCH_KINDS:-debian12 debian13 debian13-containerd podman}"
 shapes="${MADCACHE_BENCH_SHAPES:-random compressible smallfiles}"
@@ -48,7 +66,11 @@ if step remote; then
   $le --engine debian12 -- python bench/bench_remote.py --json "$out/remote.json" || failed+=(remote)
 fi
 echo
-python bench/summary.py --write-docs || failed+=(summary)
+if [ "$record" = 1 ]; then
+  python bench/summary.py --write-docs || failed+=(summary)
+else
+  python bench/summary.py --results "$out" || failed+=(summary)
+fi
 if [ "${#failed[@]}" -gt 0 ]; then
   printf 'bench/run.sh: these steps failed: %s\n' "${failed[*]}" >&2
   exit 1
