@@ -31,7 +31,8 @@ def table_lines(data: Dict[str, Any]) -> List[str]:
               f"a kill there leaves what a kill just before leaves; {len(sites['unreached'])} left out otherwise). "
               f"{data['loads_checked']} survivors were loaded into the engine and checked. Seed {data['seed']}, "
               f"{data['seconds']} s on {data['engine']}. Source: `bench/results/fault-campaign.json`, regenerated "
-              f"by `{data['command']}`."]
+              f"by `{data['command']}{'' if '--record' in data['command'] else ' --record'}` (without --record "
+              "a run prints its figures and changes no tracked file)."]
     return lines
 
 

@@ -35,8 +35,9 @@ Then it checks, as the next process to open the cache would see it:
 * orphans: after the next operation's garbage collection, tmp/ is not empty
   or a blob no entry references remains.
 
-Run (it records bench/results/fault-campaign.json; bench/render_faults.py
-writes its table to bench/results/fault-campaign.md and docs/cache.md):
+Run (it prints its figures and changes no tracked file; maintainers add --record
+to refresh bench/results/fault-campaign.json, whose table bench/render_faults.py
+then writes to bench/results/fault-campaign.md and docs/cache.md):
 
     python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 300
 """
@@ -472,8 +473,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--load-every", type=int, default=1, help="load-check a survivor every N trials")
-    parser.add_argument("--no-record", action="store_true",
-                        help="do not write bench/results/fault-campaign.{json,md} and the table in docs/cache.md")
+    parser.add_argument("--record", action="store_true",
+                        help="maintainers: write the committed bench/results/fault-campaign.{json,md} and the table "
+                             "in docs/cache.md (without it a run prints its figures and changes no tracked file)")
+    parser.add_argument("--no-record", action="store_true", help="the default; kept for old command lines")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="madcache-faults-"))
     engine = Engine()
@@ -496,7 +499,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  ! write without a crash point: {site.module}:{site.line} {site.function}: {site.kind}")
     for err in figures.errors[:20]:
         print("  ! " + err)
-    if not args.no_record:
+    if not args.record:
+        print(f"not recorded ({RESULTS.relative_to(ROOT)} stays as committed; --record writes it)")
+    elif not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record(campaign, args.trials, args.seed, seconds), indent=1) + "\n")
         spec = importlib.util.spec_from_file_location("render_faults", ROOT / "bench" / "render_faults.py")
