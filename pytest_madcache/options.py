@@ -14,16 +14,20 @@ It must not open the cache, read a baseline or talk to an engine.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
 from .settings import OPTIONS, Settings, SettingsError, resolve
 
-__all__ = ["PATH_SETTINGS", "PluginConfig", "add_options", "getini", "ini_source", "read_config"]
+__all__ = ["PATH_SETTINGS", "PluginConfig", "add_options", "check_path_options", "getini", "ini_source",
+           "read_config"]
 
 #: Settings that name files the session reads or writes: made absolute in the controller.
 PATH_SETTINGS = ("output", "perf_baseline", "perf_report", "perf_plot")
@@ -115,3 +119,128 @@ def read_config(config: pytest.Config, is_worker: bool = False) -> PluginConfig:
     return PluginConfig(settings=dataclasses.replace(settings, **files),
                         force_rebuild=bool(config.option.madcache_force_rebuild),
                         from_cache=config.option.madcache_from_cache)
+
+
+# -- an option value that pytest took for a test path (pytest-dev/pytest#8846) ----------------------------
+
+#: Our options that take a value, with where else it can be given: flag -> (environment variable, ini key).
+_VALUED_FLAGS: Dict[str, Tuple[Optional[str], Optional[str]]] = {
+    **{opt.flag: (opt.env[0], opt.ini) for opt in OPTIONS if not opt.is_switch},
+    "--cache-summary-json": ("MADCACHE_SUMMARY_JSON", None),
+    "--from-cache": (None, None),
+}
+
+_Setup = Tuple[Path, Optional[Path]]  # (rootdir, ini file)
+
+
+def _pytest_setup(config: pytest.Config, args: Sequence[str]) -> _Setup:
+    """The rootdir and ini file pytest picks for these free arguments and the run's -c/--rootdir/-o.
+
+    pytest's own function (private: its signature differs between 7.4, 8 and 9; a failure here makes the
+    caller fall back to a rule of its own)."""
+    from _pytest.config.findpaths import determine_setup
+
+    params = inspect.signature(determine_setup).parameters
+    kwargs: Dict[str, Any] = {"inifile": config.option.inifilename, "args": list(args),
+                              "rootdir_cmd_arg": config.option.rootdir or None}
+    if "invocation_dir" in params:  # 8, 9
+        kwargs["invocation_dir"] = Path(config.invocation_params.dir)
+    if "config" in params:  # 7.4
+        kwargs["config"] = config
+    if "override_ini" in params:  # 9
+        kwargs["override_ini"] = config.option.override_ini
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = determine_setup(**kwargs)
+    return Path(found[0]), (Path(found[1]) if found[1] else None)
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _describe(setup: _Setup) -> str:
+    root, ini = setup
+    return f"rootdir {root} " + (f"with {ini}" if ini else "with no ini file")
+
+
+def misread_option(config: pytest.Config) -> Optional[str]:
+    """The one-line explanation when a value of ours, written after a space, changed pytest's rootdir or ini
+    file; None when it did not.
+
+    pytest picks its rootdir and ini file before entry-point plugins add their options (pytest-dev/pytest#8846):
+    then `--cache-dir /x` is an unknown flag followed by a free argument, and an existing free argument counts
+    as a test path.  The rule is pytest's own: what it picks with the free arguments as it saw them, against
+    what it picks without our values; only a difference that matches what it did is reported."""
+    invocation_dir = Path(config.invocation_params.dir)
+    raw = shlex.split(os.environ.get("PYTEST_ADDOPTS", "")) + [os.fspath(a) for a in config.invocation_params.args]
+    free = list(getattr(config.option, "file_or_dir", None) or [])
+    ours: List[Tuple[str, str]] = []  # (flag, value) given with a space, the value an existing path
+    seen: List[str] = []  # the free arguments as pytest saw them first, in order, ours among them
+    i = 0
+    while i < len(raw):
+        token = raw[i]
+        if token == "--":
+            seen.extend(a for a in raw[i + 1:] if a in free)
+            break
+        if token in _VALUED_FLAGS and i + 1 < len(raw) and not raw[i + 1].startswith("-"):
+            value = raw[i + 1]
+            seen.append(value)
+            if (invocation_dir / value.split("::")[0]).exists():
+                ours.append((token, value))
+            i += 2
+            continue
+        if token in free:
+            seen.append(token)
+        i += 1
+    if not ours:
+        return None
+    without = [a for a in seen if a not in {v for _, v in ours}]
+    actual: _Setup = (Path(config.rootpath), Path(config.inipath) if config.inipath else None)
+    try:
+        with_ours, intended = _pytest_setup(config, seen), _pytest_setup(config, without)
+    except Exception:  # pytest's private function moved: a rule of our own, looser
+        with_ours, intended = actual, None
+    if intended is not None and (actual == intended or with_ours == intended):
+        return None  # pytest picked what it would have without our values, or they are not what moved it
+    guilty = []
+    for flag, value in ours:
+        path = invocation_dir / value
+        directory = path if path.is_dir() else path.parent
+        if intended is None:  # the fallback: the value lies outside where pytest ran, the rootdir holds it,
+            # and no ini file beside or above where pytest ran was read
+            if _within(directory, invocation_dir) or not _within(directory, actual[0]):
+                continue
+            if actual[1] is not None and _within(invocation_dir, actual[1].parent):
+                continue
+        elif _within(directory, intended[0]):
+            continue
+        guilty.append((flag, value))
+    if not guilty:
+        if intended is None:
+            return None
+        guilty = ours
+    flag, value = guilty[0]
+    env, ini = _VALUED_FLAGS[flag]
+    made = f"made {actual[0]} the rootdir" + (f" (ini file {actual[1]})" if actual[1] else "")
+    if intended is None:
+        made += ", so the project's ini file was not read"
+    elif intended[1] is not None and intended[1] != actual[1]:
+        made += f", so the project's ini file {intended[1]} was not read"
+    else:
+        made += f" instead of {intended[0]}"
+    elsewhere = " or ".join(x for x in (env and f"set {env}", ini and f"{ini} in the ini file") if x)
+    return (f"pytest took the value of {flag} {value} as a test path and {made} (an existing path after a "
+            f"space: pytest picks its rootdir before plugins add their options, pytest-dev/pytest#8846); "
+            f"write {flag}={value}" + (f" (or {elsewhere})" if elsewhere else ""))
+
+
+def check_path_options(config: pytest.Config) -> None:
+    """Stop before any test runs when a value of ours written after a space moved pytest's rootdir or ini
+    file (see misread_option); the remedy is the `--flag=value` form.  Workers inherit the controller's
+    decision."""
+    if hasattr(config, "workerinput"):
+        return
+    message = misread_option(config)
+    if message:
+        raise pytest.UsageError(message)
