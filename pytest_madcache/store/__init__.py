@@ -19,12 +19,12 @@ job (see front.py).  Nothing in this package knows builds or remotes.
 from .blobs import ZSTD_SUFFIX
 from .entries import Entry, LoadResult, Stats, VerifyReport, new_entry_id
 from .errors import CacheUnwritable, EntryCorrupt, EntryNotFound, LockTimeout, StoreError
-from .evict import Limits
+from .evict import Limits, Session
 from .front import GB, Store
 from .layout import atomic_write
 
 __all__ = [
-    "Store", "Entry", "LoadResult", "Stats", "VerifyReport", "Limits",
+    "Store", "Entry", "LoadResult", "Stats", "VerifyReport", "Limits", "Session",
     "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable",
     "new_entry_id", "atomic_write", "ZSTD_SUFFIX", "GB",
 ]

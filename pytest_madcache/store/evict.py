@@ -28,7 +28,7 @@ from .errors import EntryCorrupt, StoreError
 from .index import Index, total_bytes
 from .layout import Layout
 
-__all__ = ["Limits", "choose_evictions", "Evictor"]
+__all__ = ["Limits", "Session", "choose_evictions", "Evictor"]
 
 STALE_TMP_SECONDS = 3600  # a lease killed before its rename, or a killed build's dir, is collected after this
 
@@ -42,23 +42,42 @@ class Limits:
     ttl: Optional[float] = None
 
 
+@dataclass(frozen=True)
+class Session:
+    """A test session using the cache: entries used since `since` are its working set.  While
+    `running`, no entry of it makes room for another (the limits then hold from its end on)."""
+
+    since: float
+    running: bool = True
+
+
 def choose_evictions(entries: Sequence[Entry], limits: Limits, now: float,
-                     protect: Set[str] = frozenset()) -> List[Entry]:
+                     protect: Set[str] = frozenset(), session: Optional[Session] = None) -> List[Entry]:
     """The entries to evict so the rest fit the limits: expired ones, then least recently used first.
 
-    `entries` carry their last use; `protect` (a save's new entry) is never chosen.
+    `entries` carry their last use; `protect` (a save's new entry) is never chosen.  With a
+    `session`, the entries used since it began are its working set: they go last, and not at
+    all while it runs (`session.running`).  Plain LRU would evict, on a suite larger than the
+    limit, exactly the entry the next test of the next run asks for first; among the working
+    set the newest-created go first instead, so the entries that hit this time hit next time.
     """
-    left = sorted(entries, key=lambda e: (e.last_used, e.created))
+    def current(e: Entry) -> bool:
+        return session is not None and e.last_used >= session.since
+
+    older = sorted((e for e in entries if not current(e)), key=lambda e: (e.last_used, e.created))
+    working = sorted((e for e in entries if current(e)), key=lambda e: (-e.created, e.id))
+    left = older + working
     chosen: List[Entry] = []
     if limits.ttl is not None:
-        for e in list(left):
+        for e in older:
             if e.id not in protect and now - e.last_used > limits.ttl:
                 chosen.append(e)
                 left.remove(e)
-    for e in list(left):  # oldest first
+    spared = set(protect) | ({e.id for e in working} if session is not None and session.running else set())
+    for e in list(left):  # the order above
         if len(left) <= limits.max_entries and total_bytes(left) <= limits.max_bytes:
             break
-        if e.id in protect:
+        if e.id in spared:
             continue
         chosen.append(e)
         left.remove(e)
@@ -80,11 +99,11 @@ class Evictor:
         return bool(choose_evictions(entries, limits, time.time()))
 
     def prune_locked(self, limits: Limits, protect: Set[str] = frozenset(), exclude_lease: Optional[Path] = None,
-                     drop: Sequence[str] = ()) -> List[Entry]:
+                     drop: Sequence[str] = (), session: Optional[Session] = None) -> List[Entry]:
         """Evict to the limits; `drop` (entries a save replaced) go too, in the same removal.
         Returns the entries evicted for the limits."""
         entries = [self.index.with_last_used(e) for e in self.index.current().values() if e.id not in drop]
-        evicted = choose_evictions(entries, limits, time.time(), protect)
+        evicted = choose_evictions(entries, limits, time.time(), protect, session)
         self.drop_locked([*drop, *(e.id for e in evicted)], exclude_lease)
         return evicted
 

@@ -11,6 +11,7 @@ hit, remote, build and save is provide.py's job.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, \
     Tuple, Union
@@ -19,9 +20,9 @@ from ..key import CacheKey
 from .blobs import Blobs
 from .entries import Entry, LoadResult, Stats, VerifyReport
 from .errors import EntryNotFound, StoreError
-from .evict import Evictor, Limits
+from .evict import Evictor, Limits, Session
 from .index import Index, total_bytes, unique_bytes
-from .layout import DEFAULT_LOCK_TIMEOUT, Layout
+from .layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout, atomic_write
 from .loading import Loader
 from .protocols import StoreEngine
 from .saving import Saver
@@ -53,6 +54,7 @@ class Store:
         log: Optional[Callable[[str], None]] = None,
         compress: Optional[str] = None,
         shared: bool = False,
+        session: Optional[Session] = None,
     ) -> None:
         self.dir = Path(directory).expanduser()
         self.limits = Limits(max_entries, max_size_bytes, ttl)
@@ -65,6 +67,7 @@ class Store:
         self._evictor = Evictor(self._layout, self._index, self._blobs, say)
         self._saver = Saver(self._layout, self._index, self._blobs, self._evictor, progress, say)
         self._loader = Loader(self._index, self._blobs, self._evictor, progress, say)
+        self._saver.session = session
 
     @classmethod
     def from_settings(cls, settings: "Settings", **kwargs: Any) -> "Store":
@@ -170,14 +173,33 @@ class Store:
 
     def save(self, image_id: str, key: Union[str, CacheKey], *, image_name: str, image_tag: str = "latest",
              model_tags: Sequence[str] = (), nodes: int = 1, build_duration: Optional[float] = None,
-             run_config: Optional[Mapping[str, Any]] = None, replace: bool = True) -> Entry:
+             run_config: Optional[Mapping[str, Any]] = None, replace: bool = True,
+             files: Optional[Mapping[str, Any]] = None) -> Entry:
         """Store an engine image under `key`, streaming the engine's save straight into blobs.
 
-        With `replace`, older entries of the same key are evicted in the same commit.
+        With `replace`, older entries of the same key are evicted in the same commit.  `files`
+        (JSON) is kept beside the entry and read back by `entry_files` only to explain a miss.
+        While a `session` runs, a save evicts none of its entries (see evict.choose_evictions).
         """
         return self._saver.save(self._engine("saving"), image_id, key, self.limits, image_name=image_name,
                                 image_tag=image_tag, model_tags=model_tags, nodes=nodes,
-                                build_duration=build_duration, run_config=run_config, replace=replace)
+                                build_duration=build_duration, run_config=run_config, replace=replace,
+                                files=files)
+
+    def entry_files(self, entry_id: str) -> Optional[Any]:
+        """The file list kept beside an entry (JSON, as saved), or None."""
+        entry = self._index.current().get(entry_id)
+        if entry is None:
+            return None
+        try:
+            return json.loads((self.entry_dir / entry.id / FILES).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def evicted(self) -> List[Entry]:
+        """The entries this process's saves evicted for the limits."""
+        return list(self._saver.evicted)
 
     def import_entry(self, meta: Mapping[str, Any], open_blob: Callable[[str], BinaryIO],
                      last_used: Optional[float] = None) -> Tuple[Entry, int]:
@@ -216,14 +238,28 @@ class Store:
         return self._evictor.over_limits(self.limits)
 
     def prune(self, max_entries: Optional[int] = None, max_size_bytes: Optional[int] = None,
-              ttl: Optional[float] = None) -> List[Entry]:
-        """Apply limits now (the store's own where not given); return what was evicted."""
+              ttl: Optional[float] = None, session: Optional[Session] = None) -> List[Entry]:
+        """Apply limits now (the store's own where not given); return what was evicted.  With a
+        `session` that has ended, its working set goes last (see evict.choose_evictions)."""
         limits = Limits(self.max_entries if max_entries is None else max_entries,
                         self.max_size_bytes if max_size_bytes is None else max_size_bytes,
                         self.ttl if ttl is None else ttl)
         with self.lock():
             self._index.write_locked(repair=True)
-            return self._evictor.prune_locked(limits)
+            return self._evictor.prune_locked(limits, session=session)
+
+    def record_session(self, record: Mapping[str, Any]) -> None:
+        """Keep what the last test session evicted and needed, for `madcache stats`; best effort."""
+        with contextlib.suppress(OSError):
+            atomic_write(self._layout.last_session_path, json.dumps(dict(record), sort_keys=True).encode())
+
+    def last_session(self) -> Optional[Dict[str, Any]]:
+        """What `record_session` kept, or None."""
+        try:
+            data = json.loads(self._layout.last_session_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def verify(self, repair: bool = True) -> VerifyReport:
         """Hash every blob; drop entries that reference a bad or missing blob."""

@@ -9,6 +9,8 @@ read-only root filesystem with one writable cache volume is enough)::
     blobs/sha256/<hex>       image layers (uncompressed tar, named by diffID) and configs
     entries/<id>/meta.json   one entry: key, image, the manifest (blob digests), sizes
     entries/<id>/used        its mtime is the entry's last use (touched without a lock)
+    entries/<id>/files.json  the key's file list (paths and short digests): read only to explain a miss
+    last-session.json        what the last test session evicted and needed (for `madcache stats`)
     keys/<key>.lock          single-flight: one build per key at a time
     tmp/                     partial blobs, leases of saves in progress, trash
 
@@ -28,6 +30,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from filelock import FileLock, Timeout
+
+#: Beside an entry's meta.json: the file list its key was made from (see key.KeyFiles).
+FILES = "files.json"
+#: In the cache directory: what the last test session evicted and needed.
+LAST_SESSION = "last-session.json"
 
 from .entries import STORE_FORMAT, hex_of
 from .errors import LockTimeout, StoreError, unwritable
@@ -61,6 +68,10 @@ class Layout:
     @property
     def tmp_dir(self) -> Path:
         return self.dir / "tmp"
+
+    @property
+    def last_session_path(self) -> Path:
+        return self.dir / LAST_SESSION
 
     @property
     def keys_dir(self) -> Path:

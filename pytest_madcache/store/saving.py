@@ -25,9 +25,9 @@ from .archive import ArchiveError
 from .blobs import CHUNK, Blobs, Lease, LeaseSink, logical_size
 from .entries import Entry, new_entry_id
 from .errors import SaveConflict, StoreError, unwritable
-from .evict import Evictor, Limits
+from .evict import Evictor, Limits, Session
 from .index import Index
-from .layout import Layout, atomic_write, fsync_dir
+from .layout import FILES, Layout, atomic_write, fsync_dir
 from .protocols import StoreEngine
 from .tarstream import Prefetch
 
@@ -45,16 +45,20 @@ class Saver:
         self.evictor = evictor
         self.progress = progress
         self.log = log
+        self.session: Optional[Session] = None  # the running test session, whose entries a save never evicts
+        self.evicted: List[Entry] = []  # every entry this process's saves evicted for the limits
 
     def save(self, engine: StoreEngine, image_id: str, key: Union[str, CacheKey], limits: Limits, *,
              image_name: str, image_tag: str, model_tags: Sequence[str], nodes: int,
-             build_duration: Optional[float], run_config: Optional[Mapping[str, Any]], replace: bool) -> Entry:
-        """Store an engine image under `key`; with `replace`, older entries of the key go in the same commit."""
+             build_duration: Optional[float], run_config: Optional[Mapping[str, Any]], replace: bool,
+             files: Optional[Mapping[str, Any]] = None) -> Entry:
+        """Store an engine image under `key`; with `replace`, older entries of the key go in the same commit.
+        `files` (the key's file list, JSON) is kept beside the entry for explaining later misses."""
         for attempt in range(ATTEMPTS):
             try:
                 return self._save_once(engine, image_id, key, limits, image_name=image_name, image_tag=image_tag,
                                        model_tags=model_tags, nodes=nodes, build_duration=build_duration,
-                                       run_config=run_config, replace=replace)
+                                       run_config=run_config, replace=replace, files=files)
             except SaveConflict:
                 if attempt == ATTEMPTS - 1:
                     raise StoreError("a concurrent prune kept removing blobs this save needs; try again") from None
@@ -62,7 +66,8 @@ class Saver:
 
     def _save_once(self, engine: StoreEngine, image_id: str, key: Union[str, CacheKey], limits: Limits, *,
                    image_name: str, image_tag: str, model_tags: Sequence[str], nodes: int,
-                   build_duration: Optional[float], run_config: Optional[Mapping[str, Any]], replace: bool) -> Entry:
+                   build_duration: Optional[float], run_config: Optional[Mapping[str, Any]], replace: bool,
+                   files: Optional[Mapping[str, Any]]) -> Entry:
         info = engine.inspect(image_id)
         if info is None:
             raise StoreError(f"the engine has no image {image_id}")
@@ -94,7 +99,7 @@ class Saver:
                 run_config=dict(run_config or {}),
                 stored=self.blobs.stored_sizes(wanted),
             )
-            self._commit(entry, lease, limits, replace)
+            self._commit(entry, lease, limits, replace, files)
             return entry
 
     def import_entry(self, meta: Mapping[str, Any], open_blob: Callable[[str], BinaryIO], limits: Limits,
@@ -139,11 +144,14 @@ class Saver:
                 raise unwritable(exc, self.layout.dir) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _commit(self, entry: Entry, lease: Lease, limits: Limits, replace: bool) -> None:
+    def _commit(self, entry: Entry, lease: Lease, limits: Limits, replace: bool,
+                files: Optional[Mapping[str, Any]] = None) -> None:
         """Make a staged entry visible with one rename, then apply the limits."""
         staged = lease.dir / "entry"
         staged.mkdir()
         atomic_write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
+        if files is not None:
+            atomic_write(staged / FILES, json.dumps(files, separators=(",", ":"), sort_keys=True).encode())
         (staged / "used").touch()
         if entry.last_used and entry.last_used != entry.created:
             os.utime(staged / "used", (entry.last_used, entry.last_used))
@@ -155,7 +163,9 @@ class Saver:
             fsync_dir(self.layout.entry_dir)
             entries = self.index.write_locked()
             stale = [i for i, e in entries.items() if e.key == entry.key and i != entry.id] if replace else []
-            evicted = self.evictor.prune_locked(limits, protect={entry.id}, exclude_lease=lease.dir, drop=stale)
+            evicted = self.evictor.prune_locked(limits, protect={entry.id}, exclude_lease=lease.dir, drop=stale,
+                                                session=self.session)
+        self.evicted.extend(evicted)
         for e in evicted:
             self.log(f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits")
 
