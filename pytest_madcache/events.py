@@ -38,6 +38,9 @@ class ImageEvent:
     waited: float = 0.0  # for another process building the same key
     fetched_bytes: int = 0  # from the remote cache
     pushed_bytes: int = 0  # to the remote cache
+    miss_reason: Optional[str] = None  # on a miss: why, in one line (why.MissReason.line)
+    miss_group: Optional[str] = None  # on a miss: what kind of change (why.MissReason.group), for the summary
+    evicted: int = 0  # entries this image's save evicted for the limits
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["KEY_FORMAT", "KeySpec", "CacheKey", "key_for", "context_digest", "canonical_json", "KeyError_",
+__all__ = ["KEY_FORMAT", "KeySpec", "KeySources", "KeyFiles", "CacheKey", "key_for", "key_files", "context_digest", "canonical_json", "KeyError_",
            "DigestMemo", "digest_memo", "DIGESTS_FILE"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
@@ -295,21 +295,22 @@ def _included(context: str, patterns: List[str], dockerfile: Optional[str],
 
 
 def context_digest(context: Path, dockerfile: Optional[str] = None,
-                   memo: Optional[DigestMemo] = None) -> Tuple[str, int]:
+                   memo: Optional[DigestMemo] = None, exclude: Sequence[str] = ()) -> Tuple[str, int]:
     """sha256 over (path, type, mode, content) of every file the engine receives.
 
     Returns the digest and the number of entries hashed.  `dockerfile` is the
     Dockerfile's path relative to the context (it is always sent).  With a
     `memo`, files whose stat tuple it remembers are not read again, an
     unchanged tree is not matched against `.dockerignore` again, and a context
-    whose every entry has the stat tuple it had is not digested again.
+    whose every entry has the stat tuple it had is not digested again.  `exclude` adds
+    `.dockerignore` patterns: files the session itself writes into the context.
     """
     context = Path(context)
     if not context.is_dir():
         raise KeyError_(f"build context {str(context)!r} is not a directory")
     root = os.path.abspath(context)
     prefix = root if root.endswith(os.sep) else root + os.sep
-    patterns = read_dockerignore(context)
+    patterns = read_dockerignore(context) + list(exclude)
     included = _included(root, patterns, dockerfile, memo)
     # The fingerprint of every entry's name and stat tuple: when it is the one the digest was last
     # computed with (in this process, or remembered by the memo), nothing in the context changed.
@@ -341,7 +342,17 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
 def _entries_digest(prefix: str, entries: List[Tuple[str, os.stat_result]],
                     memo: Optional[DigestMemo]) -> Tuple[str, int]:
     """sha256 over one canonical line per entry, and how many entries it covers."""
-    lines: List[bytes] = []
+    lines = [line for _, line in _entry_lines(prefix, entries, memo)]
+    h = hashlib.sha256(b"\n".join(lines))
+    if lines:
+        h.update(b"\n")
+    return h.hexdigest(), len(lines)
+
+
+def _entry_lines(prefix: str, entries: List[Tuple[str, os.stat_result]],
+                 memo: Optional[DigestMemo]) -> List[Tuple[str, bytes]]:
+    """Each entry's path and canonical line (sockets and fifos left out, as docker-py does)."""
+    lines: List[Tuple[str, bytes]] = []
     for rel, st in entries:
         full = prefix + rel
         if stat.S_ISREG(st.st_mode):
@@ -352,11 +363,8 @@ def _entries_digest(prefix: str, entries: List[Tuple[str, os.stat_result]],
             line = _entry_line(rel, "l", st, os.readlink(full))
         else:
             continue  # sockets, fifos: docker-py skips them too
-        lines.append(line)
-    h = hashlib.sha256(b"\n".join(lines))
-    if lines:
-        h.update(b"\n")
-    return h.hexdigest(), len(lines)
+        lines.append((rel.replace(os.sep, "/"), line))
+    return lines
 
 
 def _entry_line(rel: str, kind: str, st: os.stat_result, content: str) -> bytes:
@@ -401,6 +409,75 @@ class KeySpec:
     #: base reference -> what it resolved to (bases.BaseResolver); empty in `tag` mode, and then not hashed,
     #: so keys made before bases joined them keep hitting.
     bases: Mapping[str, str] = field(default_factory=dict)
+    #: `.dockerignore` patterns for files the session itself writes into the context (pytest's cache,
+    #: the plugin's outputs): never part of the key, nor of what the build is sent.
+    context_excludes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class KeySources:
+    """Where a key's files came from, to list them again when a miss needs explaining."""
+
+    context: Optional[Path]
+    dockerfile: Optional[Path]
+    dockerfile_in_context: Optional[str]
+    exclude: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    """What a key's file digests were made of, per file: kept beside an entry (paths and short
+    digests, never contents) so a later miss can say which files changed."""
+
+    context: Mapping[str, str]  # path in the context -> short digest of its (path, type, mode, content) line
+    dockerfile: Sequence[str]  # short digest of each Dockerfile line
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"context": dict(self.context), "dockerfile": list(self.dockerfile)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["KeyFiles"]:
+        """None for anything that is not what `to_json` writes (the file is read from a shared directory)."""
+        if not isinstance(data, dict):
+            return None
+        context, dockerfile = data.get("context"), data.get("dockerfile")
+        if not isinstance(context, dict) or not isinstance(dockerfile, list):
+            return None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
+            return None
+        return cls({str(k): str(v) for k, v in context.items()}, [str(v) for v in dockerfile])
+
+
+def _short(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def key_files(key: "CacheKey", cache_dir: Optional[Path] = None) -> Optional[KeyFiles]:
+    """The per-file form of `key`'s Dockerfile and context digests (None for a key made without
+    files).  Costs one lstat per context entry; file contents come from the digest memo."""
+    src = key.sources
+    if src is None:
+        return None
+    memo = digest_memo(cache_dir)
+    context: Dict[str, str] = {}
+    if src.context is not None and src.context.is_dir():
+        root = os.path.abspath(src.context)
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        patterns = read_dockerignore(src.context) + list(src.exclude)
+        entries = []
+        for rel in _included(root, patterns, src.dockerfile_in_context, memo):
+            try:
+                entries.append((rel, os.lstat(prefix + rel)))
+            except FileNotFoundError:
+                continue
+        context = {rel: _short(line) for rel, line in _entry_lines(prefix, entries, memo)}
+    lines: List[str] = []
+    if src.dockerfile is not None:
+        try:
+            lines = [_short(line) for line in src.dockerfile.read_bytes().splitlines()]
+        except OSError:
+            lines = []
+    return KeyFiles(context, lines)
 
 
 @dataclass(frozen=True)
@@ -409,6 +486,7 @@ class CacheKey:
 
     digest: str
     components: Mapping[str, Any]
+    sources: Optional[KeySources] = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return self.digest
@@ -457,15 +535,16 @@ def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
         if not dockerfile.is_file():
             raise KeyError_(f"Dockerfile {str(dockerfile)!r} does not exist")
         components["dockerfile_sha256"] = file_digest(dockerfile, memo=memo)
+    rel = None
     if context is not None:
-        rel = None
         if dockerfile is not None:
             try:
                 rel = os.path.relpath(dockerfile.resolve(), context.resolve())
             except ValueError:
                 rel = None
-        components["context_sha256"], _ = context_digest(context, rel, memo)
+        components["context_sha256"], _ = context_digest(context, rel, memo, spec.context_excludes)
     if memo is not None:
         memo.save()
     digest = hashlib.sha256(canonical_json(components).encode()).hexdigest()
-    return CacheKey(digest=digest, components=components)
+    return CacheKey(digest=digest, components=components,
+                    sources=KeySources(context, dockerfile, rel, tuple(spec.context_excludes)))

@@ -12,6 +12,7 @@ It must not build, run or cache anything: marks in, plain values out.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -21,7 +22,8 @@ from .key import KeySpec
 from .perf import PERF_KWARGS, PerfSpec, perf_spec
 from .runner import RunOptions, normalise_volumes
 
-__all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "default_image_name"]
+__all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "resolve_build_args",
+           "default_image_name"]
 
 #: Keyword arguments the mark accepts; anything else is an error naming the test.
 BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes", "secrets",
@@ -63,6 +65,8 @@ class ModelSpec:
     builder: str = "auto"  # "buildkit", "legacy" or "auto"; not part of the key: the image is the same
     base_key: Optional[str] = None  # "tag", "local" or "registry" from the mark; None: the setting decides
     perf: PerfSpec = field(default_factory=PerfSpec)  # repeats, direction, threshold; not part of the key
+    #: `.dockerignore` patterns for what the session writes into the context (see `excluding`)
+    context_excludes: Tuple[str, ...] = ()
 
     @property
     def secret_values(self) -> Dict[str, str]:
@@ -78,7 +82,7 @@ class ModelSpec:
         return KeySpec(image=self.image, model_tags=self.tags, additional_context=additional_context,
                        params=params, build_args=self.build_args, nodes=self.nodes, dockerfile=self.dockerfile,
                        context=self.context, secrets=self.secrets, key_material=dict(material or {}),
-                       bases=dict(bases or {}))
+                       bases=dict(bases or {}), context_excludes=self.context_excludes)
 
 
 _IMAGE_CHARS = re.compile(r"[^a-z0-9._-]+")
@@ -280,15 +284,73 @@ def run_options(kw: Mapping[str, Any], base_dir: Path, where: str,
     return replace(opts, **changes) if changes else opts
 
 
-def select_params(params: Mapping[str, Any], spec: ModelSpec, where: str) -> Dict[str, Any]:
-    """The test parameters that join the key: `key_params` only, or all but `ignore_params`."""
+def select_params(params: Mapping[str, Any], spec: ModelSpec, where: str,
+                  custom_build: bool = False) -> Dict[str, Any]:
+    """The test parameters that join the key: those the build can see.
+
+    The image is made from the Dockerfile, the context, the build args (a parameter a build arg
+    refers to is already in the key through the resolved value) and the hooks' key material, so
+    by default no parameter joins: a batch-size sweep shares one image.  `key_params` names the
+    ones that do.  A conftest's own `pytest_madcache_build_image` (`custom_build`) may read any
+    parameter, so there every parameter joins but `ignore_params`: a miss costs less than a wrong image.
+    """
     if spec.key_params is not None:
         missing = [p for p in spec.key_params if p not in params]
         if missing:
             raise ModelMarkError(f"{where}: key_params names {', '.join(missing)}, which the test is not "
                                  f"parametrized with (it has: {', '.join(sorted(params)) or 'none'})")
         return {k: params[k] for k in spec.key_params}
+    if not custom_build:
+        return {}
     return {k: v for k, v in params.items() if k not in spec.ignore_params}
+
+
+_FORMATTER = string.Formatter()
+
+
+def resolve_build_args(spec: ModelSpec, params: Mapping[str, Any], where: str) -> ModelSpec:
+    """The spec with `{param}` references in its build args replaced by the test's values.
+
+    `build_args={"PRECISION": "{precision}"}` builds each precision's image with its own value
+    (and so its own key); `{{` and `}}` stand for literal braces.  A reference to a parameter the
+    test does not have is an error naming the test, the build arg and the parameter.
+    """
+    if not any("{" in v or "}" in v for v in spec.build_args.values()):
+        return spec
+    resolved: Dict[str, str] = {}
+    for name, value in spec.build_args.items():
+        try:
+            fields = [f for _, f, _, _ in _FORMATTER.parse(value) if f is not None]
+        except ValueError as exc:
+            raise ModelMarkError(f"{where}: build_args[{name!r}]={value!r}: {exc} (write {{{{ and }}}} for "
+                                 "literal braces)") from None
+        for f in fields:
+            top = re.split(r"[.\[]", f, maxsplit=1)[0]
+            if not top or top.isdigit():
+                raise ModelMarkError(f"{where}: build_args[{name!r}]={value!r} must refer to parameters by name, "
+                                     f"as {{precision}}")
+            if top not in params:
+                raise ModelMarkError(f"{where}: build_args[{name!r}]={value!r} refers to parameter {top!r}, which "
+                                     f"the test is not parametrized with (it has: {', '.join(sorted(params)) or 'none'})")
+        try:
+            resolved[name] = _FORMATTER.vformat(value, (), dict(params))
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise ModelMarkError(f"{where}: build_args[{name!r}]={value!r} cannot be filled from the test's "
+                                 f"parameters: {exc!r}") from None
+    return replace(spec, build_args=resolved)
+
+
+def excluding(spec: ModelSpec, outputs: Sequence[Path]) -> ModelSpec:
+    """The spec with the session's own files (outputs.session_outputs) that lie inside its build
+    context left out of it, as `.dockerignore` patterns (the Dockerfile itself is always sent)."""
+    root = spec.context
+    patterns = []
+    for path in outputs:
+        if path == spec.dockerfile or root not in path.parents:
+            continue
+        rel = path.relative_to(root).as_posix()
+        patterns.append(re.sub(r"([*?])", r"[\1]", rel))  # a literal path: [*] matches a star
+    return replace(spec, context_excludes=tuple(patterns)) if patterns else spec
 
 
 def run_config(spec: ModelSpec, params: Mapping[str, Any], additional_context: Mapping[str, Any]) -> Dict[str, Any]:

@@ -58,6 +58,11 @@ class Summary:
     entries_hit: List[str] = field(default_factory=list)  # cache entry ids loaded (or present)
     entries_saved: List[str] = field(default_factory=list)  # cache entry ids built and saved
     engines: List[str] = field(default_factory=list)  # which engine(s) the images came from, and how
+    misses_by_reason: Dict[str, int] = field(default_factory=dict)  # why.MissReason.group -> count
+    images: List[Dict[str, Any]] = field(default_factory=list)  # per image asked of the cache: key, entry, why
+    keys: List[str] = field(default_factory=list)  # the session's working set: every key asked of the cache
+    evicted: int = 0  # entries evicted for the limits during the session and at its end
+    end_lines: List[str] = field(default_factory=list)  # what the end of the session did to the cache
 
     def add(self, event: Event) -> None:
         if isinstance(event, ImageEvent):
@@ -79,6 +84,11 @@ class Summary:
             self.build_seconds += e.build_seconds or 0.0
         if not e.cached:
             return
+        if e.key and e.key not in self.keys:
+            self.keys.append(e.key)
+        self.evicted += e.evicted
+        self.images.append({"model": e.model, "key": e.key, "cache_id": e.cache_id, "hit": e.hit,
+                            "miss_reason": e.miss_reason})
         self.waited_seconds += e.waited
         self.fetched_bytes += e.fetched_bytes
         self.pushed_bytes += e.pushed_bytes
@@ -93,6 +103,8 @@ class Summary:
                 self.entries_hit.append(e.cache_id)
         else:
             self.misses += 1
+            if e.miss_group:
+                self.misses_by_reason[e.miss_group] = self.misses_by_reason.get(e.miss_group, 0) + 1
             if e.cache_id:
                 self.entries_saved.append(e.cache_id)
 
@@ -110,6 +122,8 @@ class Summary:
             "build_time_saved_seconds": round(self.saved_seconds, 3),
             "fetched_bytes": self.fetched_bytes, "pushed_bytes": self.pushed_bytes,
             "entries_hit": sorted(set(self.entries_hit)), "entries_saved": sorted(set(self.entries_saved)),
+            "misses_by_reason": dict(sorted(self.misses_by_reason.items())),
+            "images": list(self.images), "evicted": self.evicted,
             "warnings": list(self.warnings),
             "kept_containers": [r.kept_container for r in self.kept_containers],
         }
@@ -130,6 +144,11 @@ def summary_lines(s: Summary) -> List[str]:
     if s.enabled:
         lines.append(f"cache hits: {s.hits} ({s.present} already in the engine), misses: {s.misses}"
                      + (f", reused in this session: {s.reused}" if s.reused else ""))
+        if s.misses_by_reason:
+            lines.append("misses by reason: " + ", ".join(
+                f"{why} {n}" for why, n in sorted(s.misses_by_reason.items(), key=lambda kv: (-kv[1], kv[0]))))
+        lines.append(f"evicted in this session: {s.evicted} entr{'y' if s.evicted == 1 else 'ies'}")
+        lines += s.end_lines
         lines.append(f"bytes loaded: {human_bytes(s.bytes_loaded)} in {s.load_seconds:.1f} s; "
                      f"build time: {s.build_seconds:.1f} s ({s.builds} builds)")
         net = s.saved_seconds - s.load_seconds

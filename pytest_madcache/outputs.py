@@ -1,0 +1,49 @@
+"""The files a pytest session itself writes, to keep out of every model's build context.
+
+With `context="."` next to the tests, pytest's cache directory, the plugin's
+own results (`--output`, `--perf-report`, `--perf-plot`, the summary JSON) and
+pytest's `--junitxml` or `--basetemp` land inside the context: hashed into the
+key, the next run (even the next test) would miss because of them.  They are
+left out of the key and of what the build is sent (model.excluding), so the
+image and its key agree.
+
+It must not open the cache or talk to an engine: a Config in, paths out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+
+from .settings import Settings
+
+__all__ = ["session_outputs"]
+
+
+def _absolute(value: Optional[object], base: Path) -> Optional[Path]:
+    if not value:
+        return None
+    path = Path(os.path.expanduser(os.path.expandvars(str(value))))
+    return path if path.is_absolute() else base / path
+
+
+def session_outputs(config: pytest.Config, settings: Settings) -> Tuple[Path, ...]:
+    """Absolute paths of what this session writes (files or directories, existing or not)."""
+    here = Path(config.invocation_params.dir)
+    found: List[Optional[Path]] = []
+    if config.pluginmanager.has_plugin("cacheprovider"):  # pytest's own: -p no:cacheprovider turns it off
+        found.append(_absolute(config.getini("cache_dir"), config.rootpath))
+    for name in ("output", "perf_report", "perf_plot"):
+        found.append(_absolute(getattr(settings, name, None), here))
+    option = config.option
+    found.append(_absolute(getattr(option, "madcache_summary_json", None)
+                           or os.environ.get("MADCACHE_SUMMARY_JSON", "").strip(), here))
+    for name in ("xmlpath", "basetemp", "report_log", "htmlpath", "json_report_file"):  # pytest's and plugins'
+        found.append(_absolute(getattr(option, name, None), here))
+    storage = str(getattr(option, "benchmark_storage", "") or "")  # pytest-benchmark's, made at every start
+    if storage.startswith("file://"):
+        found.append(_absolute(storage[len("file://"):], here))
+    return tuple(dict.fromkeys(Path(os.path.normpath(p)) for p in found if p is not None))
