@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional
+from typing import BinaryIO, Callable, List, Mapping, Optional, Tuple
 
 __all__ = ["buildx_binary", "buildx_build", "PLUGIN_DIRS"]
 
@@ -71,11 +71,13 @@ def buildx_build(
     network: Optional[str],
     on_line: Optional[Callable[[str], None]],
     state_dir: Optional[Path],
+    packed: Optional[Tuple[BinaryIO, str]] = None,
 ):
     """Run `buildx build --load`; return the BuildResult or raise BuildFailed.
 
     Secrets go in as `--secret id=NAME,env=VAR` with the value only in the
-    child's environment: never on a command line, never in a build arg.
+    child's environment: never on a command line, never in a build arg.  `packed` (a context
+    archive and the Dockerfile's name in it) is sent on stdin instead of the context directory.
     """
     from .engine import BuildFailed, BuildResult
 
@@ -84,7 +86,9 @@ def buildx_build(
     cmd: List[str] = [binary, "build", "--load", "--progress", "plain", "--iidfile", str(iidfile)]
     if tag:
         cmd += ["--tag", tag]
-    if dockerfile is not None:
+    if packed is not None:
+        cmd += ["--file", packed[1]]
+    elif dockerfile is not None:
         cmd += ["--file", str(dockerfile)]
     if network:
         cmd += ["--network", network]
@@ -103,12 +107,14 @@ def buildx_build(
         # buildx keeps a little state per run; in the build's own temp dir it writes
         # nothing outside the cache (a read-only home is enough) and leaves nothing behind.
         env["BUILDX_CONFIG"] = str(workdir / "config")
-    cmd.append(str(context))
+    cmd.append("-" if packed is not None else str(context))
     lines: List[str] = []
     start = time.monotonic()
     try:
+        if packed is not None:
+            packed[0].seek(0)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
+                                errors="replace", stdin=packed[0] if packed is not None else None)
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         raise BuildFailed(f"docker build failed: cannot run {binary}: {exc}", "") from None

@@ -28,6 +28,14 @@ __all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "
 BUILDERS = ("auto", "buildkit", "legacy")  # what a model mark's builder= may say
 
 
+def engine_socket(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The engine address the Docker SDK tries (docker.from_env), and where it came from."""
+    host = (os.environ if environ is None else environ).get("DOCKER_HOST", "").strip()
+    if host:
+        return f"{host} (from DOCKER_HOST)"
+    return "unix:///var/run/docker.sock (the default socket: DOCKER_HOST is not set)"
+
+
 class EngineError(RuntimeError):
     """The engine is unreachable or refused a request."""
 
@@ -128,7 +136,7 @@ class Engine:
             try:
                 self.client = docker.from_env(timeout=600)
             except DockerException as exc:
-                raise EngineError(f"cannot reach the Docker engine: {exc}") from None
+                raise EngineError(self.unreachable(exc)) from None
 
     @property
     def api(self) -> Any:
@@ -138,7 +146,31 @@ class Engine:
         try:
             self.api.ping()
         except Exception as exc:
-            raise EngineError(f"cannot reach the Docker engine: {exc}") from None
+            raise EngineError(self.unreachable(exc)) from None
+
+    @staticmethod
+    def unreachable(exc: BaseException) -> str:
+        """One line for a failed connect or ping: the address tried, where it came from, and the
+        operating system's reason, instead of the SDK's nested `Error while fetching server API
+        version: ('Connection aborted.', FileNotFoundError(2, ...))`."""
+        seen, todo, reason = set(), [exc], ""
+        while todo and not reason:  # the first OSError in the chain (causes, contexts, args)
+            err = todo.pop(0)
+            if id(err) in seen:
+                continue
+            seen.add(id(err))
+            if isinstance(err, FileNotFoundError):
+                reason = "no such socket"
+            elif isinstance(err, ConnectionRefusedError):
+                reason = "connection refused: nothing listens there"
+            elif isinstance(err, PermissionError):
+                reason = "permission denied (not root, nor in the socket's group)"
+            elif isinstance(err, OSError) and err.strerror:
+                reason = err.strerror[:1].lower() + err.strerror[1:]
+            todo += [e for e in (err.__cause__, err.__context__, *err.args) if isinstance(e, BaseException)]
+        if not reason:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return f"no Docker engine answers at {engine_socket()}: {reason}"
 
     @property
     def info(self) -> EngineInfo:
@@ -319,6 +351,7 @@ class Engine:
         tmp_dir: Optional[Path] = None,
         builder: str = "auto",
         secrets: Optional[Mapping[str, str]] = None,
+        exclude: Sequence[str] = (),
     ) -> BuildResult:
         """Build an image; BuildFailed carries the build log.
 
@@ -331,12 +364,16 @@ class Engine:
 
         docker-py packs the context into a temporary file in TMPDIR; with
         `tmp_dir` (the cache's tmp/) it goes there instead, so a read-only
-        root filesystem with one writable cache volume is enough.
+        root filesystem with one writable cache volume is enough.  `exclude` adds `.dockerignore`
+        patterns (files the test session wrote into the context); the context is then packed here
+        for either builder, so what is sent is what the key hashed (key.context_digest).
         """
         secrets = dict(secrets or {})
-        buildx = self._buildx_for(builder)
+        buildx = self._buildx_for(builder, Path(dockerfile) if dockerfile is not None
+                                  else Path(context) / "Dockerfile")
         if buildx is not None:
-            return self._buildkit(buildx, context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets)
+            return self._buildkit(buildx, context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets,
+                                  exclude)
         build_args = {**dict(build_args or {}), **secrets}
         from docker.errors import APIError, BuildError, DockerException
         context = Path(context)
@@ -351,11 +388,11 @@ class Engine:
         packed = None
         try:
             source: Dict[str, Any] = {"path": str(context), "dockerfile": rel_dockerfile}
-            if tmp_dir is not None:
+            if tmp_dir is not None or exclude:
                 try:
-                    packed = _pack_context(context, rel_dockerfile, Path(tmp_dir))
-                except OSError:  # the cache volume is full or read-only: docker-py's TMPDIR default
-                    packed = None
+                    packed = _pack_context(context, rel_dockerfile, tmp_dir, exclude)
+                except OSError:  # the cache volume is full or read-only: TMPDIR
+                    packed = _pack_context(context, rel_dockerfile, None, exclude) if exclude else None
                 if packed is not None:
                     source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
             stream = self.api.build(
@@ -404,22 +441,31 @@ class Engine:
             self._description = f"{self.info.name}; builds: {builds}; loads: {self.info.strategy}"
         return self._description
 
-    def _buildx_for(self, builder: str = "auto") -> Optional[str]:
+    def _buildx_for(self, builder: str = "auto", dockerfile: Optional[Path] = None) -> Optional[str]:
         """The buildx binary a requested builder builds with, None for the legacy builder
-        (Podman's own on Podman), or EngineError saying why BuildKit cannot be had."""
+        (Podman's own on Podman), or EngineError saying why BuildKit cannot be had.  For a build
+        (`dockerfile` given) that would go to the classic builder, a Dockerfile it refuses (a `RUN
+        --mount`, a heredoc...: buildkit_check) is BuildFailed here, in one line, before the engine is
+        sent anything."""
         from .buildkit import buildx_binary
+        from .buildkit_check import buildx_missing, classic_refuses, refusal
 
         if builder not in BUILDERS:
             raise EngineError(f"unknown builder {builder!r}: use {', '.join(BUILDERS)}")
-        if builder == "legacy":
-            return None
-        podman = self.info.product == "podman"
-        binary = None if podman else buildx_binary()
-        if builder == "buildkit" and binary is None:
-            why = ("Podman builds with its own builder: use builder='legacy' (it supports RUN --mount)" if podman
-                   else "no buildx binary found (install docker-buildx, or set MADCACHE_BUILDX to its path)")
-            raise EngineError(f"builder='buildkit' cannot be used: {why}")
-        return binary
+        binary = None if builder == "legacy" else buildx_binary()
+        if binary is not None or builder == "buildkit":
+            podman = self.info.product == "podman"
+            if builder == "buildkit" and (podman or binary is None):
+                why = ("Podman builds with its own builder: use builder='legacy' (it supports RUN --mount)" if podman
+                       else buildx_missing())
+                raise EngineError(f"builder='buildkit' cannot be used: {why}")
+            return None if podman else binary
+        if dockerfile is not None:  # the classic builder: no buildx found, or builder='legacy'
+            need = classic_refuses(Path(dockerfile), lambda: self.info)
+            if need is not None:
+                raise BuildFailed(refusal(need, builder, buildx_binary() if builder == "legacy" else None),
+                                  need.where())
+        return None
 
     def host(self) -> Optional[str]:
         """The engine's address as DOCKER_HOST would give it, for tools that talk to it themselves."""
@@ -436,7 +482,8 @@ class Engine:
 
     def _buildkit(self, binary: str, context: Path, dockerfile: Optional[Path], tag: Optional[str],
                   build_args: Optional[Mapping[str, str]], labels: Optional[Mapping[str, str]],
-                  on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str]) -> BuildResult:
+                  on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str],
+                  exclude: Sequence[str] = ()) -> BuildResult:
         from .buildkit import buildx_build
 
         # An engine started without a bridge network (--bridge=none) cannot give
@@ -445,29 +492,75 @@ class Engine:
         with contextlib.suppress(Exception):
             if not self.api.networks(names=["bridge"]):
                 network = "none"
-        result = buildx_build(
-            binary, self.host(), Path(context), Path(dockerfile) if dockerfile is not None else None, tag,
-            dict(build_args or {}), secrets, dict(labels or {}), network, on_line,
-            Path(tmp_dir) if tmp_dir is not None else None)
+        packed = None
+        if exclude:  # BuildKit reads .dockerignore itself: send the context packed here, on stdin
+            rel = None
+            if dockerfile is not None:
+                rel = (str(Path(dockerfile).resolve().relative_to(Path(context).resolve()))
+                       if _inside(Path(dockerfile), Path(context)) else str(Path(dockerfile).resolve()))
+            packed = _pack_context(Path(context), rel, tmp_dir, exclude)
+        try:
+            result = buildx_build(
+                binary, self.host(), Path(context), Path(dockerfile) if dockerfile is not None else None, tag,
+                dict(build_args or {}), secrets, dict(labels or {}), network, on_line,
+                Path(tmp_dir) if tmp_dir is not None else None, packed)
+        finally:
+            if packed is not None:
+                packed[0].close()
         self._layer_index = None
         return result
 
 
-def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Path) -> Any:
-    """The build context as docker-py would send it (`.dockerignore` honoured, a
-    Dockerfile outside the context added), in an unnamed temp file in `tmp_dir`."""
+def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Path],
+                  exclude: Sequence[str] = ()) -> Any:
+    """The build context as docker-py would send it (`.dockerignore` and `exclude` honoured, a
+    Dockerfile outside the context added), in an unnamed temp file in `tmp_dir` (None: TMPDIR),
+    with the Dockerfile's name inside the archive.
+
+    Written here rather than by docker-py's `tar`: its headers carry sub-second mtimes as PAX
+    records, and buildx, reading a context from stdin, takes an archive whose first 1 KiB is not
+    a whole tar header for a Dockerfile.  Whole-second GNU headers suit both builders.
+    """
+    import io
+    import tarfile
     import tempfile
 
     from docker.api.build import process_dockerfile
-    from docker.utils import tar
+    from docker.utils.build import exclude_paths
 
     from .key import read_dockerignore
 
-    exclude = read_dockerignore(context)
-    processed = process_dockerfile(dockerfile, str(context))
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fh = tempfile.TemporaryFile(dir=str(tmp_dir), prefix="build-context-")
-    return tar(str(context), exclude=exclude, dockerfile=processed, fileobj=fh), processed[0]
+    root = os.path.abspath(context)
+    patterns = read_dockerignore(context) + list(exclude)
+    name, outside = process_dockerfile(dockerfile, str(context))  # outside: the Dockerfile's text, else None
+    extra = {} if outside is None else {".dockerignore": "\n".join((patterns or [".dockerignore"]) + [name]),
+                                        name: outside}
+    if tmp_dir is not None:
+        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    fh = tempfile.TemporaryFile(dir=str(tmp_dir) if tmp_dir is not None else None, prefix="build-context-")
+    with tarfile.open(mode="w", fileobj=fh, format=tarfile.GNU_FORMAT) as out:
+        for rel in sorted(exclude_paths(root, patterns, dockerfile=name)):
+            if rel in extra:
+                continue
+            info = out.gettarinfo(os.path.join(root, rel), arcname=rel)
+            if info is None:  # a socket
+                continue
+            info.mtime = int(info.mtime)
+            if info.isfile():
+                try:
+                    with open(os.path.join(root, rel), "rb") as src:
+                        out.addfile(info, src)
+                except OSError as exc:
+                    raise OSError(f"cannot read {os.path.join(root, rel)} of the build context: {exc}") from None
+            else:
+                out.addfile(info)
+        for rel, text in extra.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    fh.seek(0)
+    return fh, name or "Dockerfile"
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -18,19 +18,21 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import pytest
 
 from . import hooks
 from .events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
-from .model import MARK_HELP, merge_marks
+from .model import MARK_HELP, excluding, merge_marks, resolve_build_args
 from .options import PluginConfig, add_options, read_config
+from .outputs import session_outputs
 from .perf import PerfSpec, run_repeated
 from .perfplugin import PerfSession
 from .report import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
@@ -74,6 +76,9 @@ class State:
     counter: Any = field(default_factory=itertools.count)
     pending_warning: Optional[str] = None  # to attach to the current test's report
     output_rows: Optional[int] = None
+    since: float = 0.0  # when the session began (the controller's clock under xdist): its working set's start
+    outputs: Tuple[Path, ...] = ()  # files the session writes: never part of a model's context
+    custom_build: Optional[bool] = None  # a conftest or plugin builds images itself (found on first use)
     _service: Optional["ImageService"] = None
 
     @property
@@ -118,28 +123,31 @@ def _resolve_state(config: pytest.Config) -> State:
     values = PluginConfig.from_wire(wire) if wire is not None else read_config(config, is_worker)
     settings, force, from_cache = values.settings, values.force_rebuild, values.from_cache
     reporter = _TestReporter(config)
+    since = float(workerinput.get("madcache_since", time.time())) if is_worker else time.time()
 
     def make_service() -> "ImageService":
         from .provide import ImageService
-        from .store import Store
+        from .store import Session, Store
 
         from .remotes import open_remote
 
         remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
                   if settings.enabled and settings.remote else None)
         return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
-                            store_factory=lambda engine, log: Store.from_settings(settings, engine=engine,
-                                                                                  progress=False, log=log))
+                            store_factory=lambda engine, log: Store.from_settings(
+                                settings, engine=engine, progress=False, log=log, session=Session(since)))
 
     summary = Summary(enabled=settings.enabled or bool(from_cache))
     return State(settings=settings, additional_context=dict(settings.additional_context or {}), force_rebuild=force,
                  from_cache=from_cache, live_output=settings.live_output, output=settings.output,
                  is_worker=is_worker, make_service=make_service, reporter=reporter, summary=summary,
-                 perf=PerfSession(settings, summary, is_worker, MadcacheWarning))
+                 perf=PerfSession(settings, summary, is_worker, MadcacheWarning), since=since,
+                 outputs=session_outputs(config, settings))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    from .options import check_path_options; check_path_options(config)  # noqa: E702 (pytest-dev/pytest#8846)
     config.addinivalue_line("markers", MARK_HELP)
     state = _resolve_state(config)
     if state.from_cache:
@@ -170,8 +178,10 @@ def _warn_once(state: State, text: str) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: hand the resolved settings to each worker."""
-    node.workerinput["madcache"] = _state(node.config).wire()
+    """xdist controller: hand the resolved settings, and when the session began, to each worker."""
+    state = _state(node.config)
+    node.workerinput["madcache"] = state.wire()
+    node.workerinput["madcache_since"] = state.since
 
 
 def pytest_report_header(config: pytest.Config) -> List[str]:
@@ -198,7 +208,11 @@ def pytest_report_collectionfinish(config: pytest.Config, items: List[pytest.Ite
     try:
         return [f"madcache engine: {state.service.engine.describe()}"]
     except (ImageError, EngineError) as exc:
-        return [f"madcache engine: none answers ({exc})"]
+        # The engine's own line (ImageError wraps it, `from None`, adding a pointer to this line).
+        said = exc.__context__ if isinstance(exc.__context__, EngineError) else exc
+        return [f"madcache engine: {said}. Start one: install your distribution's docker.io package and "
+                "run dockerd (as root), or run the tests under a private engine: "
+                "python -m pytest_madcache.localengine -- pytest ..."]
 
 
 # -- the plugin's own hook implementations (trylast: users' win) ----------------
@@ -294,10 +308,10 @@ class SessionPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
-        if state._service is not None:  # every process that opened the cache, xdist workers too
-            state._service.finish()
         if state.is_worker:
             return
+        if state.settings.enabled and state.summary.keys:
+            _end_session(state)
         summary_json = session.config.option.madcache_summary_json or os.environ.get("MADCACHE_SUMMARY_JSON", "").strip()
         if summary_json:
             target = Path(summary_json).expanduser()
@@ -417,7 +431,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
             _emit(item, event)
             return image
         try:
-            selected = select_params(params, spec, item.nodeid)
+            spec = excluding(resolve_build_args(spec, params, item.nodeid), state.outputs)
+            selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
         except ModelMarkError as exc:
             raise _failed(str(exc)) from None
         material: Dict[str, Any] = {}
@@ -458,6 +473,53 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
         raise _failed(f"{item.nodeid}: no image for model {spec.name!r}: {exc}") from None
     finally:
         _flush_warning(item)
+
+
+def _custom_build(state: State, config: pytest.Config) -> bool:
+    """Whether a conftest or another plugin builds images (`pytest_madcache_build_image`): such a
+    build may read any test parameter, so they all join the key (model.select_params)."""
+    if state.custom_build is None:
+        impls = config.pluginmanager.hook.pytest_madcache_build_image.get_hookimpls()
+        state.custom_build = any(impl.plugin is not sys.modules[__name__] for impl in impls)
+    return state.custom_build
+
+
+def _end_session(state: State) -> None:
+    """The controller, once every test ran: the limits, the working set last; a warning naming the
+    setting to raise when the suite alone needs more; a record for `madcache stats`."""
+    from .progress import human_bytes
+    from .provide import end_session
+    from .store import Session, Store, StoreError
+
+    s, summary = state.settings, state.summary
+    try:
+        store = Store.from_settings(s, progress=False)
+        end = end_session(store, Session(state.since), summary.keys)
+    except StoreError as exc:
+        _warn_once(state, f"cannot apply the cache limits: {exc}")
+        return
+    summary.evicted += len(end.evicted)
+    summary.end_lines += [f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits"
+                          for e in end.evicted]
+    advice = []
+    if end.too_many:
+        advice.append(f"{end.needed_entries} entries, but the cache keeps {end.max_entries} "
+                      f"({s.source('max_entries')}): raise --cache-max-entries to {end.needed_entries} "
+                      "(MADCACHE_MAX_ENTRIES, or madcache_max_entries in the ini file)")
+    if end.too_big:
+        need_gb = -(-end.needed_bytes * 10 // 1024**3) / 10  # rounded up to 0.1 GB
+        advice.append(f"{human_bytes(end.needed_bytes)}, but the cache keeps {s.max_size_gb:g} GB "
+                      f"({s.source('max_size_gb')}): raise --cache-max-size-gb to {need_gb:g} "
+                      "(MADCACHE_MAX_SIZE_GB, or madcache_max_size_gb in the ini file)")
+    if advice:
+        text = (f"this suite needs {' and '.join(advice)}; {len(end.evicted)} of its entries were evicted "
+                "at the end of the session and will be built again next run")
+        _warn_once(state, text)
+        summary.warnings.append(f"madcache: {text}")
+    store.record_session({"ended": time.time(), "evicted": summary.evicted, "hits": summary.hits,
+                          "misses": summary.misses, "needed_entries": end.needed_entries,
+                          "needed_bytes": end.needed_bytes, "max_entries": end.max_entries,
+                          "max_bytes": end.max_bytes})
 
 
 def _failed(message: str) -> BaseException:

@@ -20,14 +20,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 from .bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .events import ImageEvent
-from .key import CacheKey
+from .key import CacheKey, key_files
 from .model import ModelSpec
 from .progress import human_bytes
 from .remotes import RemoteBackend, RemoteError
-from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Store, StoreError
+from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
+from .why import MissReason, explain
 
-__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "get_or_build", "run_build",
-           "build_output"]
+__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "SessionEnd", "end_session",
+           "get_or_build", "run_build", "build_output"]
 
 
 class Reporter(Protocol):
@@ -124,8 +125,12 @@ class ImageService:
                 self._engine = Engine()
                 self._engine.ping()
             except EngineError as exc:
+                # One line per test: how to get an engine is said in full once, in the header (which
+                # reads the engine's own message from this error's __context__); under xdist there is
+                # no header, so the command is named here too.
                 self._engine = None
-                raise ImageError(str(exc)) from None
+                raise ImageError(f"{exc} (start one: python -m pytest_madcache.localengine -- pytest ..., "
+                                 "or see \"madcache engine:\" in the header)") from None
         return self._engine
 
     def resolve_bases(self, spec: ModelSpec, mode: str) -> List[ResolvedBase]:
@@ -161,19 +166,6 @@ class ImageService:
         store = self._store if self.enabled else None
         return store.tmp_dir if store is not None else None
 
-    def finish(self) -> None:
-        """End of a session that used the cache: the limits hold after it, hits only or not
-        (a save evicts as it goes; a session that only hits never saved)."""
-        store = self._store
-        if store is None:
-            return
-        try:
-            if store.over_limits():
-                for entry in store.prune():
-                    self.say(f"Evicted cache entry {entry.id} ({entry.image_ref}) to stay within the limits")
-        except StoreError as exc:
-            self.reporter.warn(f"cannot apply the cache limits: {exc}")
-
     def close(self) -> None:
         if self._engine is not None:
             with contextlib.suppress(Exception):
@@ -204,8 +196,12 @@ class ImageService:
             if self.force_rebuild:
                 self.say("Force rebuild requested (--force-rebuild). Will build Docker image and replace the "
                          "cache entry.")
+                built["reason"] = MissReason("force", "--force-rebuild")
             else:
+                reason, files = self._why_missed(store, spec, key)
+                built["reason"], built["files"] = reason, files
                 self.say("Cache miss. Will build Docker image and save to cache.")
+                self.say(reason.line)
             result = build()
             built["result"] = result
             duration = getattr(result, "duration", None)
@@ -214,10 +210,12 @@ class ImageService:
             self.say("Saving Docker image to cache...")
             return result
 
+        evicted_before = len(store.evicted)
         try:
             outcome = self._decide(store, key, build_and_announce, remote=self.remote, image_name=name,
                                    image_tag=tag, model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,
-                                   force_rebuild=self.force_rebuild, secret_values=spec.secret_values)
+                                   force_rebuild=self.force_rebuild, secret_values=spec.secret_values,
+                                   files=lambda: built.get("files"))
         except (BuildFailed, ImageError):
             raise
         except EngineError as exc:
@@ -231,8 +229,26 @@ class ImageService:
                 image_id, duration = self._build(build)
             image = self._remember(key.digest, _model_image(spec, ref, image_id, key, params, build_duration=duration))
             return image, replace(event, cached=False, built=True, build_seconds=duration)
+        reason = built.get("reason")
+        if reason is not None and not outcome.hit:
+            event = replace(event, miss_reason=reason.line, miss_group=reason.group)
+        event = replace(event, evicted=len(store.evicted) - evicted_before)
         image, event = self._announce(outcome, spec, ref, key, params, event)
         return self._remember(key.digest, image), event
+
+    def _why_missed(self, store: Store, spec: ModelSpec, key: CacheKey) -> Tuple[MissReason, Optional[Mapping[str, Any]]]:
+        """Why `key` missed, against the nearest entry of the model, and the key's file list to keep
+        with the new entry (best effort: a file list that cannot be read only makes the reason shorter)."""
+        try:
+            files = key_files(key, store.dir)
+        except OSError:
+            files = None
+        try:
+            entries = store.entries()
+        except StoreError:
+            entries = []
+        reason = explain(key.components, files, spec.name, spec.image, entries, store.entry_files)
+        return reason, files.to_json() if files is not None else None
 
     def _remember(self, memo_key: str, image: ModelImage) -> ModelImage:
         self._memo[memo_key] = image
@@ -312,6 +328,38 @@ class ImageService:
                                  load_seconds=load.seconds, entry_build_seconds=entry.build_duration)
 
 
+# -- the end of a session: the limits, with its working set last ----------------------
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """What the end of a session did to the cache, and what its working set needs."""
+
+    evicted: List[Entry]  # evicted now for the limits (the working set last)
+    needed_entries: int  # entries the session's keys have in the cache (before evicting)
+    needed_bytes: int  # bytes on disk those entries need together (shared layers once)
+    max_entries: int
+    max_bytes: int
+
+    @property
+    def too_many(self) -> bool:
+        return self.needed_entries > self.max_entries
+
+    @property
+    def too_big(self) -> bool:
+        return self.needed_bytes > self.max_bytes
+
+
+def end_session(store: Store, session: Session, keys: Sequence[str]) -> SessionEnd:
+    """Apply the limits once the session has ended: older entries go first, then among the
+    working set the newest-created, so that the next identical run hits as much as it can."""
+    wanted = set(keys)
+    mine = [e for e in store.entries() if e.key in wanted]
+    needed = store.total_bytes(mine)
+    evicted = store.prune(session=replace(session, running=False)) if store.over_limits() else []
+    return SessionEnd(evicted, len({e.key for e in mine}), needed, store.max_entries, store.max_size_bytes)
+
+
 # -- get or build: the one place that decides hit, remote, build and save -----------
 
 
@@ -328,6 +376,7 @@ def get_or_build(
     run_config: Optional[Mapping[str, Any]] = None,
     force_rebuild: bool = False,
     secret_values: Optional[Mapping[str, str]] = None,
+    files: Callable[[], Optional[Mapping[str, Any]]] = lambda: None,
 ) -> Outcome:
     """Load the image for `key` from the cache, or build it once and save it.
 
@@ -338,7 +387,8 @@ def get_or_build(
     or a failed load falls back to building; a cache that cannot be
     written still returns the built image, with `warning` set.  An image
     whose metadata holds one of `secret_values` (build arg name -> value)
-    is not cached, locally or remotely, and `warning` says which and why.
+    is not cached, locally or remotely, and `warning` says which and why.  `files()`, asked
+    after the build, gives the key's file list to keep with the new entry.
     """
     if not force_rebuild:
         hit = _try_hit(store, key)
@@ -363,7 +413,7 @@ def get_or_build(
         try:
             entry = store.save(image_id, key, image_name=image_name, image_tag=image_tag,
                               model_tags=model_tags, nodes=nodes, build_duration=duration,
-                              run_config=run_config)
+                              run_config=run_config, files=files())
         except CacheUnwritable as exc:
             return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
         pushed = remote.push(entry, store.open_blob) if remote is not None else 0
@@ -461,8 +511,10 @@ def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Map
                       labels: Mapping[str, str], on_line: Optional[Callable[[str], None]],
                       tmp_dir: Optional[Any] = None) -> BuildResult:
     """The default build: the mark's builder (BuildKit where buildx is found) with the spec's context
-    and Dockerfile; build args named in `secrets=` go to BuildKit as secret mounts, not build args."""
+    and Dockerfile (less what the session wrote into it); build args named in `secrets=` go to
+    BuildKit as secret mounts, not build args."""
     secrets = {name: value for name, value in build_args.items() if name in spec.secrets}
     plain = {name: value for name, value in build_args.items() if name not in secrets}
     return engine.build(spec.context, dockerfile=spec.dockerfile, tag=tag, build_args=plain, labels=labels,
-                        on_line=on_line, tmp_dir=tmp_dir, builder=spec.builder, secrets=secrets)
+                        on_line=on_line, tmp_dir=tmp_dir, builder=spec.builder, secrets=secrets,
+                        exclude=spec.context_excludes)

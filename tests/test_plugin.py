@@ -223,8 +223,14 @@ def test_spec_errors_name_the_test(tmp_path: Path) -> None:
     assert spec_from_marks([Mark("My Model!")], tmp_path, "t::x").image == "ci-my_model"
     assert select_params({"bs": 1, "lr": 2}, spec_from_marks([Mark("m", key_params=["lr"])], tmp_path, "t"),
                          "t") == {"lr": 2}
+    # a parameter joins the key only where the build can see it: key_params, or a conftest's own build
+    assert select_params({"bs": 1, "lr": 2}, spec_from_marks([Mark("m")], tmp_path, "t"), "t") == {}
     assert select_params({"bs": 1, "lr": 2}, spec_from_marks([Mark("m", ignore_params=["bs"])], tmp_path, "t"),
-                         "t") == {"lr": 2}
+                         "t") == {}
+    assert select_params({"bs": 1, "lr": 2}, spec_from_marks([Mark("m", ignore_params=["bs"])], tmp_path, "t"),
+                         "t", custom_build=True) == {"lr": 2}
+    assert select_params({"bs": 1, "lr": 2}, spec_from_marks([Mark("m")], tmp_path, "t"), "t",
+                         custom_build=True) == {"bs": 1, "lr": 2}
     with pytest.raises(ModelMarkError, match=r"^t: key_params names zz, which the test is not parametrized with"):
         select_params({"bs": 1}, spec_from_marks([Mark("m", key_params=["zz"])], tmp_path, "t"), "t")
 
@@ -467,6 +473,14 @@ def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path
 
     class FakeStore:
         log = None
+        evicted: list = []
+        dir = None
+
+        def entries(self):
+            return []
+
+        def entry_files(self, entry_id):
+            return None
 
         def __init__(self) -> None:
             self.outcomes = [Outcome(None, "sha256:" + "ef" * 32, hit=False, build_duration=1.5,
