@@ -14,12 +14,14 @@ import datetime as _dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, cast
 
 from . import settings as _settings
 from .bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
-from .key import CacheKey, KeyError_, KeySpec, key_for
+from .key import CacheKey, KeyError_, KeySpec, key_files, key_for
+from .why import explain
 from .progress import human_bytes
 from .store import Entry, EntryNotFound, Store, StoreError
 
@@ -295,11 +297,14 @@ def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _O
 
 
 def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    stats = _open(settings).stats()
+    store = _open(settings)
+    stats = store.stats()
+    last = store.last_session()
     if args.json:
         data = dict(vars(stats))
         data["usage_percent"] = round(stats.usage, 2)
         data["engine"] = _engine_description()
+        data["last_session"] = last
         out.json(data)
         return 0
     out("Cache Statistics:")
@@ -311,8 +316,18 @@ def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
     out(f"TTL: {_settings.format_ttl(stats.ttl)}")
     out(f"Blobs: {stats.blobs} (sharing saves {human_bytes(stats.shared_bytes_saved)})")
     out(f"Engine: {_engine_description()}")
+    if last:
+        out(_last_session_line(last))
     out("=" * 60)
     return 0
+
+
+def _last_session_line(last: Mapping[str, Any]) -> str:
+    """What the last test session did to the limits (store.record_session), in one line."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last.get("ended") or 0)))
+    return (f"Last Session ({when}): {last.get('hits', 0)} hits, {last.get('misses', 0)} misses, "
+            f"{last.get('evicted', 0)} evicted; it needed {last.get('needed_entries', 0)} entries, "
+            f"{human_bytes(int(last.get('needed_bytes') or 0))}")
 
 
 def _engine_description() -> str:
@@ -510,10 +525,15 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
     entries = store.entries()
     match = next((e for e in entries if e.key == key.digest), None)
     nearest = _nearest(key, entries) if match is None else None
+    reason = None
+    if match is None:
+        model = str(args.model_tags[0]) if args.model_tags else args.image
+        reason = explain(key.components, key_files(key, settings.dir), model, args.image, entries, store.entry_files)
     if args.json:
         out.json({"key": key.digest, "components": key.components, "entry": match.id if match else None,
                   "base_key": settings.base_key, "bases": _bases_json(bases, resolved),
-                  "nearest": {"id": nearest[0].id, "differs_in": nearest[1]} if nearest else None})
+                  "nearest": {"id": nearest[0].id, "differs_in": nearest[1]} if nearest else None,
+                  "miss_reason": reason.line if reason else None})
         return 0
     out(f"Cache Key: {key.digest}")
     out(json.dumps(key.components, indent=2, sort_keys=True))
@@ -523,6 +543,8 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
     elif nearest:
         out(f"Not cached. Nearest entry {nearest[0].id} ({nearest[0].image_ref}) differs in: "
             f"{', '.join(_explain(name, key.components, nearest[0].key_components) for name in nearest[1])}")
+        if reason is not None:
+            out(reason.line)
     else:
         out("Not cached, and no entry of this image to compare with.")
     return 0

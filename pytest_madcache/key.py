@@ -431,9 +431,11 @@ class KeyFiles:
 
     context: Mapping[str, str]  # path in the context -> short digest of its (path, type, mode, content) line
     dockerfile: Sequence[str]  # short digest of each Dockerfile line
+    dockerfile_path: Optional[str] = None  # the Dockerfile's path in the context, when it is in it
 
     def to_json(self) -> Dict[str, Any]:
-        return {"context": dict(self.context), "dockerfile": list(self.dockerfile)}
+        return {"context": dict(self.context), "dockerfile": list(self.dockerfile),
+                "dockerfile_path": self.dockerfile_path}
 
     @classmethod
     def from_json(cls, data: Any) -> Optional["KeyFiles"]:
@@ -445,7 +447,9 @@ class KeyFiles:
             return None
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
             return None
-        return cls({str(k): str(v) for k, v in context.items()}, [str(v) for v in dockerfile])
+        path = data.get("dockerfile_path")
+        return cls({str(k): str(v) for k, v in context.items()}, [str(v) for v in dockerfile],
+                   path if isinstance(path, str) else None)
 
 
 def _short(data: bytes) -> str:
@@ -477,7 +481,8 @@ def key_files(key: "CacheKey", cache_dir: Optional[Path] = None) -> Optional[Key
             lines = [_short(line) for line in src.dockerfile.read_bytes().splitlines()]
         except OSError:
             lines = []
-    return KeyFiles(context, lines)
+    inside = src.dockerfile_in_context
+    return KeyFiles(context, lines, inside.replace(os.sep, "/") if inside and not inside.startswith("..") else None)
 
 
 @dataclass(frozen=True)

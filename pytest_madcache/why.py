@@ -98,6 +98,9 @@ def explain(components: Mapping[str, Any], files: Optional[KeyFiles], model: str
     if not diff:
         return MissReason("other", f"an entry with this key ({entry.id}) could not be used", entry.id)
     theirs = KeyFiles.from_json(files_of(entry.id)) if files_of is not None else None
+    if "dockerfile_sha256" in diff and _context_change(files, theirs) == "" and files is not None \
+            and theirs is not None:
+        diff = [n for n in diff if n != "context_sha256"]  # the edited Dockerfile was the context's only change
     order = [n for n in _NAMES if n in diff] + [n for n in diff if n not in _NAMES]
     parts = [f"{_NAMES.get(n, n)} changed{f' since {entry.id}' if i == 0 else ''}"
              f"{_detail(n, components, entry.key_components, files, theirs)}" for i, n in enumerate(order)]
@@ -123,7 +126,9 @@ def _detail(name: str, mine: Mapping[str, Any], theirs: Mapping[str, Any], files
 def _context_change(files: Optional[KeyFiles], theirs: Optional[KeyFiles]) -> str:
     if files is None or theirs is None:
         return ""
-    now, then = files.context, theirs.context
+    skip = {files.dockerfile_path, theirs.dockerfile_path} - {None}  # the Dockerfile has its own component
+    now = {p: d for p, d in files.context.items() if p not in skip}
+    then = {p: d for p, d in theirs.context.items() if p not in skip}
     changes = ([f"+{p}" for p in sorted(set(now) - set(then))] + [f"-{p}" for p in sorted(set(then) - set(now))]
                + [f"~{p}" for p in sorted(set(now) & set(then)) if now[p] != then[p]])
     if not changes:

@@ -203,5 +203,6 @@ def test_an_entry_without_its_file_list_still_names_the_component() -> None:
     line = explain({**base, "context_sha256": "c2"}, None, "m", "ci-m", [theirs], lambda _: None).line
     assert line == f"Cache miss (context changed since {theirs.id})"
     assert json.loads(json.dumps(KeyFiles({"a": "1"}, ["x"]).to_json())) == {"context": {"a": "1"},
-                                                                              "dockerfile": ["x"]}
+                                                                              "dockerfile": ["x"],
+                                                                              "dockerfile_path": None}
     assert KeyFiles.from_json({"context": {"a": 1}, "dockerfile": []}) is None
