@@ -1,7 +1,7 @@
 """Two example "models" whose containers do real, measurable work with busybox.
 
-`hashbench` is swept over batch sizes; `ignore_params=["batch_size"]` keeps
-the batch size out of the cache key, so the whole sweep shares one image.
+`hashbench` is swept over batch sizes; the batch size reaches no build arg,
+so it is not part of the cache key and the whole sweep shares one image.
 
 Knobs for the performance-tracking walk-through (docs/perf-tracking.md), all
 off by default so the main job stays quick: HASHBENCH_ROUNDS=N hashes the
@@ -18,7 +18,7 @@ import pytest
 REPEATS = int(os.environ.get("HASHBENCH_REPEATS", "1"))
 
 pytestmark = pytest.mark.model("hashbench", context="models/hashbench", tags=["hashbench", "bench"],
-                               ignore_params=["batch_size"], timeout=300,
+                               timeout=300,
                                perf_repeats=REPEATS, perf_warmup=1 if REPEATS > 1 else 0)
 
 
