@@ -203,6 +203,8 @@ def misread_option(config: pytest.Config) -> Optional[str]:
         with_ours, intended = actual, None
     if intended is not None and (actual == intended or with_ours == intended):
         return None  # pytest picked what it would have without our values, or they are not what moved it
+    if intended is not None and actual[1] is None and intended[1] is None and _within(invocation_dir, actual[0]):
+        return None  # no ini file either way, and pytest still runs inside its rootdir: nothing was misread
     guilty = []
     for flag, value in ours:
         path = invocation_dir / value

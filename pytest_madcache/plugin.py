@@ -31,7 +31,7 @@ from . import hooks
 from .events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
 from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
 from .model import MARK_HELP, excluding, merge_marks, resolve_build_args
-from .options import PluginConfig, add_options, read_config
+from .options import PluginConfig, add_options, check_path_options, read_config
 from .outputs import session_outputs
 from .perf import PerfSpec, run_repeated
 from .perfplugin import PerfSession
@@ -147,7 +147,7 @@ def _resolve_state(config: pytest.Config) -> State:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    from .options import check_path_options; check_path_options(config)  # noqa: E702 (pytest-dev/pytest#8846)
+    check_path_options(config)  # a path option written with a space that moved the rootdir (pytest#8846)
     config.addinivalue_line("markers", MARK_HELP)
     state = _resolve_state(config)
     if state.from_cache:

@@ -164,7 +164,7 @@ def test_a_session_that_only_hits_leaves_the_cache_within_lowered_limits(pyteste
 
     tiny_context(pytester.path, ["RUN echo limits > /limits"])
     pytester.makepyfile(test_suite=SUITE.replace("[1, 4]", "[1, 2, 3]").format(name=model_name, builder="auto",
-                                                                               extra=""))
+                                                                               extra='key_params=["batch_size"]'))
     cache = tmp_path / "cache"
     first = _run(pytester, cache)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -174,4 +174,5 @@ def test_a_session_that_only_hits_leaves_the_cache_within_lowered_limits(pyteste
     assert second.returncode == 0, second.stdout
     assert "Cache miss" not in second.stdout and second.stdout.count(PRESENT) == 3  # hits only
     assert "Evicted cache entry" in second.stdout
+    assert "this suite needs 3 entries, but the cache keeps 2 (option --cache-max-entries)" in second.stdout
     assert len(Store(cache).entries()) == 2
