@@ -205,8 +205,6 @@ def test_model(model_image):
 def test_a_model_needing_buildkit_fails_with_the_line_on_debian12(pytester, engine, no_buildx, monkeypatch) -> None:
     """dockerd 20.10 (the Debian 12 kind) with buildx hidden: the model test fails with the one
     line, and nothing of the classic builder's `the --mount option requires BuildKit`."""
-    if engine.info.product != "docker":
-        pytest.skip(f"Podman builds RUN --mount with its own builder ({engine.info.name})")
     monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     assert buildkit.buildx_binary() is None, "buildx is still found"
     name = f"bkneed{secrets.token_hex(3)}"
@@ -217,6 +215,10 @@ def test_a_model_needing_buildkit_fails_with_the_line_on_debian12(pytester, engi
                                     "--enable-cache")
     finally:
         remove_images(engine, f"madcache.model={name}")
+    if engine.info.product != "docker":  # Podman builds RUN --mount with its own builder: never refused
+        result.assert_outcomes(passed=1)
+        assert "needs BuildKit" not in result.stdout.str()
+        return
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     dockerfile = pytester.path / "ctx" / "Dockerfile"
