@@ -512,8 +512,9 @@ def _end_session(state: State) -> None:
                       f"({s.source('max_size_gb')}): raise --cache-max-size-gb to {need_gb:g} "
                       "(MADCACHE_MAX_SIZE_GB, or madcache_max_size_gb in the ini file)")
     if advice:
-        text = (f"this suite needs {' and '.join(advice)}; {len(end.evicted)} of its entries were evicted "
-                "at the end of the session and will be built again next run")
+        n = len(end.evicted)
+        text = (f"this suite needs {' and '.join(advice)}; the {n} entr{'y' if n == 1 else 'ies'} evicted at the "
+                "end of the session will be built again next run")
         _warn_once(state, text)
         summary.warnings.append(f"madcache: {text}")
     store.record_session({"ended": time.time(), "evicted": summary.evicted, "hits": summary.hits,

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pytest_madcache.cli import main
-from pytest_madcache.key import KeySpec, key_for
+from pytest_madcache.key import KeySpec, key_files, key_for
 from pytest_madcache.store import Store
 
 
@@ -31,7 +31,8 @@ def filled(engine, images, cache_dir):
         ctx = images.context({f"{name}.bin": 200_000}, name=name)
         built = images.build(ctx)
         key = key_for(KeySpec(image=name, model_tags=[name], context=ctx))
-        ids.append(store.save(built.image_id, key, image_name=name, model_tags=[name]).id)
+        ids.append(store.save(built.image_id, key, image_name=name, model_tags=[name],
+                              files=key_files(key).to_json()).id)
     return store, ids
 
 
@@ -148,6 +149,24 @@ def test_key_explains_a_miss(filled, cache_dir, images):
     assert code == 0
     assert "Not cached." in out
     assert "differs in: context_sha256, dockerfile_sha256" in out
+    assert f"Cache miss (Dockerfile changed since {ids[0]}: 1 line)" in out  # the line the plugin prints
+    (ctx / "new.txt").write_text("generated\n")
+    code, out = run("key", "--image", "alpha", "--tag", "alpha", "--context", str(ctx), "--cache-dir", str(cache_dir),
+                    "--json")
+    assert json.loads(out)["miss_reason"] == (f"Cache miss (context changed since {ids[0]}: +new.txt; add generated "
+                                              "files to .dockerignore; Dockerfile changed: 1 line)")
+
+
+def test_stats_shows_the_last_session(filled, cache_dir):
+    """What the last test session evicted and needed, as the plugin recorded it."""
+    store, _ = filled
+    store.record_session({"ended": 200_000, "evicted": 2, "hits": 5, "misses": 2, "needed_entries": 7,
+                          "needed_bytes": 3 * 1024**2})
+    code, out = run("stats", "--cache-dir", str(cache_dir))
+    assert code == 0
+    assert "Last Session (1970-01-0" in out and "): 5 hits, 2 misses, 2 evicted; it needed 7 entries, 3.00 MB" in out
+    code, out = run("stats", "--cache-dir", str(cache_dir), "--json")
+    assert json.loads(out)["last_session"]["needed_entries"] == 7
 
 
 @pytest.mark.parametrize(
