@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from . import settings as _settings
 from .bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
-from .key import CacheKey, KeyError_, KeySpec, key_files, key_for
+from .key import CacheKey, KeyError_, KeySpec, exclude_patterns, key_files, key_for
 from .why import explain
 from .progress import human_bytes
 from .store import Entry, EntryNotFound, Store, StoreError
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test parameter (value parsed as a Python/JSON literal when it is one)")
     p.add_argument("--additional-context", metavar="DICT", help="madengine-style dict literal or JSON")
     p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--exclude", action="append", default=[], metavar="PATH",
+                   help="a file the test session writes into the context (--output, a report): left out as the "
+                        "plugin leaves it out (pytest's .pytest_cache always is); repeatable")
     p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="NAME",
                    help="build arg or context entry whose value is secret (hashed, never shown)")
     return parser
@@ -324,6 +327,13 @@ def cmd_stats(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
 
 def _last_session_line(last: Mapping[str, Any]) -> str:
     """What the last test session did to the limits (store.record_session), in one line."""
+    try:
+        return _session_line(last)
+    except (TypeError, ValueError, OverflowError):  # the file is read from a shared directory
+        return "Last Session: unreadable (last-session.json)"
+
+
+def _session_line(last: Mapping[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last.get("ended") or 0)))
     return (f"Last Session ({when}): {last.get('hits', 0)} hits, {last.get('misses', 0)} misses, "
             f"{last.get('evicted', 0)} evicted; it needed {last.get('needed_entries', 0)} entries, "
@@ -517,6 +527,7 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
         params=_pairs(args.params, "--param", parse=True),
         build_args=_pairs(args.build_args, "--build-arg", parse=False), nodes=args.nodes,
         dockerfile=args.dockerfile, context=args.context, secrets=set(args.secrets),
+        context_excludes=_session_excludes(args),
     )
     bases, resolved = _bases(spec, settings.base_key, out)
     spec.bases = key_bases(resolved)
@@ -548,6 +559,16 @@ def cmd_key(args: argparse.Namespace, settings: _settings.Settings, out: _Out, s
     else:
         out("Not cached, and no entry of this image to compare with.")
     return 0
+
+
+def _session_excludes(args: argparse.Namespace) -> Tuple[str, ...]:
+    """What the plugin leaves out of a context as the session's own files: pytest's cache here and in
+    the context, and what `--exclude` names (the plugin's --output, reports...)."""
+    if args.context is None:
+        return ()
+    paths = [Path.cwd() / ".pytest_cache", Path(args.context) / ".pytest_cache",
+             *(Path(p).expanduser().absolute() for p in args.exclude)]
+    return exclude_patterns(Path(args.context), paths, args.dockerfile)
 
 
 def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[ResolvedBase]]:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["KEY_FORMAT", "KeySpec", "KeySources", "KeyFiles", "CacheKey", "key_for", "key_files", "context_digest", "canonical_json", "KeyError_",
-           "DigestMemo", "digest_memo", "DIGESTS_FILE"]
+__all__ = ["KEY_FORMAT", "KeySpec", "KeySources", "KeyFiles", "CacheKey", "key_for", "key_files", "context_digest",
+           "canonical_json", "KeyError_", "DigestMemo", "digest_memo", "DIGESTS_FILE", "exclude_patterns"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
 KEY_FORMAT = 1
@@ -412,6 +412,22 @@ class KeySpec:
     #: `.dockerignore` patterns for files the session itself writes into the context (pytest's cache,
     #: the plugin's outputs): never part of the key, nor of what the build is sent.
     context_excludes: Sequence[str] = ()
+
+
+def exclude_patterns(context: Path, paths: Sequence[Path], dockerfile: Optional[Path] = None) -> Tuple[str, ...]:
+    """`.dockerignore` patterns for the `paths` that lie inside `context` (the Dockerfile is always sent).
+
+    Literal paths: `*` and `?` become `[*]` and `[?]`; docker-py's matcher has no other quoting, so a
+    path with `[` may stay in the key (a miss too many, never a wrong image)."""
+    root = Path(os.path.realpath(context))
+    skip = Path(os.path.realpath(dockerfile)) if dockerfile is not None else None
+    out = []
+    for path in paths:
+        real = Path(os.path.realpath(path))
+        if real == skip or root not in real.parents:
+            continue
+        out.append(re.sub(r"([*?])", r"[\1]", real.relative_to(root).as_posix()))
+    return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .engine import BUILDERS
-from .key import KeySpec
+from .key import KeySpec, exclude_patterns
 from .perf import PERF_KWARGS, PerfSpec, perf_spec
 from .runner import RunOptions, normalise_volumes
 
@@ -343,14 +343,8 @@ def resolve_build_args(spec: ModelSpec, params: Mapping[str, Any], where: str) -
 def excluding(spec: ModelSpec, outputs: Sequence[Path]) -> ModelSpec:
     """The spec with the session's own files (outputs.session_outputs) that lie inside its build
     context left out of it, as `.dockerignore` patterns (the Dockerfile itself is always sent)."""
-    root = spec.context
-    patterns = []
-    for path in outputs:
-        if path == spec.dockerfile or root not in path.parents:
-            continue
-        rel = path.relative_to(root).as_posix()
-        patterns.append(re.sub(r"([*?])", r"[\1]", rel))  # a literal path: [*] matches a star
-    return replace(spec, context_excludes=tuple(patterns)) if patterns else spec
+    patterns = exclude_patterns(spec.context, outputs, spec.dockerfile)
+    return replace(spec, context_excludes=patterns) if patterns else spec
 
 
 def run_config(spec: ModelSpec, params: Mapping[str, Any], additional_context: Mapping[str, Any]) -> Dict[str, Any]:

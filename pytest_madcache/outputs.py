@@ -31,11 +31,17 @@ def _absolute(value: Optional[object], base: Path) -> Optional[Path]:
 
 
 def session_outputs(config: pytest.Config, settings: Settings) -> Tuple[Path, ...]:
-    """Absolute paths of what this session writes (files or directories, existing or not)."""
+    """Absolute paths of what this session writes (files or directories, existing or not).  Under
+    pytest-xdist the controller's answer is handed to the workers (their --output is not theirs to
+    write, and their --basetemp is a subdirectory of the one the user gave)."""
     here = Path(config.invocation_params.dir)
     found: List[Optional[Path]] = []
-    if config.pluginmanager.has_plugin("cacheprovider"):  # pytest's own: -p no:cacheprovider turns it off
-        found.append(_absolute(config.getini("cache_dir"), config.rootpath))
+    # pytest's own cache, also with -p no:cacheprovider: a run with it and one without share their keys
+    try:
+        cache_dir = config.getini("cache_dir")
+    except ValueError:  # the key is the cache provider's: unknown without it
+        cache_dir = ".pytest_cache"
+    found.append(_absolute(cache_dir, config.rootpath))
     for name in ("output", "perf_report", "perf_plot"):
         found.append(_absolute(getattr(settings, name, None), here))
     option = config.option

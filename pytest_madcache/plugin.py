@@ -142,7 +142,8 @@ def _resolve_state(config: pytest.Config) -> State:
                  from_cache=from_cache, live_output=settings.live_output, output=settings.output,
                  is_worker=is_worker, make_service=make_service, reporter=reporter, summary=summary,
                  perf=PerfSession(settings, summary, is_worker, MadcacheWarning), since=since,
-                 outputs=session_outputs(config, settings))
+                 outputs=tuple(Path(p) for p in workerinput.get("madcache_outputs", ())) if is_worker
+                 else session_outputs(config, settings))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -182,6 +183,7 @@ def pytest_configure_node(node: Any) -> None:
     state = _state(node.config)
     node.workerinput["madcache"] = state.wire()
     node.workerinput["madcache_since"] = state.since
+    node.workerinput["madcache_outputs"] = [str(p) for p in state.outputs]
 
 
 def pytest_report_header(config: pytest.Config) -> List[str]:
@@ -311,7 +313,10 @@ class SessionPlugin:
         if state.is_worker:
             return
         if state.settings.enabled and state.summary.keys:
-            _end_session(state)
+            try:
+                _end_session(state)
+            except Exception as exc:  # the results below are still written
+                state.summary.warnings.append(f"madcache: cannot apply the cache limits: {exc!r}")
         summary_json = session.config.option.madcache_summary_json or os.environ.get("MADCACHE_SUMMARY_JSON", "").strip()
         if summary_json:
             target = Path(summary_json).expanduser()
@@ -421,7 +426,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
     item = request.node
     config = request.config
     state = _state(config)
-    spec = _with_context(_spec(item), state.additional_context)
+    marked = _spec(item)
+    spec = _with_context(marked, state.additional_context)
     params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
     service = state.service
     state.reporter.item = item
@@ -431,7 +437,9 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
             _emit(item, event)
             return image
         try:
-            spec = excluding(resolve_build_args(spec, params, item.nodeid), state.outputs)
+            # the mark's build args are filled from the parameters; --additional-context's are taken as given
+            spec = _with_context(resolve_build_args(marked, params, item.nodeid), state.additional_context)
+            spec = excluding(spec, state.outputs)
             selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
         except ModelMarkError as exc:
             raise _failed(str(exc)) from None
@@ -486,7 +494,8 @@ def _custom_build(state: State, config: pytest.Config) -> bool:
 
 def _end_session(state: State) -> None:
     """The controller, once every test ran: the limits, the working set last; a warning naming the
-    setting to raise when the suite alone needs more; a record for `madcache stats`."""
+    setting to raise when the suite alone needs more; a record for `madcache stats`.  Its warnings
+    go to the summary, not to `warnings.warn`: under `-W error` that would end the session here."""
     from .progress import human_bytes
     from .provide import end_session
     from .store import Session, Store, StoreError
@@ -496,7 +505,7 @@ def _end_session(state: State) -> None:
         store = Store.from_settings(s, progress=False)
         end = end_session(store, Session(state.since), summary.keys)
     except StoreError as exc:
-        _warn_once(state, f"cannot apply the cache limits: {exc}")
+        summary.warnings.append(f"madcache: cannot apply the cache limits: {exc}")
         return
     summary.evicted += len(end.evicted)
     summary.end_lines += [f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits"
@@ -512,10 +521,9 @@ def _end_session(state: State) -> None:
                       f"({s.source('max_size_gb')}): raise --cache-max-size-gb to {need_gb:g} "
                       "(MADCACHE_MAX_SIZE_GB, or madcache_max_size_gb in the ini file)")
     if advice:
-        n = len(end.evicted)
-        text = (f"this suite needs {' and '.join(advice)}; the {n} entr{'y' if n == 1 else 'ies'} evicted at the "
-                "end of the session will be built again next run")
-        _warn_once(state, text)
+        n = sum(1 for e in end.evicted if e.key in summary.keys)
+        text = (f"this suite needs {' and '.join(advice)}; the {n} of its entr{'y' if n == 1 else 'ies'} evicted at "
+                "the end of the session will be built again next run")
         summary.warnings.append(f"madcache: {text}")
     store.record_session({"ended": time.time(), "evicted": summary.evicted, "hits": summary.hits,
                           "misses": summary.misses, "needed_entries": end.needed_entries,

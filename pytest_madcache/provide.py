@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 from .bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from .engine import BuildFailed, BuildResult, Engine, EngineError
 from .events import ImageEvent
-from .key import CacheKey, key_files
+from .key import CacheKey, KeyFiles, key_files
 from .model import ModelSpec
 from .progress import human_bytes
 from .remotes import RemoteBackend, RemoteError
@@ -197,6 +197,7 @@ class ImageService:
                 self.say("Force rebuild requested (--force-rebuild). Will build Docker image and replace the "
                          "cache entry.")
                 built["reason"] = MissReason("force", "--force-rebuild")
+                built["files"] = self._files_json(store, key)
             else:
                 reason, files = self._why_missed(store, spec, key)
                 built["reason"], built["files"] = reason, files
@@ -239,16 +240,24 @@ class ImageService:
     def _why_missed(self, store: Store, spec: ModelSpec, key: CacheKey) -> Tuple[MissReason, Optional[Mapping[str, Any]]]:
         """Why `key` missed, against the nearest entry of the model, and the key's file list to keep
         with the new entry (best effort: a file list that cannot be read only makes the reason shorter)."""
-        try:
-            files = key_files(key, store.dir)
-        except OSError:
-            files = None
+        files = self._files(store, key)
         try:
             entries = store.entries()
         except StoreError:
             entries = []
         reason = explain(key.components, files, spec.name, spec.image, entries, store.entry_files)
         return reason, files.to_json() if files is not None else None
+
+    @staticmethod
+    def _files(store: Store, key: CacheKey) -> Optional[KeyFiles]:
+        try:
+            return key_files(key, store.dir)
+        except OSError:
+            return None
+
+    def _files_json(self, store: Store, key: CacheKey) -> Optional[Mapping[str, Any]]:
+        files = self._files(store, key)
+        return files.to_json() if files is not None else None
 
     def _remember(self, memo_key: str, image: ModelImage) -> ModelImage:
         self._memo[memo_key] = image
@@ -356,7 +365,8 @@ def end_session(store: Store, session: Session, keys: Sequence[str]) -> SessionE
     wanted = set(keys)
     mine = [e for e in store.entries() if e.key in wanted]
     needed = store.total_bytes(mine)
-    evicted = store.prune(session=replace(session, running=False)) if store.over_limits() else []
+    ended = replace(session, running=False, keys=frozenset(wanted))
+    evicted = store.prune(session=ended) if store.over_limits() else []
     return SessionEnd(evicted, len({e.key for e in mine}), needed, store.max_entries, store.max_size_bytes)
 
 

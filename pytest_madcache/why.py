@@ -32,6 +32,10 @@ _NAMES = {
 }
 
 
+#: Components a test's own values decide: an entry that shares them is the one the test made last time.
+_TEST_VALUES = frozenset({"params", "build_args", "additional_context"})
+
+
 class Candidate(Protocol):
     """What `nearest` reads of a cache entry (store.Entry has it)."""
 
@@ -73,14 +77,16 @@ def _model_of(c: Candidate) -> Optional[str]:
 def nearest(components: Mapping[str, Any], model: str, image: str,
             candidates: Sequence[Candidate]) -> Optional[Tuple[Candidate, List[str]]]:
     """The entry to compare with, and the components that differ: of the same model (else the
-    same image name), the fewest differences, then the most recently used."""
+    same image name), the fewest differences, then one made for the same test values (parameters,
+    build args, context: an edited file then shows as such, not as the other precision's build arg
+    of an entry saved a moment ago), then the most recently used."""
     same_model = [c for c in candidates if c.key_components and _model_of(c) == model]
     pool = same_model or [c for c in candidates if c.key_components and c.image_name == image]
-    best: Optional[Tuple[Tuple[int, float], Candidate, List[str]]] = None
+    best: Optional[Tuple[Tuple[int, bool, float], Candidate, List[str]]] = None
     for c in pool:
         diff = sorted(n for n in set(components) | set(c.key_components)
                       if components.get(n) != c.key_components.get(n))
-        rank = (len(diff), -c.last_used)
+        rank = (len(diff), bool(_TEST_VALUES & set(diff)), -c.last_used)
         if best is None or rank < best[0]:
             best = (rank, c, diff)
     return (best[1], best[2]) if best is not None else None

@@ -206,3 +206,44 @@ def test_an_entry_without_its_file_list_still_names_the_component() -> None:
                                                                               "dockerfile": ["x"],
                                                                               "dockerfile_path": None}
     assert KeyFiles.from_json({"context": {"a": 1}, "dockerfile": []}) is None
+
+
+def test_xdist_workers_leave_the_controllers_outputs_out_of_the_key(pytester: pytest.Pytester) -> None:
+    """--output is the controller's to write: workers, which make every key, leave it out all the same."""
+    pytest.importorskip("xdist")
+    ctx = pytester.mkdir("ctx")
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    pytester.makeconftest(FAKE_HOOKS)
+    pytester.makepyfile(test_x='''
+import pytest
+
+@pytest.mark.model("m", context="ctx")
+@pytest.mark.parametrize("n", range(4))
+def test_x(model_image, n):
+    with open("keys.txt", "a") as fh:
+        fh.write(model_image.key + "\\n")
+''')
+    for _ in range(2):
+        pytester.runpytest("-n", "2", "--output=ctx/results.csv", "--junitxml=ctx/junit.xml").assert_outcomes(passed=4)
+    assert (ctx / "results.csv").is_file() and (ctx / "junit.xml").is_file()
+    keys = (pytester.path / "keys.txt").read_text().split()  # the suite builds itself: n is in the key
+    assert len(keys) == 8 and sorted(keys[:4]) == sorted(keys[4:]) and len(set(keys)) == 4
+
+
+def test_the_nearest_entry_shares_the_tests_values() -> None:
+    """fp16's entry (made last time) and fp32's (saved a moment ago) both differ in one component: the
+    reason compares with fp16's, so an edited file shows as such."""
+    base = {"image": "ci-m", "build_args": {"PRECISION": "fp16"}, "context_sha256": "c1"}
+    fp16 = _entry(1, 10, 10, key_components=dict(base), run_config={"model_name": "m"})
+    fp32 = _entry(2, 20, 20, key_components={**base, "build_args": {"PRECISION": "fp32"}, "context_sha256": "c2"},
+                  run_config={"model_name": "m"})
+    reason = explain({**base, "context_sha256": "c2"}, None, "m", "ci-m", [fp16, fp32], lambda _: None)
+    assert reason.line == f"Cache miss (context changed since {fp16.id})"
+
+
+def test_at_its_end_a_session_evicts_its_own_before_a_concurrent_sessions() -> None:
+    mine = [_entry(i, created=100 + i, last_used=150, key=f"mine{i}") for i in range(3)]
+    theirs = [_entry(10 + i, created=160 + i, last_used=160, key=f"theirs{i}") for i in range(3)]
+    ended = Session(since=100, running=False, keys=frozenset(e.key for e in mine))
+    chosen = choose_evictions(mine + theirs, Limits(4, 10**9), now=200, session=ended)
+    assert [e.id for e in chosen] == [mine[2].id, mine[1].id]

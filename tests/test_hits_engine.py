@@ -68,8 +68,8 @@ def test_seven_models_with_five_entries_keep_hitting_and_say_what_to_raise(pytes
         f'\n@pytest.mark.model("m{n}", context="m{n}")\ndef test_m{n}(model_image):\n    pass\n' for n in range(1, 8)))
     cache = tmp_path / "cache"
     hits = []
-    for _ in range(3):
-        result, summary = _run(pytester, cache, "--cache-max-entries=5")
+    for n in range(3):  # the third under -W error: the limits' warning must not end the session
+        result, summary = _run(pytester, cache, "--cache-max-entries=5", *(["-W", "error"] if n == 2 else []))
         result.assert_outcomes(passed=7)
         hits.append(summary["hits"])
         assert len(list((cache / "entries").iterdir())) == 5
@@ -77,6 +77,7 @@ def test_seven_models_with_five_entries_keep_hitting_and_say_what_to_raise(pytes
     out = result.stdout.str()
     assert "this suite needs 7 entries, but the cache keeps 5 (option --cache-max-entries): raise " \
            "--cache-max-entries to 7" in out
+    assert any("raise --cache-max-entries to 7" in w for w in summary["warnings"])
     assert "evicted in this session: 2 entries" in out
 
 
@@ -124,6 +125,34 @@ def test_why(model_image, precision, seed):
     line = miss()
     assert re.fullmatch(rf"Cache miss \(base images changed {SINCE}: {re.escape(base)} .+ -> .+\)", line), line
     assert old[:19] in line and new[:19] in line
+
+
+@pytest.mark.parametrize("where", ["docker/model.Dockerfile", "../elsewhere/Dockerfile"])
+def test_a_dockerfile_beside_or_outside_the_context_builds_without_the_sessions_files(pytester, base, tmp_path,
+                                                                                       where) -> None:
+    """The context packed here (and sent to BuildKit on stdin) with the Dockerfile wherever the mark puts it."""
+    suite = pytester.mkdir("suite")
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "data.txt").write_text("data\n")
+    dockerfile = (suite / where).resolve()
+    dockerfile.parent.mkdir(parents=True, exist_ok=True)
+    dockerfile.write_text(f"FROM {base}\nCOPY . /app\nCMD [\"sh\", \"-c\", \"ls -a /app; echo performance: 1 x/s\"]\n")
+    (suite / "test_df.py").write_text(f'''
+import pytest
+
+@pytest.mark.model("df", context=".", dockerfile={str(dockerfile)!r})
+def test_df(model_run):
+    logs = model_run().logs
+    assert "data.txt" in logs and "results.csv" not in logs and ".pytest_cache" not in logs, logs
+''')
+    if where.startswith(".."):  # a Dockerfile outside the project: the rootdir is their common parent
+        (suite / "pytest.ini").unlink()
+        (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    cache = tmp_path / "cache"
+    for n in range(2):
+        result, summary = _run(pytester, cache, "suite", "--output=suite/results.csv")
+        result.assert_outcomes(passed=1)
+        assert (summary["hits"], summary["misses"]) == ((0, 1) if n == 0 else (1, 0))
 
 
 def _csv(path: Path) -> list:

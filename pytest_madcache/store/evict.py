@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from filelock import FileLock, Timeout
 
@@ -49,6 +49,8 @@ class Session:
 
     since: float
     running: bool = True
+    keys: FrozenSet[str] = frozenset()  # the keys it asked for: at its end, its own entries go before others'
+
 
 
 def choose_evictions(entries: Sequence[Entry], limits: Limits, now: float,
@@ -59,13 +61,15 @@ def choose_evictions(entries: Sequence[Entry], limits: Limits, now: float,
     `session`, the entries used since it began are its working set: they go last, and not at
     all while it runs (`session.running`).  Plain LRU would evict, on a suite larger than the
     limit, exactly the entry the next test of the next run asks for first; among the working
-    set the newest-created go first instead, so the entries that hit this time hit next time.
+    set the newest-created go first instead, so the entries that hit this time hit next time; the
+    session's own (`session.keys`) before those a concurrent session used.
     """
     def current(e: Entry) -> bool:
         return session is not None and e.last_used >= session.since
 
     older = sorted((e for e in entries if not current(e)), key=lambda e: (e.last_used, e.created))
-    working = sorted((e for e in entries if current(e)), key=lambda e: (-e.created, e.id))
+    own = session.keys if session is not None else frozenset()
+    working = sorted((e for e in entries if current(e)), key=lambda e: (e.key not in own, -e.created, e.id))
     left = older + working
     chosen: List[Entry] = []
     if limits.ttl is not None:
