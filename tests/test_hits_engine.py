@@ -23,7 +23,8 @@ def base(engine, tmp_path):
     tag = f"madcache-hits-base-{secrets.token_hex(3)}:1"
     engine.build(tiny_context(tmp_path / "base"), tag=tag, labels={"madcache.test": tag})
     yield tag
-    remove_images(engine, "madcache.model")
+    for model in ("sweep", "why", "df", *(f"m{n}" for n in range(1, 8))):  # this module's models only: other
+        remove_images(engine, f"madcache.model={model}")                   # tests' images may be in use
     remove_images(engine, f"madcache.test={tag}")
 
 
