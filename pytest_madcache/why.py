@@ -165,9 +165,7 @@ def _dict_change(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     """A value as a reason shows it: secrets (hashed) as such, long digests cut."""
-    if isinstance(value, str) and value.startswith("madcache-secret-v1:"):
-        return "(secret)"
-    if isinstance(value, dict) and set(value) == {"secret"}:
+    if isinstance(value, dict) and set(value) == {"secret_sha256"}:  # key.secret_hash: a secret's value
         return "(secret)"
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     if text.startswith("sha256:") and len(text) > 19:

@@ -188,6 +188,8 @@ def test_a_miss_names_what_changed_against_the_nearest_entry() -> None:
     assert why(dockerfile_sha256="d2") == f"Cache miss (Dockerfile changed since {theirs.id}: 2 lines)"
     assert why(params={"precision": "fp32"}) == f"Cache miss (params changed since {theirs.id}: precision fp16 -> fp32)"
     assert why(build_args={"A": "2", "B": "x"}) == f"Cache miss (build args changed since {theirs.id}: A 1 -> 2, +B=x)"
+    assert why(build_args={"A": {"secret_sha256": "ab" * 32}}) == (
+        f"Cache miss (build args changed since {theirs.id}: A 1 -> (secret))")
     assert why(bases={"debian:12": "sha256:" + "2" * 64}) == (
         f"Cache miss (base images changed since {theirs.id}: debian:12 sha256:111111111111… -> sha256:222222222222…)")
     assert why(params={"precision": "fp32"}, context_sha256="c2").startswith(
