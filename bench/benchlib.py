@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 
 MB = 1000 * 1000  # figures are printed in decimal megabytes
 #: The ratio goals every benchmark holds ours to (ours / raw, at most): loads with nothing in the

@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, cast
 
-from . import settings as _settings
-from .bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
-from .key import CacheKey, KeyError_, KeySpec, exclude_patterns, key_files, key_for
-from .why import explain
-from .progress import human_bytes
-from .store import Entry, EntryNotFound, Store, StoreError
+from pytest_madcache.core import settings as _settings
+from pytest_madcache.core.bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
+from pytest_madcache.core.key import CacheKey, KeyError_, KeySpec, exclude_patterns, key_files, key_for
+from pytest_madcache.core.why import explain
+from pytest_madcache.util.progress import human_bytes
+from pytest_madcache.store import Entry, EntryNotFound, Store, StoreError
 
 if TYPE_CHECKING:
-    from .remotes import RemoteLister
+    from pytest_madcache.remote.directory import RemoteLister
 
 __all__ = ["main", "build_parser"]
 
@@ -214,7 +214,7 @@ def _open(settings: _settings.Settings, engine: Any = None) -> Store:
 
 
 def _remote(settings: _settings.Settings) -> "RemoteLister":
-    from .remotes import open_remote
+    from pytest_madcache.remote.directory import open_remote
 
     if not settings.remote:
         raise StoreError("no remote cache is set: use --cache-remote REGISTRY/REPOSITORY or MADCACHE_REMOTE")
@@ -223,7 +223,7 @@ def _remote(settings: _settings.Settings) -> "RemoteLister":
 
 
 def cmd_push(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    from .remotes import RemoteError
+    from pytest_madcache.remote.directory import RemoteError
 
     remote: Any = _remote(settings)
     store = Store(settings.dir, shared=settings.shared)
@@ -273,7 +273,7 @@ def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, 
 
 
 def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _Out) -> int:
-    from .remotes import RemoteError
+    from pytest_madcache.remote.directory import RemoteError
 
     remote = _remote(settings)
     try:
@@ -342,7 +342,7 @@ def _session_line(last: Mapping[str, Any]) -> str:
 
 def _engine_description() -> str:
     """Which engine DOCKER_HOST reaches and how the cache uses it, or why none answers."""
-    from .engine import Engine, EngineError
+    from pytest_madcache.engines.docker import Engine, EngineError
 
     try:
         engine = Engine()
@@ -416,7 +416,7 @@ def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
 
 def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     if args.on_remote:
-        from .remotes import RemoteError
+        from pytest_madcache.remote.directory import RemoteError
 
         remote = _remote(settings)
         try:
@@ -426,7 +426,7 @@ def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
         if args.json:
             out.json({"evicted": gone, "remote": str(remote)})
             return 0
-        from .remotes import DirectoryRemote
+        from pytest_madcache.remote.directory import DirectoryRemote
 
         if isinstance(remote, DirectoryRemote):  # a cache directory: entries and their blobs go now
             for meta in gone:
@@ -478,7 +478,7 @@ def cmd_verify(args: argparse.Namespace, settings: _settings.Settings, out: _Out
 
 
 def cmd_load(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    from .engine import Engine, EngineError
+    from pytest_madcache.engines.docker import Engine, EngineError
 
     try:
         engine = Engine()
@@ -578,7 +578,7 @@ def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[Resolv
         return [], []
     resolver = None
     if mode != "tag":
-        from .engine import Engine, EngineError
+        from pytest_madcache.engines.docker import Engine, EngineError
 
         engine: Optional[Engine] = None
         try:

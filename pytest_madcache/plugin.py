@@ -27,21 +27,21 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import pytest
 
-from . import hooks
-from .events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
-from .model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
-from .model import MARK_HELP, excluding, merge_marks, resolve_build_args
-from .options import PluginConfig, add_options, check_path_options, read_config
-from .outputs import session_outputs
-from .perf import PerfSpec, run_repeated
-from .perfplugin import PerfSession
-from .report import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
-from .runner import RunOptions, RunResult, parse_performance, run_container
-from .settings import Settings, describe
+from pytest_madcache.pytest_glue import hooks
+from pytest_madcache.core.events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
+from pytest_madcache.core.model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
+from pytest_madcache.core.model import MARK_HELP, excluding, merge_marks, resolve_build_args
+from pytest_madcache.pytest_glue.options import PluginConfig, add_options, check_path_options, read_config
+from pytest_madcache.pytest_glue.outputs import session_outputs
+from pytest_madcache.perf.compare import PerfSpec, run_repeated
+from pytest_madcache.pytest_glue.perf import PerfSession
+from pytest_madcache.pytest_glue.summary import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
+from pytest_madcache.engines.runner import RunOptions, RunResult, parse_performance, run_container
+from pytest_madcache.core.settings import Settings, describe
 
 if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs an image
-    from .engine import BuildResult
-    from .provide import ImageService, ModelImage
+    from pytest_madcache.engines.docker import BuildResult
+    from pytest_madcache.provide import ImageService, ModelImage
 
 __all__ = ["MadcacheWarning", "STATE"]
 
@@ -126,10 +126,10 @@ def _resolve_state(config: pytest.Config) -> State:
     since = float(workerinput.get("madcache_since", time.time())) if is_worker else time.time()
 
     def make_service() -> "ImageService":
-        from .provide import ImageService
-        from .store import Session, Store
+        from pytest_madcache.provide import ImageService
+        from pytest_madcache.store import Session, Store
 
-        from .remotes import open_remote
+        from pytest_madcache.remote.directory import open_remote
 
         remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
                   if settings.enabled and settings.remote else None)
@@ -152,7 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARK_HELP)
     state = _resolve_state(config)
     if state.from_cache:
-        from .store import EntryNotFound, Store, StoreError
+        from pytest_madcache.store import EntryNotFound, Store, StoreError
 
         try:
             store = Store.from_settings(state.settings)
@@ -204,8 +204,8 @@ def pytest_report_collectionfinish(config: pytest.Config, items: List[pytest.Ite
     state = config.stash.get(STATE, None)
     if state is None or not any(item.get_closest_marker("model") for item in items):
         return []
-    from .engine import EngineError
-    from .provide import ImageError
+    from pytest_madcache.engines.docker import EngineError
+    from pytest_madcache.provide import ImageError
 
     try:
         return [f"madcache engine: {state.service.engine.describe()}"]
@@ -223,7 +223,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: List[pytest.Ite
 @pytest.hookimpl(trylast=True)
 def pytest_madcache_build_image(config: pytest.Config, model: ModelSpec, tag: str, build_args: Mapping[str, str],
                                 labels: Mapping[str, str], on_line: Optional[Callable[[str], None]]) -> BuildResult:
-    from .provide import build_with_engine
+    from pytest_madcache.provide import build_with_engine
 
     service = _state(config).service
     return build_with_engine(service.engine, model, tag, build_args, labels, on_line, tmp_dir=service.build_tmp_dir())
@@ -418,10 +418,10 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
-    from .engine import BuildFailed
-    from .bases import DockerfileError, key_bases
-    from .key import KeyError_, key_for
-    from .provide import ImageError
+    from pytest_madcache.engines.docker import BuildFailed
+    from pytest_madcache.core.bases import DockerfileError, key_bases
+    from pytest_madcache.core.key import KeyError_, key_for
+    from pytest_madcache.provide import ImageError
 
     item = request.node
     config = request.config
@@ -496,9 +496,9 @@ def _end_session(state: State) -> None:
     """The controller, once every test ran: the limits, the working set last; a warning naming the
     setting to raise when the suite alone needs more; a record for `madcache stats`.  Its warnings
     go to the summary, not to `warnings.warn`: under `-W error` that would end the session here."""
-    from .progress import human_bytes
-    from .provide import end_session
-    from .store import Session, Store, StoreError
+    from pytest_madcache.util.progress import human_bytes
+    from pytest_madcache.provide import end_session
+    from pytest_madcache.store import Session, Store, StoreError
 
     s, summary = state.settings, state.summary
     try:

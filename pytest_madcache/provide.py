@@ -17,15 +17,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-from .bases import VIA, BaseResolver, ResolvedBase, resolve_bases
-from .engine import BuildFailed, BuildResult, Engine, EngineError
-from .events import ImageEvent
-from .key import CacheKey, KeyFiles, key_files
-from .model import ModelSpec
-from .progress import human_bytes
-from .remotes import RemoteBackend, RemoteError
-from .store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
-from .why import MissReason, explain
+from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
+from pytest_madcache.engines.docker import BuildFailed, BuildResult, Engine, EngineError
+from pytest_madcache.core.events import ImageEvent
+from pytest_madcache.core.key import CacheKey, KeyFiles, key_files
+from pytest_madcache.core.model import ModelSpec
+from pytest_madcache.util.progress import human_bytes
+from pytest_madcache.remote.directory import RemoteBackend, RemoteError
+from pytest_madcache.store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
+from pytest_madcache.core.why import MissReason, explain
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "SessionEnd", "end_session",
            "get_or_build", "run_build", "build_output"]

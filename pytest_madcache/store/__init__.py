@@ -16,12 +16,12 @@ point leaves the old or the new state.
 job (see front.py).  Nothing in this package knows builds or remotes.
 """
 
-from .blobs import ZSTD_SUFFIX
-from .entries import Entry, LoadResult, Stats, VerifyReport, new_entry_id
-from .errors import CacheUnwritable, EntryCorrupt, EntryNotFound, LockTimeout, StoreError
-from .evict import Limits, Session
-from .front import GB, Store
-from .layout import atomic_write
+from pytest_madcache.store.blobs import ZSTD_SUFFIX
+from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport, new_entry_id
+from pytest_madcache.store.errors import CacheUnwritable, EntryCorrupt, EntryNotFound, LockTimeout, StoreError
+from pytest_madcache.store.evict import Limits, Session
+from pytest_madcache.store.front import GB, Store
+from pytest_madcache.store.layout import atomic_write
 
 __all__ = [
     "Store", "Entry", "LoadResult", "Stats", "VerifyReport", "Limits", "Session",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
-from .tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
+from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",

@@ -22,10 +22,10 @@ from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Set,
 
 from filelock import FileLock
 
-from ..progress import Progress
-from .entries import hex_of
-from .errors import StoreError, unwritable
-from .layout import Layout
+from pytest_madcache.util.progress import Progress
+from pytest_madcache.store.entries import hex_of
+from pytest_madcache.store.errors import StoreError, unwritable
+from pytest_madcache.store.layout import Layout
 
 __all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok", "logical_size",
            "read_lines"]
@@ -198,7 +198,7 @@ class LeaseSink:
 
 def check_compression(value: Optional[str]) -> str:
     """The settings' own parser, so `off` (and `0`, `false`) mean `none` here as on the command line."""
-    from ..settings import parse_compress
+    from pytest_madcache.core.settings import parse_compress
 
     try:
         value = parse_compress(value or "none")

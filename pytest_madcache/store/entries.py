@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from . import archive
-from .errors import StoreError
+from pytest_madcache.store import archive
+from pytest_madcache.store.errors import StoreError
 
 __all__ = ["Entry", "LoadResult", "Stats", "VerifyReport", "new_entry_id", "hex_of", "STORE_FORMAT"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from .entries import Entry
+    from pytest_madcache.store.entries import Entry
 
 __all__ = ["StoreError", "CacheUnwritable", "LockTimeout", "EntryNotFound", "EntryCorrupt", "SaveConflict",
            "unwritable"]

@@ -22,11 +22,11 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tup
 
 from filelock import FileLock, Timeout
 
-from .blobs import Blobs, blob_ok, read_lines
-from .entries import Entry, VerifyReport, hex_of
-from .errors import EntryCorrupt, StoreError
-from .index import Index, total_bytes
-from .layout import Layout
+from pytest_madcache.store.blobs import Blobs, blob_ok, read_lines
+from pytest_madcache.store.entries import Entry, VerifyReport, hex_of
+from pytest_madcache.store.errors import EntryCorrupt, StoreError
+from pytest_madcache.store.index import Index, total_bytes
+from pytest_madcache.store.layout import Layout
 
 __all__ = ["Limits", "Session", "choose_evictions", "Evictor"]
 

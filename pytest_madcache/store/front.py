@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, \
     Tuple, Union
 
-from ..key import CacheKey
-from .blobs import Blobs
-from .entries import Entry, LoadResult, Stats, VerifyReport
-from .errors import EntryNotFound, StoreError
-from .evict import Evictor, Limits, Session
-from .index import Index, total_bytes, unique_bytes
-from .layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout, atomic_write
-from .loading import Loader
-from .protocols import StoreEngine
-from .saving import Saver
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.store.blobs import Blobs
+from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport
+from pytest_madcache.store.errors import EntryNotFound, StoreError
+from pytest_madcache.store.evict import Evictor, Limits, Session
+from pytest_madcache.store.index import Index, total_bytes, unique_bytes
+from pytest_madcache.store.layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout, atomic_write
+from pytest_madcache.store.loading import Loader
+from pytest_madcache.store.protocols import StoreEngine
+from pytest_madcache.store.saving import Saver
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from pytest_madcache.core.settings import Settings
 
 __all__ = ["Store", "GB"]
 

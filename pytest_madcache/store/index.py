@@ -20,10 +20,10 @@ import shutil
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..key import CacheKey
-from .entries import STORE_FORMAT, Entry
-from .errors import CacheUnwritable, EntryNotFound, StoreError, unwritable
-from .layout import Layout, atomic_write
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.store.entries import STORE_FORMAT, Entry
+from pytest_madcache.store.errors import CacheUnwritable, EntryNotFound, StoreError, unwritable
+from pytest_madcache.store.layout import Layout, atomic_write
 
 __all__ = ["Index", "total_bytes", "unique_bytes"]
 

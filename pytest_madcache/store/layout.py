@@ -36,8 +36,8 @@ FILES = "files.json"
 #: In the cache directory: what the last test session evicted and needed.
 LAST_SESSION = "last-session.json"
 
-from .entries import STORE_FORMAT, hex_of
-from .errors import LockTimeout, StoreError, unwritable
+from pytest_madcache.store.entries import STORE_FORMAT, hex_of
+from pytest_madcache.store.errors import LockTimeout, StoreError, unwritable
 
 __all__ = ["Layout", "atomic_write", "fsync_dir", "DEFAULT_LOCK_TIMEOUT"]
 

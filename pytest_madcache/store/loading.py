@@ -15,18 +15,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Optional, Set
 
-from ..progress import Progress
-from . import archive
-from .blobs import Blobs
-from .entries import Entry, LoadResult
-from .errors import EntryCorrupt, StoreError
-from .evict import Evictor
-from .index import Index
-from .protocols import StoreEngine
-from .tarstream import ReadAhead
+from pytest_madcache.util.progress import Progress
+from pytest_madcache.store import archive
+from pytest_madcache.store.blobs import Blobs
+from pytest_madcache.store.entries import Entry, LoadResult
+from pytest_madcache.store.errors import EntryCorrupt, StoreError
+from pytest_madcache.store.evict import Evictor
+from pytest_madcache.store.index import Index
+from pytest_madcache.store.protocols import StoreEngine
+from pytest_madcache.store.tarstream import ReadAhead
 
 if TYPE_CHECKING:
-    from ..engine import ImageInfo
+    from pytest_madcache.engines.docker import ImageInfo
 
 __all__ = ["Loader"]
 

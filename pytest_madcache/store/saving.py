@@ -18,18 +18,18 @@ import os
 import time
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..key import CacheKey
-from ..progress import Progress
-from . import archive
-from .archive import ArchiveError
-from .blobs import CHUNK, Blobs, Lease, LeaseSink, logical_size
-from .entries import Entry, new_entry_id
-from .errors import SaveConflict, StoreError, unwritable
-from .evict import Evictor, Limits, Session
-from .index import Index
-from .layout import FILES, Layout, atomic_write, fsync_dir
-from .protocols import StoreEngine
-from .tarstream import Prefetch
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.util.progress import Progress
+from pytest_madcache.store import archive
+from pytest_madcache.store.archive import ArchiveError
+from pytest_madcache.store.blobs import CHUNK, Blobs, Lease, LeaseSink, logical_size
+from pytest_madcache.store.entries import Entry, new_entry_id
+from pytest_madcache.store.errors import SaveConflict, StoreError, unwritable
+from pytest_madcache.store.evict import Evictor, Limits, Session
+from pytest_madcache.store.index import Index
+from pytest_madcache.store.layout import FILES, Layout, atomic_write, fsync_dir
+from pytest_madcache.store.protocols import StoreEngine
+from pytest_madcache.store.tarstream import Prefetch
 
 __all__ = ["Saver"]
 

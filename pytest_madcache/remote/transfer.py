@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .registry import CHUNK, Registry, RemoteError
+from pytest_madcache.remote.registry import CHUNK, Registry, RemoteError
 
 __all__ = ["RemoteBlob", "COMPRESSIONS", "media_type", "codec_of", "encode", "decoder", "BlobFetcher"]
 

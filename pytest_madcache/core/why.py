@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-from .key import KeyFiles
+from pytest_madcache.core.key import KeyFiles
 
 __all__ = ["MissReason", "Candidate", "nearest", "explain", "SHOWN_FILES"]
 

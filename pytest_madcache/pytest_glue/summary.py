@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextIO
 
-from .events import Event, ImageEvent, RunEvent, WarningEvent
-from .perf import Comparison, PerfReport
-from .progress import human_bytes
+from pytest_madcache.core.events import Event, ImageEvent, RunEvent, WarningEvent
+from pytest_madcache.perf.compare import Comparison, PerfReport
+from pytest_madcache.util.progress import human_bytes
 
 __all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json", "kept_line", "kept_lines"]
 
@@ -202,7 +202,7 @@ def write_summary_json(path: Path, s: Summary, perf: Optional[PerfReport] = None
     """Write `s.as_dict()` to `path` atomically; with `perf`, its table under "perf"."""
     data = s.as_dict()
     if perf is not None:
-        from .perftable import report_json
+        from pytest_madcache.perf.table import report_json
 
         data["perf"] = report_json(perf)
     with replacing(path) as fh:

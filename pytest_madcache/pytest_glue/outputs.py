@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from .settings import Settings
+from pytest_madcache.core.settings import Settings
 
 __all__ = ["session_outputs"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .events import RunEvent
-from .runner import RunResult
+from pytest_madcache.core.events import RunEvent
+from pytest_madcache.engines.runner import RunResult
 
 __all__ = [
     "HIGHER", "LOWER", "PERF_KWARGS", "PerfSpec", "perf_spec", "default_direction", "run_repeated",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 if TYPE_CHECKING:
-    from .store import Entry, Store
+    from pytest_madcache.store import Entry, Store
 
 __all__ = ["RemoteBackend", "RemoteEntry", "RemoteError", "RemoteUnavailable", "RemoteLister", "DirectoryRemote", "open_remote",
            "directory_of"]
@@ -91,7 +91,7 @@ def open_remote(text: str, log: Optional[Callable[[str], None]] = None,
     directory = directory_of(text)
     if directory is not None:
         return DirectoryRemote(Path(directory), log)
-    from .remote import RemoteCache
+    from pytest_madcache.remote.oci import RemoteCache
 
     if settings is not None:
         return RemoteCache.from_settings(settings, log=log, env=env)
@@ -119,7 +119,7 @@ class DirectoryRemote:
             self.log(message)
 
     def _open(self) -> Optional["Store"]:
-        from .store import Store, StoreError
+        from pytest_madcache.store import Store, StoreError
 
         if self._store is None and not self.disabled:
             try:
@@ -147,7 +147,7 @@ class DirectoryRemote:
         self._say(f"Warning: could not fetch key {key[:12]} from {self}: {exc}")
 
     def mark_used(self, entry: "Entry") -> None:
-        from .store import StoreError
+        from pytest_madcache.store import StoreError
 
         store = self._open()
         if store is not None:
@@ -157,7 +157,7 @@ class DirectoryRemote:
                 pass
 
     def push(self, entry: "Entry", open_blob: Callable[[str], BinaryIO]) -> int:
-        from .store import StoreError
+        from pytest_madcache.store import StoreError
 
         store = self._open()
         if store is None:
@@ -173,7 +173,7 @@ class DirectoryRemote:
 
     def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
         """(key tag, entry metadata, last used, entry id) per entry, as RemoteCache.entries gives them."""
-        from .remote import key_tag
+        from pytest_madcache.remote.oci import key_tag
 
         store = self._open()
         return [(key_tag(e.key), e.to_json(), e.last_used, e.id) for e in (store.entries() if store else [])]

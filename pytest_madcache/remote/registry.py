@@ -38,9 +38,9 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
-from .credentials import Credentials, CredentialsError, find_credentials, hint
-from .remotes import RemoteError, RemoteUnavailable
-from .tls import TLSAdapter, TLSSetupError, certs_dirs, not_tls, tls_context
+from pytest_madcache.remote.credentials import Credentials, CredentialsError, find_credentials, hint
+from pytest_madcache.remote.directory import RemoteError, RemoteUnavailable
+from pytest_madcache.remote.tls import TLSAdapter, TLSSetupError, certs_dirs, not_tls, tls_context
 
 __all__ = ["RemoteRef", "Registry", "RemoteError", "RemoteUnavailable", "RetryPolicy", "MANIFEST_TYPE",
            "certs_dirs", "is_loopback", "skip_to"]

@@ -214,7 +214,7 @@ class Engine:
         bases.DistributionUnsupported where the engine lacks the endpoint (Podman)."""
         from docker.errors import APIError, DockerException
 
-        from .bases import DistributionUnsupported
+        from pytest_madcache.core.bases import DistributionUnsupported
         if self.info.product == "podman":  # Podman 4 and 5 answer 404 for the whole route
             raise DistributionUnsupported(f"{self.info.name} has no distribution endpoint")
         try:
@@ -447,8 +447,8 @@ class Engine:
         (`dockerfile` given) that would go to the classic builder, a Dockerfile it refuses (a `RUN
         --mount`, a heredoc...: buildkit_check) is BuildFailed here, in one line, before the engine is
         sent anything."""
-        from .buildkit import buildx_binary
-        from .buildkit_check import buildx_missing, classic_refuses, refusal
+        from pytest_madcache.engines.buildkit import buildx_binary
+        from pytest_madcache.engines.buildkit_check import buildx_missing, classic_refuses, refusal
 
         if builder not in BUILDERS:
             raise EngineError(f"unknown builder {builder!r}: use {', '.join(BUILDERS)}")
@@ -484,7 +484,7 @@ class Engine:
                   build_args: Optional[Mapping[str, str]], labels: Optional[Mapping[str, str]],
                   on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str],
                   exclude: Sequence[str] = ()) -> BuildResult:
-        from .buildkit import buildx_build
+        from pytest_madcache.engines.buildkit import buildx_build
 
         # An engine started without a bridge network (--bridge=none) cannot give
         # BuildKit's RUN steps one; the classic builder falls back by itself.
@@ -528,7 +528,7 @@ def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pa
     from docker.api.build import process_dockerfile
     from docker.utils.build import exclude_paths
 
-    from .key import read_dockerignore
+    from pytest_madcache.core.key import read_dockerignore
 
     root = os.path.abspath(context)
     patterns = read_dockerignore(context) + list(exclude)

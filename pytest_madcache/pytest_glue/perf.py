@@ -20,10 +20,10 @@ from typing import Any, List, Optional
 
 import pytest
 
-from .events import PROPERTY, RunEvent, from_wire
-from .perf import Baseline, BaselineError, PerfReport, PerfSpec, build_report, compare_runs, load_baseline
-from .report import Summary
-from .settings import Settings
+from pytest_madcache.core.events import PROPERTY, RunEvent, from_wire
+from pytest_madcache.perf.compare import Baseline, BaselineError, PerfReport, PerfSpec, build_report, compare_runs, load_baseline
+from pytest_madcache.pytest_glue.summary import Summary
+from pytest_madcache.core.settings import Settings
 
 __all__ = ["PerfSession"]
 
@@ -104,7 +104,7 @@ class PerfSession:
         report = self.report()
         if report is None:
             return
-        from .perftable import PlotUnavailable, write_markdown, write_plot
+        from pytest_madcache.perf.table import PlotUnavailable, write_markdown, write_plot
 
         s = self.settings
         if s.perf_report is not None:
@@ -127,7 +127,7 @@ class PerfSession:
         report = self.report()
         if report is None:
             return
-        from .perftable import terminal_lines
+        from pytest_madcache.perf.table import terminal_lines
 
         terminalreporter.section("madcache performance")
         for line in terminal_lines(report):

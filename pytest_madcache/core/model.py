@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .engine import BUILDERS
-from .key import KeySpec, exclude_patterns
-from .perf import PERF_KWARGS, PerfSpec, perf_spec
-from .runner import RunOptions, normalise_volumes
+from pytest_madcache.engines.docker import BUILDERS
+from pytest_madcache.core.key import KeySpec, exclude_patterns
+from pytest_madcache.perf.compare import PERF_KWARGS, PerfSpec, perf_spec
+from pytest_madcache.engines.runner import RunOptions, normalise_volumes
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "resolve_build_args",
            "default_image_name"]
@@ -208,7 +208,7 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         raise ModelMarkError(f"{where}: builder={builder!r} must be one of {', '.join(repr(b) for b in BUILDERS)}")
     base_key = kw.get("base_key")
     if base_key is not None:
-        from .bases import parse_base_key
+        from pytest_madcache.core.bases import parse_base_key
 
         try:
             base_key = parse_base_key(base_key) if isinstance(base_key, str) else parse_base_key(repr(base_key))

@@ -19,7 +19,7 @@ from typing import Any, List, Mapping, Tuple
 import requests
 from requests.adapters import HTTPAdapter
 
-from .credentials import docker_config_dir
+from pytest_madcache.remote.credentials import docker_config_dir
 
 __all__ = ["TLSSetupError", "certs_dirs", "tls_context", "TLSAdapter", "not_tls"]
 

@@ -112,14 +112,14 @@ def parse_remote(text: str) -> Optional[str]:
     low = str(text).strip()
     if low.lower() in ("", "off", "none"):
         return None
-    from .remotes import directory_of
+    from pytest_madcache.remote.directory import directory_of
 
     path = directory_of(low)
     if path is not None:
         if not os.path.isabs(path):
             raise ValueError("expected file:///ABSOLUTE/PATH for a directory remote")
         return low
-    from .remote import RemoteRef
+    from pytest_madcache.remote.oci import RemoteRef
 
     RemoteRef.parse(low)  # raises ValueError with the reason
     return low
@@ -183,7 +183,7 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 
 
 def parse_base_key(text: str) -> str:
-    from .bases import parse_base_key as parse
+    from pytest_madcache.core.bases import parse_base_key as parse
 
     return parse(text)
 

@@ -317,7 +317,7 @@ def registry_digest(reference: str, timeout: float = 5.0) -> Optional[str]:
     """The digest the registry serves for `reference`, asked directly (HEAD, then GET, on
     /v2/<repo>/manifests/<tag> with the OCI and Docker manifest types), with the remote's
     credential lookup.  None when the registry does not know it or cannot be reached."""
-    from .remote import RemoteError, RemoteRef, Registry
+    from pytest_madcache.remote.oci import RemoteError, RemoteRef, Registry
 
     host, path, tag = split_image_reference(reference)
     if host is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from . import buildkit
+from pytest_madcache.engines import buildkit
 
 __all__ = ["BuildKitNeed", "needs_buildkit", "dockerfile_needs_buildkit", "classic_refuses", "buildx_searched",
            "buildx_missing", "GET_BUILDX", "refusal"]

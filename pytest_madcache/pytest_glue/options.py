@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
-from .settings import OPTIONS, Settings, SettingsError, resolve
+from pytest_madcache.core.settings import OPTIONS, Settings, SettingsError, resolve
 
 __all__ = ["PATH_SETTINGS", "PluginConfig", "add_options", "check_path_options", "getini", "ini_source",
            "read_config"]
