@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from pytest_madcache.core.bases import BaseResolver, parse_bases, registry_digest
+from pytest_madcache.core.bases import BaseResolver, parse_bases
+from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.core.key import KeySpec, key_for
 from pytest_madcache.devtools.localengine import busybox_path
@@ -99,14 +100,14 @@ def main() -> int:
         results = {
             "key_for": timed(lambda: key_for(spec), args.repeat),
             "parse_bases": timed(lambda: parse_bases(model / "Dockerfile"), args.repeat),
-            "local_image_id": timed(lambda: BaseResolver(engine).resolve([only], "local"), args.repeat),
-            "registry_first_ask_engine": timed(lambda: BaseResolver(engine).resolve([only], "registry"), args.repeat),
+            "local_image_id": timed(lambda: BaseResolver(engine, direct=registry_digest).resolve([only], "local"), args.repeat),
+            "registry_first_ask_engine": timed(lambda: BaseResolver(engine, direct=registry_digest).resolve([only], "registry"), args.repeat),
             "registry_first_ask_direct": timed(lambda: registry_digest(base), args.repeat),
         }
-        memo = BaseResolver(engine)
+        memo = BaseResolver(engine, direct=registry_digest)
         memo.resolve([only], "registry")
         results["registry_later_asks"] = timed(lambda: memo.resolve([only], "registry"), args.repeat)
-        (resolved,) = BaseResolver(engine).resolve([only], "registry")
+        (resolved,) = BaseResolver(engine, direct=registry_digest).resolve([only], "registry")
         path = "digest-direct" if engine.info.product == "podman" else "digest"  # Podman lacks the endpoint
         assert resolved.via == path and resolved.value == registry_digest(base), (resolved, registry_digest(base))
         report = {

@@ -22,11 +22,12 @@ from pytest_madcache.core import settings as _settings
 from pytest_madcache.core.bases import VIA, Base, BaseResolver, DockerfileError, ResolvedBase, key_bases, resolve_bases
 from pytest_madcache.core.key import CacheKey, KeyError_, KeySpec, exclude_patterns, key_files, key_for
 from pytest_madcache.core.why import explain
-from pytest_madcache.util.progress import human_bytes
+from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, EntryNotFound, Store, StoreError
+from pytest_madcache.util.progress import human_bytes
 
 if TYPE_CHECKING:
-    from pytest_madcache.remote.directory import RemoteLister
+    from pytest_madcache.remote.base import RemoteLister
 
 __all__ = ["main", "build_parser"]
 
@@ -214,7 +215,7 @@ def _open(settings: _settings.Settings, engine: Any = None) -> Store:
 
 
 def _remote(settings: _settings.Settings) -> "RemoteLister":
-    from pytest_madcache.remote.directory import open_remote
+    from pytest_madcache.remote import open_remote
 
     if not settings.remote:
         raise StoreError("no remote cache is set: use --cache-remote REGISTRY/REPOSITORY or MADCACHE_REMOTE")
@@ -223,7 +224,7 @@ def _remote(settings: _settings.Settings) -> "RemoteLister":
 
 
 def cmd_push(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    from pytest_madcache.remote.directory import RemoteError
+    from pytest_madcache.remote.base import RemoteError
 
     remote: Any = _remote(settings)
     store = Store(settings.dir, shared=settings.shared)
@@ -273,7 +274,7 @@ def cmd_list(args: argparse.Namespace, settings: _settings.Settings, out: _Out, 
 
 
 def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: _Out) -> int:
-    from pytest_madcache.remote.directory import RemoteError
+    from pytest_madcache.remote.base import RemoteError
 
     remote = _remote(settings)
     try:
@@ -342,7 +343,8 @@ def _session_line(last: Mapping[str, Any]) -> str:
 
 def _engine_description() -> str:
     """Which engine DOCKER_HOST reaches and how the cache uses it, or why none answers."""
-    from pytest_madcache.engines.docker import Engine, EngineError
+    from pytest_madcache.core.images import EngineError
+    from pytest_madcache.engines.docker import Engine
 
     try:
         engine = Engine()
@@ -416,7 +418,7 @@ def cmd_clear(args: argparse.Namespace, settings: _settings.Settings, out: _Out,
 
 def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     if args.on_remote:
-        from pytest_madcache.remote.directory import RemoteError
+        from pytest_madcache.remote.base import RemoteError
 
         remote = _remote(settings)
         try:
@@ -478,7 +480,8 @@ def cmd_verify(args: argparse.Namespace, settings: _settings.Settings, out: _Out
 
 
 def cmd_load(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
-    from pytest_madcache.engines.docker import Engine, EngineError
+    from pytest_madcache.core.images import EngineError
+    from pytest_madcache.engines.docker import Engine
 
     try:
         engine = Engine()
@@ -578,7 +581,8 @@ def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[Resolv
         return [], []
     resolver = None
     if mode != "tag":
-        from pytest_madcache.engines.docker import Engine, EngineError
+        from pytest_madcache.core.images import EngineError
+        from pytest_madcache.engines.docker import Engine
 
         engine: Optional[Engine] = None
         try:
@@ -587,7 +591,7 @@ def _bases(spec: KeySpec, mode: str, out: _Out) -> Tuple[List[Base], List[Resolv
         except EngineError as exc:
             out(f"madcache: no engine answers ({exc}); bases are resolved without it")
         resolver = BaseResolver(engine, engine_name=str(engine.host() if engine else ""),
-                                warn=lambda text: out(f"madcache: {text}"))
+                                warn=lambda text: out(f"madcache: {text}"), direct=registry_digest)
     return resolve_bases(Path(dockerfile), spec.build_args, mode, resolver)
 
 

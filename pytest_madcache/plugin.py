@@ -27,20 +27,40 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 import pytest
 
-from pytest_madcache.pytest_glue import hooks
 from pytest_madcache.core.events import PROPERTY, Event, ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
-from pytest_madcache.core.model import ModelMarkError, ModelSpec, RUN_KWARGS, run_config, run_options, select_params, spec_from_marks
-from pytest_madcache.core.model import MARK_HELP, excluding, merge_marks, resolve_build_args
+from pytest_madcache.core.model import (
+    MARK_HELP,
+    RUN_KWARGS,
+    ModelMarkError,
+    ModelSpec,
+    excluding,
+    merge_marks,
+    resolve_build_args,
+    run_config,
+    run_options,
+    select_params,
+    spec_from_marks,
+)
+from pytest_madcache.core.perfspec import PerfSpec
+from pytest_madcache.core.run import RunOptions, RunResult, parse_performance
+from pytest_madcache.core.settings import Settings, describe
+from pytest_madcache.engines.runner import run_container
+from pytest_madcache.perf.compare import run_repeated
+from pytest_madcache.pytest_glue import hooks
 from pytest_madcache.pytest_glue.options import PluginConfig, add_options, check_path_options, read_config
 from pytest_madcache.pytest_glue.outputs import session_outputs
-from pytest_madcache.perf.compare import PerfSpec, run_repeated
 from pytest_madcache.pytest_glue.perf import PerfSession
-from pytest_madcache.pytest_glue.summary import Summary, kept_line, run_row, summary_lines, write_csv, write_summary_json
-from pytest_madcache.engines.runner import RunOptions, RunResult, parse_performance, run_container
-from pytest_madcache.core.settings import Settings, describe
+from pytest_madcache.pytest_glue.summary import (
+    Summary,
+    kept_line,
+    run_row,
+    summary_lines,
+    write_csv,
+    write_summary_json,
+)
 
 if TYPE_CHECKING:  # engine, key, provide and store load when a test first needs an image
-    from pytest_madcache.engines.docker import BuildResult
+    from pytest_madcache.core.images import BuildResult
     from pytest_madcache.provide import ImageService, ModelImage
 
 __all__ = ["MadcacheWarning", "STATE"]
@@ -127,9 +147,8 @@ def _resolve_state(config: pytest.Config) -> State:
 
     def make_service() -> "ImageService":
         from pytest_madcache.provide import ImageService
+        from pytest_madcache.remote import open_remote
         from pytest_madcache.store import Session, Store
-
-        from pytest_madcache.remote.directory import open_remote
 
         remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
                   if settings.enabled and settings.remote else None)
@@ -204,7 +223,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: List[pytest.Ite
     state = config.stash.get(STATE, None)
     if state is None or not any(item.get_closest_marker("model") for item in items):
         return []
-    from pytest_madcache.engines.docker import EngineError
+    from pytest_madcache.core.images import EngineError
     from pytest_madcache.provide import ImageError
 
     try:
@@ -418,8 +437,8 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
-    from pytest_madcache.engines.docker import BuildFailed
     from pytest_madcache.core.bases import DockerfileError, key_bases
+    from pytest_madcache.core.images import BuildFailed
     from pytest_madcache.core.key import KeyError_, key_for
     from pytest_madcache.provide import ImageError
 
@@ -496,9 +515,9 @@ def _end_session(state: State) -> None:
     """The controller, once every test ran: the limits, the working set last; a warning naming the
     setting to raise when the suite alone needs more; a record for `madcache stats`.  Its warnings
     go to the summary, not to `warnings.warn`: under `-W error` that would end the session here."""
-    from pytest_madcache.util.progress import human_bytes
     from pytest_madcache.provide import end_session
     from pytest_madcache.store import Session, Store, StoreError
+    from pytest_madcache.util.progress import human_bytes
 
     s, summary = state.settings, state.summary
     try:

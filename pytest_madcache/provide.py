@@ -18,14 +18,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
-from pytest_madcache.engines.docker import BuildFailed, BuildResult, Engine, EngineError
 from pytest_madcache.core.events import ImageEvent
+from pytest_madcache.core.images import BuildFailed, BuildResult, EngineError
 from pytest_madcache.core.key import CacheKey, KeyFiles, key_files
 from pytest_madcache.core.model import ModelSpec
-from pytest_madcache.util.progress import human_bytes
-from pytest_madcache.remote.directory import RemoteBackend, RemoteError
-from pytest_madcache.store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
 from pytest_madcache.core.why import MissReason, explain
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.remote.base import RemoteBackend, RemoteError
+from pytest_madcache.remote.registry import registry_digest
+from pytest_madcache.store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
+from pytest_madcache.util.progress import human_bytes
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "SessionEnd", "end_session",
            "get_or_build", "run_build", "build_output"]
@@ -140,7 +142,7 @@ class ImageService:
             return []
         if self._bases is None:
             self._bases = BaseResolver(self.engine, engine_name=str(self.engine.host() or ""),
-                                       warn=self.reporter.warn)
+                                       warn=self.reporter.warn, direct=registry_digest)
         resolved = resolve_bases(spec.dockerfile, spec.build_args, mode, self._bases)[1]
         for base in resolved:
             said = f"Base image {base.reference} ({mode}): {VIA[base.via]}" + (

@@ -27,10 +27,13 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = ROOT / "pytest_madcache" / "store"
+#: The package's one atomic write lives below the store; its writes are the store's when the store calls it.
+FSUTIL = ROOT / "pytest_madcache" / "util" / "fsutil.py"
+SHARED_WRITERS = {"atomic_write", "fsync_dir"}
 
 #: Write calls in the store that no operation reaches on purpose, with the reason.
 UNREACHED_BY_DESIGN = {
-    ("layout.py", "atomic_write", "unlink"): "removes its own temp file after a failed write; a kill there "
+    ("fsutil.py", "atomic_write", "unlink"): "removes its own temp file after a failed write; a kill there "
                                              "leaves what a kill during the write leaves",
     ("blobs.py", "write_blob", "unlink"): "removes fetched data that does not hash to its digest (its own "
                                           "temp file); a kill there leaves what a kill during the fetch leaves",
@@ -84,7 +87,8 @@ def _write_kind(call: ast.Call) -> Optional[str]:
 def store_write_sites(store_dir: Path = STORE_DIR) -> List[Site]:
     """Every call in the store's modules that writes to the file system."""
     sites: List[Site] = []
-    for path in sorted(store_dir.glob("*.py")):
+    paths = sorted(store_dir.glob("*.py")) + ([FSUTIL] if store_dir == STORE_DIR else [])
+    for path in paths:
 
         class Visitor(ast.NodeVisitor):
             def __init__(self) -> None:
@@ -99,7 +103,8 @@ def store_write_sites(store_dir: Path = STORE_DIR) -> List[Site]:
 
             def visit_Call(self, node: ast.Call) -> None:
                 kind = _write_kind(node)
-                if kind is not None:
+                shared = path != FSUTIL or self.function in SHARED_WRITERS
+                if kind is not None and shared:
                     sites.append(Site(path.name, node.lineno, self.function, kind))
                 self.generic_visit(node)
 
@@ -119,7 +124,8 @@ def _store_frame() -> Optional[Tuple[str, int]]:
     frame = sys._getframe(2)
     store = str(STORE_DIR)
     while frame is not None:
-        if frame.f_code.co_filename.startswith(store):
+        name = frame.f_code.co_filename
+        if name.startswith(store) or (name == str(FSUTIL) and frame.f_code.co_name in SHARED_WRITERS):
             return Path(frame.f_code.co_filename).name, frame.f_lineno
         frame = frame.f_back
     return None

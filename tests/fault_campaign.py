@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from pytest_madcache.remote.oci import (Registry, RemoteCache, RemoteError, RemoteRef, RetryPolicy, key_tag,
-                                    parse_manifest)
+from pytest_madcache.remote.oci import Registry, RemoteCache, RetryPolicy, key_tag, parse_manifest
+from pytest_madcache.remote.base import RemoteError
+from pytest_madcache.util.refs import RemoteRef
 from pytest_madcache.store import Store, StoreError
 from tests.registries import LocalRegistry
 from tests.remote_helpers import put_entry, text_like

@@ -12,8 +12,8 @@ from pytest_madcache.devtools.localengine import busybox_path
 #: A conftest that replaces the build and the run (no engine needed) and adds key material.
 FAKE_HOOKS = '''
 import pytest
-from pytest_madcache.engines.docker import BuildResult
-from pytest_madcache.engines.runner import RunResult
+from pytest_madcache.core.images import BuildResult
+from pytest_madcache.core.run import RunResult
 
 BUILDS = []
 

@@ -19,6 +19,7 @@ import pytest
 
 from pytest_madcache.store import archive
 from pytest_madcache.store.archive import ArchiveError, LoadArchive, read_image
+from pytest_madcache.util.refs import full_reference
 
 
 def sha(data: bytes) -> str:
@@ -211,4 +212,4 @@ def test_a_load_archive_stops_at_a_blob_that_does_not_match() -> None:
                                        ("reg.example:5000/m:2", "reg.example:5000/m:2"),
                                        ("localhost/m:3", "localhost/m:3")])
 def test_references_are_named_as_the_containerd_store_names_them(ref, full) -> None:
-    assert archive.full_reference(ref) == full
+    assert full_reference(ref) == full

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from pytest_madcache.core.bases import (Base, BaseResolver, DistributionUnsupported, DockerfileError,
-                                   key_bases, parse_bases, parse_froms, split_image_reference)
+from pytest_madcache.core.bases import Base, BaseResolver, DistributionUnsupported, DockerfileError, key_bases, parse_bases, parse_froms
+from pytest_madcache.util.refs import split_image_reference
 from pytest_madcache.core.key import KeySpec, key_for
 
 

@@ -108,7 +108,8 @@ def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
     """An image manifest (a config, no layers) under `tag`, written straight to the registry; its digest."""
     import hashlib
 
-    from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE, Registry, RemoteRef
+    from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE, Registry
+    from pytest_madcache.util.refs import RemoteRef
 
     reg = Registry(RemoteRef.parse(f"{registry}/{repository}"))
     config = json.dumps({"architecture": "amd64", "os": "linux", "comment": content.decode(),
@@ -123,15 +124,16 @@ def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
 def test_registry_mode_takes_the_engines_endpoint_or_asks_the_registry_directly(engine, registry):
     """Docker answers GET /distribution/{name}/json; Podman lacks it, so the registry itself is asked."""
     from pytest_madcache.core.bases import Base, BaseResolver
+    from pytest_madcache.remote.registry import registry_digest
 
     repository = f"direct-{secrets.token_hex(3)}"
     base = Base(f"{registry}/{repository}:1", None, "0")
     first = _put_image(registry, repository, "1", b"one")
-    (resolved,) = BaseResolver(engine).resolve([base], "registry")
+    (resolved,) = BaseResolver(engine, direct=registry_digest).resolve([base], "registry")
     expected_path = "digest-direct" if engine.info.product == "podman" else "digest"
     assert (resolved.via, resolved.value) == (expected_path, first)
 
     second = _put_image(registry, repository, "1", b"two")  # a new image under the same tag
-    (again,) = BaseResolver(engine).resolve([base], "registry")  # a new session
+    (again,) = BaseResolver(engine, direct=registry_digest).resolve([base], "registry")  # a new session
     assert second != first and (again.via, again.value) == (expected_path, second)
     assert engine.image_id(base.reference) is None  # asked, never pulled

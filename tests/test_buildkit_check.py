@@ -16,7 +16,8 @@ import pytest
 
 from pytest_madcache.engines import buildkit
 from pytest_madcache.engines.buildkit_check import needs_buildkit
-from pytest_madcache.engines.docker import BuildFailed, Engine, EngineError, EngineInfo
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.images import BuildFailed, EngineError, EngineInfo
 from tests.plugin_helpers import remove_images, tiny_context
 
 DOCKER_20 = EngineInfo("docker", "20.10.24+dfsg1", "1.41", "classic")

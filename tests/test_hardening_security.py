@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.engines.docker import EngineInfo, ImageInfo
+from pytest_madcache.core.images import EngineInfo, ImageInfo
 from pytest_madcache.store import Store, StoreError
 from tests.plugin_helpers import remove_images, tiny_context
 

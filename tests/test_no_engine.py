@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.engines.docker import Engine, EngineError, engine_socket
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.images import EngineError, engine_socket
 from tests.plugin_helpers import FAKE_HOOKS
 
 SUITE = """

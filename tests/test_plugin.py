@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache.core.model import ModelMarkError, select_params, spec_from_marks
-from pytest_madcache.engines.runner import RunOptions, container_kwargs, model_command, normalise_volumes, \
-    parse_performance
+from pytest_madcache.core.run import RunOptions, normalise_volumes, parse_performance
+from pytest_madcache.engines.runner import container_kwargs, model_command
 from pytest_madcache.core.settings import SettingsError, parse_additional_context
 from tests.plugin_helpers import FAKE_HOOKS, read_csv
 

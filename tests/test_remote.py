@@ -14,7 +14,9 @@ import time
 import pytest
 
 from pytest_madcache.core.key import KeySpec, key_for
-from pytest_madcache.remote.oci import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
+from pytest_madcache.remote.oci import MANIFEST_TYPE, Registry, RemoteCache, key_tag
+from pytest_madcache.remote.base import RemoteUnavailable
+from pytest_madcache.util.refs import RemoteRef
 from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
 

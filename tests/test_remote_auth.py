@@ -15,7 +15,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pytest_madcache.remote.oci import Registry, RemoteError, RemoteRef
+from pytest_madcache.remote.oci import Registry
+from pytest_madcache.remote.base import RemoteError
+from pytest_madcache.util.refs import RemoteRef
 
 USER, PASSWORD = "ci-bot", "s3cret-" + secrets.token_hex(4)
 

@@ -15,7 +15,8 @@ from pytest_madcache.cli import main
 from pytest_madcache.core.key import KeySpec, key_for
 from pytest_madcache.provide import get_or_build
 from pytest_madcache.remote.oci import RemoteCache
-from pytest_madcache.remote.directory import DirectoryRemote, open_remote
+from pytest_madcache.remote.directory import DirectoryRemote
+from pytest_madcache.remote import open_remote
 from pytest_madcache.core.settings import SettingsError, resolve
 from pytest_madcache.store import Store
 

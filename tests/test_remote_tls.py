@@ -13,7 +13,9 @@ import os
 
 import pytest
 
-from pytest_madcache.remote.oci import Registry, RemoteCache, RemoteError, RemoteRef
+from pytest_madcache.remote.oci import Registry, RemoteCache
+from pytest_madcache.remote.base import RemoteError
+from pytest_madcache.util.refs import RemoteRef
 from pytest_madcache.store import Store
 from tests.registries import LocalRegistry, credential_helper, docker_login, make_pki
 from tests.remote_helpers import put_entry, text_like

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from pytest_madcache.remote.oci import (LAYER_TYPE, Registry, RemoteCache, RemoteError, RemoteRef, RemoteUnavailable,
-                                    RetryPolicy, key_tag, parse_manifest)
+from pytest_madcache.remote.oci import LAYER_TYPE, Registry, RemoteCache, RetryPolicy, key_tag, parse_manifest
+from pytest_madcache.remote.base import RemoteError, RemoteUnavailable
+from pytest_madcache.util.refs import RemoteRef
 from pytest_madcache.store import Store
 from tests.faultproxy import Fault, FaultProxy
 from tests.registries import LocalRegistry

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 __all__ = ["BASE_KEY_MODES", "VIA", "FromLine", "Base", "DockerfileError", "key_bases", "resolve_bases", "parse_froms", "parse_bases", "ResolvedBase", "BaseEngine",
-           "BaseResolver", "DistributionUnsupported", "parse_base_key", "split_image_reference",
-           "registry_digest"]
+           "BaseResolver", "DistributionUnsupported", "parse_base_key"]
 
 #: How base images join the key; see docs/cache.md ("Base images in the key").
 BASE_KEY_MODES = ("tag", "local", "registry")
@@ -255,19 +254,7 @@ def parse_bases(dockerfile: Path, build_args: Optional[Mapping[str, str]] = None
 # -- references ------------------------------------------------------------------------
 
 
-def split_image_reference(reference: str) -> Tuple[Optional[str], str, str]:
-    """`[host/]path[:tag][@digest]` -> (host or None for the default registry, path, tag or digest)."""
-    name, at, digest = reference.partition("@")
-    first, slash, remainder = name.partition("/")
-    host: Optional[str] = None
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        host, name = first, remainder
-    path, colon, tag = name.rpartition(":") if ":" in name else (name, "", "")
-    if not colon:
-        path, tag = name, "latest"
-    if at:
-        tag = digest
-    return host, path, tag
+
 
 
 # -- resolving ------------------------------------------------------------------------
@@ -313,52 +300,18 @@ class BaseEngine(Protocol):
         registry cannot tell; raises DistributionUnsupported when the engine lacks the endpoint."""
 
 
-def registry_digest(reference: str, timeout: float = 5.0) -> Optional[str]:
-    """The digest the registry serves for `reference`, asked directly (HEAD, then GET, on
-    /v2/<repo>/manifests/<tag> with the OCI and Docker manifest types), with the remote's
-    credential lookup.  None when the registry does not know it or cannot be reached."""
-    from pytest_madcache.remote.oci import RemoteError, RemoteRef, Registry
-
-    host, path, tag = split_image_reference(reference)
-    if host is None:
-        return None  # the default registry is not reachable here; and we never name it
-    try:
-        registry = Registry.from_env(RemoteRef.parse(f"{host}/{path}"))
-    except ValueError:
-        return None
-    registry.timeout = (timeout, timeout)
-    accept = ", ".join((
-        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"))
-    for method in ("HEAD", "GET"):
-        try:
-            resp = registry._request(method, registry._url(f"manifests/{tag}"), ok=(200, 404),
-                                     headers={"Accept": accept})
-        except RemoteError:
-            return None
-        resp.close()
-        if resp.status_code == 404:
-            return None
-        digest = resp.headers.get("Docker-Content-Digest")
-        if digest:
-            return digest
-        if method == "GET" and resp.content:
-            import hashlib
-
-            return "sha256:" + hashlib.sha256(resp.content).hexdigest()
-    return None
-
-
 class BaseResolver:
     """Resolves a model's bases for the key, in one mode; registry answers are kept for its life
     (one resolver per pytest session, or per `madcache key`), so each base is asked once.
 
     `engine` may be None (no engine reachable): `local` then falls back like a missing image.
     `warn` is called once per reference whose registry cannot be reached in `registry` mode.
+    `direct` asks a registry itself where the engine cannot (Podman); the remote layer provides it
+    (`remote.registry.registry_digest`); without it such a base is keyed by its tag.
     """
 
     def __init__(self, engine: Optional[BaseEngine], engine_name: str = "", warn: Optional[Callable[[str], None]] = None,
-                 direct: Callable[[str], Optional[str]] = registry_digest) -> None:
+                 direct: Optional[Callable[[str], Optional[str]]] = None) -> None:
         self.engine = engine
         self.engine_name = engine_name
         self.warn = warn or (lambda text: None)
@@ -395,7 +348,7 @@ class BaseResolver:
                 raise DistributionUnsupported("no engine")
             answer = (self.engine.distribution_digest(reference), "digest")
         except DistributionUnsupported:
-            answer = (self.direct(reference), "digest-direct")
+            answer = (self.direct(reference) if self.direct else None, "digest-direct")
         self._answers[reference] = answer
         return answer
 

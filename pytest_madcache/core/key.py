@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from pytest_madcache.util.dockerignore import included_paths, read_dockerignore
+
 __all__ = ["KEY_FORMAT", "KeySpec", "KeySources", "KeyFiles", "CacheKey", "key_for", "key_files", "context_digest",
            "canonical_json", "KeyError_", "DigestMemo", "digest_memo", "DIGESTS_FILE", "exclude_patterns"]
 
@@ -260,15 +262,6 @@ def _digest(name: str, st: os.stat_result, memo: Optional[DigestMemo]) -> str:
     return digest
 
 
-def read_dockerignore(context: Path) -> List[str]:
-    path = context / ".dockerignore"
-    if not path.is_file():
-        return []
-    # The same parsing docker-py does before it builds the context tar.
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [p for p in (line.strip() for line in lines) if p and not p.startswith("#")]
-
-
 #: Context digests by (context, .dockerignore patterns, Dockerfile), with their fingerprint, for this process.
 _CONTEXTS: Dict[Tuple[str, Tuple[str, ...], Optional[str]], Tuple[str, str, int]] = {}
 _STAMP = struct.Struct("<IqqQq")  # mode, size, mtime_ns, inode, ctime_ns
@@ -277,7 +270,7 @@ _ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asc
 
 def _included(context: str, patterns: List[str], dockerfile: Optional[str],
               memo: Optional[DigestMemo]) -> List[str]:
-    """The context's paths the engine receives (docker-py's `exclude_paths`), sorted.
+    """The context's paths the engine receives (`util.dockerignore`), sorted.
 
     A memo remembers the list with the stat tuple of every directory in it: a name added,
     removed or renamed changes its directory's tuple, and then the tree is walked again.
@@ -286,9 +279,7 @@ def _included(context: str, patterns: List[str], dockerfile: Optional[str],
         remembered = memo.paths(context, patterns, dockerfile)
         if remembered is not None:
             return remembered
-    from docker.utils.build import exclude_paths  # here, not at import: the SDK costs ~80 ms to import
-
-    included = sorted(exclude_paths(context, list(patterns), dockerfile=dockerfile))
+    included = included_paths(context, patterns, dockerfile)
     if memo is not None:
         memo.put_paths(context, patterns, dockerfile, included)
     return included

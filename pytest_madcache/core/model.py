@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from pytest_madcache.engines.docker import BUILDERS
+from pytest_madcache.core.images import BUILDERS
 from pytest_madcache.core.key import KeySpec, exclude_patterns
-from pytest_madcache.perf.compare import PERF_KWARGS, PerfSpec, perf_spec
-from pytest_madcache.engines.runner import RunOptions, normalise_volumes
+from pytest_madcache.core.perfspec import PERF_KWARGS, PerfSpec, perf_spec
+from pytest_madcache.core.run import RunOptions, normalise_volumes
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "resolve_build_args",
            "default_image_name"]

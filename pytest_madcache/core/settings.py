@@ -112,14 +112,14 @@ def parse_remote(text: str) -> Optional[str]:
     low = str(text).strip()
     if low.lower() in ("", "off", "none"):
         return None
-    from pytest_madcache.remote.directory import directory_of
+    from pytest_madcache.util.refs import directory_of
 
     path = directory_of(low)
     if path is not None:
         if not os.path.isabs(path):
             raise ValueError("expected file:///ABSOLUTE/PATH for a directory remote")
         return low
-    from pytest_madcache.remote.oci import RemoteRef
+    from pytest_madcache.util.refs import RemoteRef
 
     RemoteRef.parse(low)  # raises ValueError with the reason
     return low

@@ -79,7 +79,7 @@ def buildx_build(
     child's environment: never on a command line, never in a build arg.  `packed` (a context
     archive and the Dockerfile's name in it) is sent on stdin instead of the context directory.
     """
-    from pytest_madcache.engines.docker import BuildFailed, BuildResult
+    from pytest_madcache.core.images import BuildFailed, BuildResult
 
     workdir = _workdir(state_dir)
     iidfile = workdir / "iid"

@@ -22,102 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
+from pytest_madcache.core.images import (
+    BUILDERS,
+    BuildFailed,
+    BuildResult,
+    EngineError,
+    EngineInfo,
+    ImageInfo,
+    engine_socket,
+)
+from pytest_madcache.util.dockerignore import included_paths, read_dockerignore
+from pytest_madcache.util.refs import short_names, split_reference
 
 __all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "EngineInfo", "BUILDERS"]
-
-BUILDERS = ("auto", "buildkit", "legacy")  # what a model mark's builder= may say
-
-
-def engine_socket(environ: Optional[Mapping[str, str]] = None) -> str:
-    """The engine address the Docker SDK tries (docker.from_env), and where it came from."""
-    host = (os.environ if environ is None else environ).get("DOCKER_HOST", "").strip()
-    if host:
-        return f"{host} (from DOCKER_HOST)"
-    return "unix:///var/run/docker.sock (the default socket: DOCKER_HOST is not set)"
-
-
-class EngineError(RuntimeError):
-    """The engine is unreachable or refused a request."""
-
-
-class BuildFailed(EngineError):
-    """A build failed; `log` holds what the build printed."""
-
-    def __init__(self, message: str, log: str) -> None:
-        super().__init__(message)
-        self.log = log
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.splitlines()[-lines:])
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: str  # sha256:<hex>, the config digest
-    diff_ids: List[str]  # sha256:<hex> per layer, lowest first
-    repo_tags: List[str]
-    size: int
-
-
-@dataclass
-class BuildResult:
-    image_id: str
-    duration: float
-    log: str = ""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What kind of engine answers, and so how images get in and out of it.
-
-    - classic Docker: loads a docker-archive; a tar may omit layers whose
-      lower chain the engine has (delta by chain).
-    - Docker on the containerd image store: image ids are manifest digests;
-      a docker-archive that omits layers loads *nothing, silently*, while an
-      OCI layout may omit blobs its content store holds (delta by blob).
-    - Podman: loads a docker-archive and refuses one that omits layers.
-    """
-
-    product: str  # "docker" or "podman"
-    version: str
-    api_version: str
-    image_store: str  # "classic", "containerd" or "podman"
-
-    @property
-    def load_layout(self) -> str:
-        return "oci" if self.image_store == "containerd" else "docker-archive"
-
-    @property
-    def delta(self) -> str:
-        """How a load may leave out what the engine has: "chain", "blobs" or "none"."""
-        return {"classic": "chain", "containerd": "blobs"}.get(self.image_store, "none")
-
-    @property
-    def name(self) -> str:
-        product = "Podman" if self.product == "podman" else "Docker"
-        store = {"classic": "classic image store", "containerd": "containerd image store",
-                 "podman": "containers/storage"}[self.image_store]
-        return f"{product} {self.version} (API {self.api_version}, {store})"
-
-    @property
-    def strategy(self) -> str:
-        delta = {"chain": "delta loads (layers whose lower chain the engine lacks)",
-                 "blobs": "delta loads (blobs the content store lacks)", "none": "full loads"}[self.delta]
-        return f"present images used as they are; {self.load_layout} archives; {delta}"
-
-    @classmethod
-    def from_api(cls, version: Mapping[str, Any], info: Mapping[str, Any]) -> "EngineInfo":
-        components = [str(c.get("Name", "")) for c in version.get("Components") or [] if isinstance(c, dict)]
-        podman = any("podman" in c.lower() for c in components)
-        status = {str(k): str(v) for k, v in (info.get("DriverStatus") or []) if isinstance(k, str)}
-        if podman:
-            store = "podman"
-        elif status.get("driver-type", "").startswith("io.containerd.snapshotter"):
-            store = "containerd"
-        else:
-            store = "classic"
-        return cls(product="podman" if podman else "docker", version=str(version.get("Version", "?")),
-                   api_version=str(version.get("ApiVersion", "?")), image_store=store)
 
 
 @dataclass
@@ -526,9 +443,6 @@ def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pa
     import tempfile
 
     from docker.api.build import process_dockerfile
-    from docker.utils.build import exclude_paths
-
-    from pytest_madcache.core.key import read_dockerignore
 
     root = os.path.abspath(context)
     patterns = read_dockerignore(context) + list(exclude)
@@ -539,7 +453,7 @@ def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pa
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
     fh = tempfile.TemporaryFile(dir=str(tmp_dir) if tmp_dir is not None else None, prefix="build-context-")
     with tarfile.open(mode="w", fileobj=fh, format=tarfile.GNU_FORMAT) as out:
-        for rel in sorted(exclude_paths(root, patterns, dockerfile=name)):
+        for rel in included_paths(root, patterns, name):
             if rel in extra:
                 continue
             info = out.gettarinfo(os.path.join(root, rel), arcname=rel)
@@ -571,17 +485,6 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def short_names(tags: Iterable[str]) -> List[str]:
-    """Tags as users write them: Podman says `localhost/name:tag` for a local `name:tag`."""
-    out: List[str] = []
-    for tag in tags:
-        out.append(tag)
-        for prefix in ("localhost/", "docker.io/library/"):
-            if tag.startswith(prefix) and "/" not in tag[len(prefix):]:
-                out.append(tag[len(prefix):])
-    return list(dict.fromkeys(out))
-
-
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -589,11 +492,3 @@ def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
             break
         n += 1
     return n
-
-
-def split_reference(reference: str) -> tuple:
-    """`repo[:tag]` -> (repo, tag); a registry port is not a tag."""
-    name, _, tag = reference.rpartition(":")
-    if name and "/" not in tag:
-        return name, tag
-    return reference, "latest"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pytest_madcache.perf.compare import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
-from pytest_madcache.pytest_glue.summary import replacing
+from pytest_madcache.util.fsutil import replacing
 
 __all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
            "PlotUnavailable", "headline"]

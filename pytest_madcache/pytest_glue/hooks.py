@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pytest_madcache.engines.docker import BuildResult
+    from pytest_madcache.core.images import BuildResult
     from pytest_madcache.core.model import ModelSpec
-    from pytest_madcache.engines.runner import RunOptions, RunResult
+    from pytest_madcache.core.run import RunOptions, RunResult
 
 
 @pytest.hookspec()

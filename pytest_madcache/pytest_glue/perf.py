@@ -21,9 +21,10 @@ from typing import Any, List, Optional
 import pytest
 
 from pytest_madcache.core.events import PROPERTY, RunEvent, from_wire
-from pytest_madcache.perf.compare import Baseline, BaselineError, PerfReport, PerfSpec, build_report, compare_runs, load_baseline
-from pytest_madcache.pytest_glue.summary import Summary
+from pytest_madcache.core.perfspec import PerfSpec
 from pytest_madcache.core.settings import Settings
+from pytest_madcache.perf.compare import Baseline, BaselineError, PerfReport, build_report, compare_runs, load_baseline
+from pytest_madcache.pytest_glue.summary import Summary
 
 __all__ = ["PerfSession"]
 

@@ -11,16 +11,15 @@ It must not reach the engine or the store: it reads events and writes text.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, TextIO
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from pytest_madcache.core.events import Event, ImageEvent, RunEvent, WarningEvent
 from pytest_madcache.perf.compare import Comparison, PerfReport
+from pytest_madcache.util.fsutil import replacing
 from pytest_madcache.util.progress import human_bytes
 
 __all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json", "kept_line", "kept_lines"]
@@ -185,17 +184,6 @@ def kept_lines(runs: Iterable[RunEvent]) -> List[str]:
     ids = " ".join(dict.fromkeys(r.kept_container[:12] for r in runs))  # type: ignore[index]
     lines.append(f"enter one with: docker exec -it ID sh; remove them with: docker rm -f {ids}")
     return lines
-
-
-@contextlib.contextmanager
-def replacing(path: Path) -> Iterator[TextIO]:
-    """A text file that replaces `path` in one rename when the block ends: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        yield fh
-    os.replace(tmp, path)
 
 
 def write_summary_json(path: Path, s: Summary, perf: Optional[PerfReport] = None) -> None:

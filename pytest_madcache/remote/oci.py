@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-from pytest_madcache.remote.registry import MANIFEST_TYPE, Registry, RemoteRef, RetryPolicy, is_loopback, skip_to
-from pytest_madcache.remote.directory import RemoteEntry, RemoteError, RemoteUnavailable
+from pytest_madcache.remote.base import RemoteEntry, RemoteError, RemoteUnavailable
+from pytest_madcache.remote.registry import MANIFEST_TYPE, Registry, RetryPolicy, skip_to
 from pytest_madcache.remote.transfer import COMPRESSIONS, CONFIG_TYPE, LAYER_TAR, BlobFetcher, RemoteBlob, encode
+from pytest_madcache.util.refs import RemoteRef, is_loopback
 
 __all__ = [
     "RemoteRef", "Registry", "RemoteError", "RemoteUnavailable", "RetryPolicy", "RemoteCache", "RemoteEntry",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import os
 import random
 import re
@@ -38,17 +37,25 @@ from urllib.parse import urlencode, urljoin
 
 import requests
 
+from pytest_madcache.remote.base import RemoteError, RemoteUnavailable
 from pytest_madcache.remote.credentials import Credentials, CredentialsError, find_credentials, hint
-from pytest_madcache.remote.directory import RemoteError, RemoteUnavailable
 from pytest_madcache.remote.tls import TLSAdapter, TLSSetupError, certs_dirs, not_tls, tls_context
+from pytest_madcache.util.refs import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    RemoteRef,
+    is_loopback,
+    split_image_reference,
+)
 
 __all__ = ["RemoteRef", "Registry", "RemoteError", "RemoteUnavailable", "RetryPolicy", "MANIFEST_TYPE",
-           "certs_dirs", "is_loopback", "skip_to"]
+           "certs_dirs", "is_loopback", "skip_to", "registry_digest"]
 
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPE = OCI_MANIFEST
 CHUNK = 1 << 20
 UPLOAD_CHUNK = 32 << 20  # blobs above this go up in PATCH chunks of this size
-_REPO_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
@@ -72,45 +79,6 @@ class RetryPolicy:
             except ValueError:
                 pass
         return random.uniform(0.5, 1.0) * min(self.cap, self.base * (2 ** attempt))
-
-
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.find("]")]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class RemoteRef:
-    """`[http[s]://]host[:port]/repository`: where to talk and which repository.
-
-    `scheme` is None when none was written: HTTPS, or plain HTTP for a
-    loopback registry that does not speak TLS.
-    """
-
-    scheme: Optional[str]
-    host: str
-    repository: str
-
-    @classmethod
-    def parse(cls, text: str) -> "RemoteRef":
-        raw = text.strip()
-        scheme = None
-        for prefix in ("http://", "https://"):
-            if raw.startswith(prefix):
-                scheme, raw = prefix[:-3], raw[len(prefix):]
-        host, _, repo = raw.partition("/")
-        repo = repo.strip("/")
-        if not host or not repo or not _REPO_RE.fullmatch(repo):
-            raise ValueError("expected REGISTRY/REPOSITORY such as 127.0.0.1:5000/madcache (lower-case repository path)")
-        return cls(scheme, host, repo)
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.repository}"
 
 
 def _short(exc: BaseException) -> str:
@@ -208,6 +176,24 @@ class Registry:
     @property
     def origin(self) -> str:
         return f"{self._resolve_scheme()}://{self.ref.host}"
+
+    def manifest_digest(self, tag: str) -> Optional[str]:
+        """The digest of the manifest (or index) served under `tag`, or None (unknown, unreachable)."""
+        accept = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+        for method in ("HEAD", "GET"):
+            try:
+                resp = self._request(method, self._url(f"manifests/{tag}"), ok=(200, 404), headers={"Accept": accept})
+            except RemoteError:
+                return None
+            resp.close()
+            if resp.status_code == 404:
+                return None
+            digest = resp.headers.get("Docker-Content-Digest")
+            if digest:
+                return str(digest)
+            if method == "GET" and resp.content:
+                return "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        return None
 
     def _url(self, path: str) -> str:
         return f"{self.origin}/v2/{self.ref.repository}/{path}"
@@ -576,3 +562,19 @@ def skip_to(fh: Any, offset: int) -> None:
         if not chunk:
             raise RemoteError("the blob is shorter than the offset to resume from")
         left -= len(chunk)
+
+
+def registry_digest(reference: str, timeout: float = 5.0) -> Optional[str]:
+    """The digest the registry serves for an image `reference`, asked directly (HEAD, then GET, on
+    /v2/<repo>/manifests/<tag> with the OCI and Docker manifest types), with the remote's credential
+    lookup; what base resolution asks where the engine cannot (Podman).  None when the registry does
+    not know it or cannot be reached."""
+    host, path, tag = split_image_reference(reference)
+    if host is None:
+        return None  # the default registry is not reachable here; and we never name it
+    try:
+        registry = Registry.from_env(RemoteRef.parse(f"{host}/{path}"))
+    except ValueError:
+        return None
+    registry.timeout = (timeout, timeout)
+    return registry.manifest_digest(tag)

@@ -31,7 +31,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from pytest_madcache.remote.registry import CHUNK, Registry, RemoteError
+from pytest_madcache.remote.base import RemoteError
+from pytest_madcache.remote.registry import CHUNK, Registry
 
 __all__ = ["RemoteBlob", "COMPRESSIONS", "media_type", "codec_of", "encode", "decoder", "BlobFetcher"]
 

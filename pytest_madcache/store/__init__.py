@@ -21,7 +21,7 @@ from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport
 from pytest_madcache.store.errors import CacheUnwritable, EntryCorrupt, EntryNotFound, LockTimeout, StoreError
 from pytest_madcache.store.evict import Limits, Session
 from pytest_madcache.store.front import GB, Store
-from pytest_madcache.store.layout import atomic_write
+from pytest_madcache.util.fsutil import atomic_write
 
 __all__ = [
     "Store", "Entry", "LoadResult", "Stats", "VerifyReport", "Limits", "Session",

@@ -30,10 +30,10 @@ from pathlib import PurePosixPath
 from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
+from pytest_madcache.util.refs import full_reference
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
-    "full_reference",
 ]
 
 KEEP_IN_MEMORY = 1 << 20  # members up to this size are kept until the manifest says what they are
@@ -409,20 +409,6 @@ def _decompress_bytes(data: bytes) -> bytes:
 
 
 # -- writing the archive an engine loads ----------------------------------------------
-
-
-def full_reference(ref: str) -> str:
-    """`name[:tag]` as the containerd store names images (`docker.io/library/name:tag`)."""
-    name, tag = ref, "latest"
-    last = ref.rsplit("/", 1)[-1]
-    if ":" in last:
-        name, tag = ref.rsplit(":", 1)
-    first = name.split("/", 1)[0]
-    if "/" not in name:
-        name = f"docker.io/library/{name}"
-    elif not ("." in first or ":" in first or first == "localhost"):
-        name = f"docker.io/{name}"
-    return f"{name}:{tag}"
 
 
 def oci_manifest(config: str, config_size: int, layers: Sequence[str], sizes: Mapping[str, int]) -> bytes:

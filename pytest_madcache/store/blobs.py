@@ -22,10 +22,10 @@ from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Set,
 
 from filelock import FileLock
 
-from pytest_madcache.util.progress import Progress
 from pytest_madcache.store.entries import hex_of
 from pytest_madcache.store.errors import StoreError, unwritable
 from pytest_madcache.store.layout import Layout
+from pytest_madcache.util.progress import Progress
 
 __all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok", "logical_size",
            "read_lines"]

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
-
-if TYPE_CHECKING:
-    from pytest_madcache.store.entries import Entry
+from typing import Protocol, Sequence
 
 __all__ = ["StoreError", "CacheUnwritable", "LockTimeout", "EntryNotFound", "EntryCorrupt", "SaveConflict",
            "unwritable"]
@@ -28,8 +25,20 @@ class LockTimeout(StoreError):
     pass
 
 
+class Listed(Protocol):
+    """What the not-found message shows of each entry there is (an `Entry`; named here so the
+    errors stay below the entries)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def image_ref(self) -> str: ...
+    @property
+    def model_tags(self) -> Sequence[str]: ...
+
+
 class EntryNotFound(StoreError, KeyError):
-    def __init__(self, entry_id: str, available: Sequence["Entry"] = ()) -> None:
+    def __init__(self, entry_id: str, available: Sequence[Listed] = ()) -> None:
         self.entry_id = entry_id
         self.available = list(available)
         super().__init__(f"Cache entry '{entry_id}' not found")

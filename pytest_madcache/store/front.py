@@ -13,8 +13,20 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, \
-    Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.store.blobs import Blobs
@@ -22,10 +34,11 @@ from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport
 from pytest_madcache.store.errors import EntryNotFound, StoreError
 from pytest_madcache.store.evict import Evictor, Limits, Session
 from pytest_madcache.store.index import Index, total_bytes, unique_bytes
-from pytest_madcache.store.layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout, atomic_write
+from pytest_madcache.store.layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout
 from pytest_madcache.store.loading import Loader
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.saving import Saver
+from pytest_madcache.util.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from pytest_madcache.core.settings import Settings

@@ -23,7 +23,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.store.entries import STORE_FORMAT, Entry
 from pytest_madcache.store.errors import CacheUnwritable, EntryNotFound, StoreError, unwritable
-from pytest_madcache.store.layout import Layout, atomic_write
+from pytest_madcache.store.layout import Layout
+from pytest_madcache.util.fsutil import atomic_write
 
 __all__ = ["Index", "total_bytes", "unique_bytes"]
 

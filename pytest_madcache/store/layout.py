@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -31,15 +30,16 @@ from typing import Callable, Iterator, Optional
 
 from filelock import FileLock, Timeout
 
+from pytest_madcache.store.entries import STORE_FORMAT, hex_of
+from pytest_madcache.store.errors import LockTimeout, StoreError, unwritable
+from pytest_madcache.util.fsutil import atomic_write, fsync_dir
+
+__all__ = ["Layout", "atomic_write", "fsync_dir", "DEFAULT_LOCK_TIMEOUT", "FILES", "LAST_SESSION"]
+
 #: Beside an entry's meta.json: the file list its key was made from (see key.KeyFiles).
 FILES = "files.json"
 #: In the cache directory: what the last test session evicted and needed.
 LAST_SESSION = "last-session.json"
-
-from pytest_madcache.store.entries import STORE_FORMAT, hex_of
-from pytest_madcache.store.errors import LockTimeout, StoreError, unwritable
-
-__all__ = ["Layout", "atomic_write", "fsync_dir", "DEFAULT_LOCK_TIMEOUT"]
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 
@@ -169,31 +169,6 @@ class Layout:
             yield time.monotonic() - start
         finally:
             lock.release()
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, rename: readers see old or new."""
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def no_symlink(path: Path) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Optional, Set
 
-from pytest_madcache.util.progress import Progress
 from pytest_madcache.store import archive
 from pytest_madcache.store.blobs import Blobs
 from pytest_madcache.store.entries import Entry, LoadResult
@@ -24,9 +23,10 @@ from pytest_madcache.store.evict import Evictor
 from pytest_madcache.store.index import Index
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.tarstream import ReadAhead
+from pytest_madcache.util.progress import Progress
 
 if TYPE_CHECKING:
-    from pytest_madcache.engines.docker import ImageInfo
+    from pytest_madcache.core.images import ImageInfo
 
 __all__ = ["Loader"]
 

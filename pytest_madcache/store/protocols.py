@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from pytest_madcache.engines.docker import EngineInfo, ImageInfo
+    from pytest_madcache.core.images import EngineInfo, ImageInfo
 
 __all__ = ["StoreEngine"]
 

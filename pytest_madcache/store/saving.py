@@ -19,7 +19,6 @@ import time
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from pytest_madcache.core.key import CacheKey
-from pytest_madcache.util.progress import Progress
 from pytest_madcache.store import archive
 from pytest_madcache.store.archive import ArchiveError
 from pytest_madcache.store.blobs import CHUNK, Blobs, Lease, LeaseSink, logical_size
@@ -27,9 +26,11 @@ from pytest_madcache.store.entries import Entry, new_entry_id
 from pytest_madcache.store.errors import SaveConflict, StoreError, unwritable
 from pytest_madcache.store.evict import Evictor, Limits, Session
 from pytest_madcache.store.index import Index
-from pytest_madcache.store.layout import FILES, Layout, atomic_write, fsync_dir
+from pytest_madcache.store.layout import FILES, Layout
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.tarstream import Prefetch
+from pytest_madcache.util.fsutil import atomic_write, fsync_dir
+from pytest_madcache.util.progress import Progress
 
 __all__ = ["Saver"]
 

@@ -1,0 +1,62 @@
+"""The one atomic file write: readers see the old file or the new one, never half of one, and a
+failed write leaves no temp file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator, TextIO, Union
+
+__all__ = ["atomic_write", "fsync_dir", "replacing"]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (ignored where the filesystem refuses to open a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.parent / f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
+    path = Path(path)
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def replacing(path: Union[str, Path]) -> Iterator[TextIO]:
+    """A text file that replaces `path` in one rename when the block ends (a report, a CSV): the
+    same guarantee as `atomic_write` for writers that stream."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
