@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", dest="on_remote", action="store_true",
                    help="list the entries in the remote cache (--cache-remote / MADCACHE_REMOTE) instead")
     sub.add_parser("stats", parents=[common], help="show cache usage against its limits")
-    p = sub.add_parser("info", parents=[common], help="show one entry: key components, image, layers, run configuration")
+    p = sub.add_parser("info", parents=[common],
+                       help="show one entry: key components, image, layers, run configuration")
     p.add_argument("entry_id", metavar="ID")
     p = sub.add_parser("evict", parents=[common], help="remove one entry")
     p.add_argument("entry_id", metavar="ID")
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_PRUNE_ALIASES = (("--max-entries", "max_entries", "N"), ("--max-size-gb", "max_size_gb", "GB"), ("--ttl", "ttl", "TTL"))
+_PRUNE_ALIASES = (("--max-entries", "max_entries", "N"), ("--max-size-gb", "max_size_gb", "GB"),
+                  ("--ttl", "ttl", "TTL"))
 
 
 def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> _settings.Settings:

@@ -218,6 +218,7 @@ class ImageService:
             outcome = self._decide(store, key, build_and_announce, remote=self.remote, image_name=name,
                                    image_tag=tag, model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,
                                    force_rebuild=self.force_rebuild, secret_values=spec.secret_values,
+                                   recorded=lambda image_id: self.engine.metadata_text(image_id),
                                    files=lambda: built.get("files"))
         except (BuildFailed, ImageError):
             raise
@@ -239,7 +240,8 @@ class ImageService:
         image, event = self._announce(outcome, spec, ref, key, params, event)
         return self._remember(key.digest, image), event
 
-    def _why_missed(self, store: Store, spec: ModelSpec, key: CacheKey) -> Tuple[MissReason, Optional[Mapping[str, Any]]]:
+    def _why_missed(self, store: Store, spec: ModelSpec,
+                    key: CacheKey) -> Tuple[MissReason, Optional[Mapping[str, Any]]]:
         """Why `key` missed, against the nearest entry of the model, and the key's file list to keep
         with the new entry (best effort: a file list that cannot be read only makes the reason shorter)."""
         files = self._files(store, key)
@@ -388,6 +390,7 @@ def get_or_build(
     run_config: Optional[Mapping[str, Any]] = None,
     force_rebuild: bool = False,
     secret_values: Optional[Mapping[str, str]] = None,
+    recorded: Optional[Callable[[str], str]] = None,
     files: Callable[[], Optional[Mapping[str, Any]]] = lambda: None,
 ) -> Outcome:
     """Load the image for `key` from the cache, or build it once and save it.
@@ -418,7 +421,7 @@ def get_or_build(
                 hit.waited = waited
                 return hit
         image_id, duration = run_build(build)
-        leaked = _secrets_in(store, image_id, secret_values or {})
+        leaked = _secrets_in(recorded, image_id, secret_values or {})
         if leaked:
             return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited,
                            warning=_secret_warning(leaked))
@@ -435,13 +438,15 @@ def get_or_build(
         key_lock.__exit__(None, None, None)
 
 
-def _secrets_in(store: Store, image_id: str, secret_values: Mapping[str, str]) -> List[str]:
+def _secrets_in(recorded: Optional[Callable[[str], str]], image_id: str,
+                secret_values: Mapping[str, str]) -> List[str]:
     """Names of the secrets whose values the engine recorded in the image's config or history
-    (the classic builder keeps build args that RUN steps use); their layers are never read."""
+    (the classic builder keeps build args that RUN steps use); their layers are never read.
+    `recorded(image_id)` is that text, from the engine (`Engine.metadata_text`)."""
     values = {name: value for name, value in secret_values.items() if value}
-    if not values:
+    if not values or recorded is None:
         return []
-    text = store.engine.metadata_text(image_id)
+    text = recorded(image_id)
     return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
 
 
@@ -463,7 +468,9 @@ def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
 
 def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) -> Optional[Outcome]:
     """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-    found = remote.find(key.digest, have=store.has_blob) if remote is not None else None
+    if remote is None:
+        return None
+    found = remote.find(key.digest, have=store.has_blob)
     if found is None:
         return None
     try:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
-__all__ = ["BASE_KEY_MODES", "VIA", "FromLine", "Base", "DockerfileError", "key_bases", "resolve_bases", "parse_froms", "parse_bases", "ResolvedBase", "BaseEngine",
+__all__ = ["BASE_KEY_MODES", "VIA", "FromLine", "Base", "DockerfileError", "key_bases", "resolve_bases",
+           "parse_froms", "parse_bases", "ResolvedBase", "BaseEngine",
            "BaseResolver", "DistributionUnsupported", "parse_base_key"]
 
 #: How base images join the key; see docs/cache.md ("Base images in the key").
@@ -224,8 +225,8 @@ def parse_froms(text: str, build_args: Optional[Mapping[str, str]] = None) -> Li
         if not reference:
             raise DockerfileError(f"line {number}: FROM {written} names no image once substituted "
                                   "(an ARG without a value?)")
-        name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
-        stage = (name or str(len(froms))).lower()
+        alias = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+        stage = (alias or str(len(froms))).lower()
         if reference.lower() in stages:
             kind = "stage"
         elif reference.lower() == "scratch":
@@ -310,7 +311,8 @@ class BaseResolver:
     (`remote.registry.registry_digest`); without it such a base is keyed by its tag.
     """
 
-    def __init__(self, engine: Optional[BaseEngine], engine_name: str = "", warn: Optional[Callable[[str], None]] = None,
+    def __init__(self, engine: Optional[BaseEngine], engine_name: str = "",
+                 warn: Optional[Callable[[str], None]] = None,
                  direct: Optional[Callable[[str], Optional[str]]] = None) -> None:
         self.engine = engine
         self.engine_name = engine_name

@@ -57,7 +57,8 @@ def canonical(value: Any, where: str = "value") -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, (str, int, float, bool)) and k is not None:
-                raise KeyError_(f"{where}: dictionary key {k!r} of type {type(k).__name__} cannot be part of a cache key")
+                raise KeyError_(f"{where}: dictionary key {k!r} of type {type(k).__name__} "
+                                "cannot be part of a cache key")
             out[str(k)] = canonical(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, (list, tuple)):
@@ -153,7 +154,8 @@ class DigestMemo:
     def paths(self, context: str, patterns: List[str], dockerfile: Optional[str]) -> Optional[List[str]]:
         """The remembered path list of this context and `.dockerignore`, if no directory in it changed."""
         tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
-        if not isinstance(tree, dict) or not isinstance(tree.get("dirs"), dict) or not isinstance(tree.get("paths"), list):
+        if (not isinstance(tree, dict) or not isinstance(tree.get("dirs"), dict)
+                or not isinstance(tree.get("paths"), list)):
             return None
         for rel, stamp in tree["dirs"].items():
             if self._dir_stamp(os.path.join(context, rel)) != stamp:

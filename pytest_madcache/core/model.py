@@ -213,7 +213,8 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         try:
             base_key = parse_base_key(base_key) if isinstance(base_key, str) else parse_base_key(repr(base_key))
         except ValueError as exc:
-            raise ModelMarkError(f"{where}: invalid value {base_key!r} for base_key from the model mark: {exc}") from None
+            raise ModelMarkError(
+                f"{where}: invalid value {base_key!r} for base_key from the model mark: {exc}") from None
     try:
         perf = perf_spec(kw)
     except ValueError as exc:
@@ -331,7 +332,8 @@ def resolve_build_args(spec: ModelSpec, params: Mapping[str, Any], where: str) -
                                      f"as {{precision}}")
             if top not in params:
                 raise ModelMarkError(f"{where}: build_args[{name!r}]={value!r} refers to parameter {top!r}, which "
-                                     f"the test is not parametrized with (it has: {', '.join(sorted(params)) or 'none'})")
+                                     "the test is not parametrized with "
+                                     f"(it has: {', '.join(sorted(params)) or 'none'})")
         try:
             resolved[name] = _FORMATTER.vformat(value, (), dict(params))
         except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:

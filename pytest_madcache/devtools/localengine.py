@@ -228,7 +228,7 @@ def _dockerd_launch(kind: str, base: Path, host: str, log) -> Tuple[List[str], D
         dockerd = str(files["dockerd"])
         bindir = base / "bin"
         bindir.mkdir(exist_ok=True)
-        for name, target in [*((n, files[n]) for n in TRIXIE_LINKS), ("runc", runc)]:
+        for name, target in [*((n, files[n]) for n in TRIXIE_LINKS), ("runc", Path(runc))]:
             link = bindir / name
             with contextlib.suppress(FileNotFoundError):
                 link.unlink()  # a reused base

@@ -132,7 +132,8 @@ def buildx_build(
         proc.wait()
         raise
     finally:
-        proc.stdout.close()  # else a ResourceWarning per build, an error under -W error
+        if proc.stdout is not None:
+            proc.stdout.close()  # else a ResourceWarning per build, an error under -W error
         shutil.rmtree(workdir, ignore_errors=True)
     if code != 0 or not image_id:
         reason = next((ln.split("ERROR:", 1)[1].strip() for ln in reversed(lines) if "ERROR:" in ln), None)

@@ -80,7 +80,7 @@ _ESCAPE = re.compile(r"^#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
 
 def _old_engine(version: Optional[str]) -> bool:
     match = re.match(r"\s*(\d+)\.", version or "")
-    return bool(match) and int(match.group(1)) < 23
+    return match is not None and int(match.group(1)) < 23
 
 
 def needs_buildkit(text: str, engine_version: Optional[str] = None, path: str = "Dockerfile") -> Optional[BuildKitNeed]:

@@ -170,7 +170,8 @@ def load_baseline(path: Path) -> Baseline:
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if missing:
                 raise BaselineError(f"{path} is not a results CSV written by --output: no column "
-                                    f"{', '.join(missing)}" + (f" (it has: {', '.join(columns[:12])})" if columns else ""))
+                                    f"{', '.join(missing)}"
+                                    + (f" (it has: {', '.join(columns[:12])})" if columns else ""))
             rows: List[BaselineRow] = []
             for raw in reader:
                 if (raw.get("status") or "").strip() != "SUCCESS":

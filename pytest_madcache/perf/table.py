@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from pytest_madcache.perf.compare import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
 from pytest_madcache.util.fsutil import replacing
@@ -113,7 +113,7 @@ def terminal_lines(report: PerfReport) -> List[TableLine]:
         first = len(columns) or 1  # performance, metric, baseline, change, status follow the parameters
         numeric = {first, first + 2, first + 3}
 
-        def fmt(cells: Sequence[str]) -> str:
+        def fmt(cells: Sequence[str], widths: List[int] = widths, numeric: Set[int] = numeric) -> str:
             return "  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
                              for i, cell in enumerate(cells)).rstrip()
 
@@ -208,6 +208,13 @@ def _axis(rows: Sequence[Comparison]) -> Tuple[str, List[str]]:
 NOW, BASE, BAD, INK = "#2e86c1", "#b3b6b7", "#c0392b", "#34495e"
 
 
+def _spread(c: Comparison) -> Tuple[float, float]:
+    """How far the lowest and highest sample lie below and above the median (0 where unknown)."""
+    if c.performance is None or c.low is None or c.high is None:
+        return 0.0, 0.0
+    return c.performance - c.low, c.high - c.performance
+
+
 def write_plot(report: PerfReport, path: Path) -> None:
     """Performance against the swept parameter, one panel per model, the baseline beside each bar;
     repeats as min-max error bars; regressions in red.  PNG or SVG by the file's suffix."""
@@ -245,7 +252,7 @@ def write_plot(report: PerfReport, path: Path) -> None:
             spread = [(x, c) for x, c in zip(now_x, rows) if len(c.samples) > 1]
             if spread:
                 ax.errorbar([x for x, _ in spread], [c.performance for _, c in spread],
-                            yerr=[[c.performance - c.low for _, c in spread], [c.high - c.performance for _, c in spread]],
+                            yerr=[[_spread(c)[0] for _, c in spread], [_spread(c)[1] for _, c in spread]],
                             fmt="none", capsize=3, ecolor=INK, elinewidth=1)
             for x, c in zip(now_x, rows):
                 text = f"{c.change:+.1f}%" if c.change is not None else (c.status if has_baseline else "")

@@ -103,7 +103,7 @@ def read_config(config: pytest.Config, is_worker: bool = False) -> PluginConfig:
     if getattr(config.option, "madcache_warm_only", False) and not settings.enabled:
         settings = dataclasses.replace(settings, enabled=True,
                                        sources={**settings.sources, "enabled": "option --cache-warm-only"})
-    files: Dict[str, Optional[Path]] = {}
+    files: Dict[str, Any] = {}  # the path settings, made absolute: keyword arguments of replace()
     for name in PATH_SETTINGS:
         given = getattr(settings, name)
         if given is None or (name == "output" and is_worker):
@@ -112,8 +112,8 @@ def read_config(config: pytest.Config, is_worker: bool = False) -> PluginConfig:
         # A relative path is where the user stood for a flag or variable, beside the ini file for an ini key.
         source = settings.source(name)
         base = config.rootpath if source.startswith("ini key") else Path(config.invocation_params.dir)
-        files[name] = Path(base) / given
-        if name != "perf_baseline" and files[name].is_dir():
+        path = files[name] = Path(base) / given
+        if name != "perf_baseline" and path.is_dir():
             raise pytest.UsageError(f"invalid value {str(given)!r} for --{name.replace('_', '-')} from {source}: "
                                     f"{files[name]} is a directory")
     return PluginConfig(settings=dataclasses.replace(settings, **files),

@@ -139,7 +139,7 @@ class PerfSession:
 
     def _warn(self, text: str) -> None:
         self.problems.append(f"warning: {text}")
-        warnings.warn(self.warning(f"madcache: {text}"))
+        warnings.warn(self.warning(f"madcache: {text}"), stacklevel=2)
 
 
 def _run_events(item: pytest.Item) -> List[RunEvent]:

@@ -171,7 +171,8 @@ def summary_lines(s: Summary) -> List[str]:
 
 def kept_line(container_id: str) -> str:
     """What a test says when --keep-alive left its container running."""
-    return f"Container {container_id[:12]} kept running (--keep-alive); enter it with: docker exec -it {container_id[:12]} sh"
+    short = container_id[:12]
+    return f"Container {short} kept running (--keep-alive); enter it with: docker exec -it {short} sh"
 
 
 def kept_lines(runs: Iterable[RunEvent]) -> List[str]:

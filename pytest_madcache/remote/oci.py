@@ -27,6 +27,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -122,8 +123,8 @@ def parse_manifest(body: bytes) -> RemoteManifest:
         meta = json.loads(annotations[ENTRY_ANNOTATION])
         used = float(annotations.get(USED_ANNOTATION) or meta.get("created") or 0)
         config = manifest["config"]
-        layers = [RemoteBlob(l["digest"], int(l["size"]), l.get("mediaType") or LAYER_TYPE)
-                  for l in manifest["layers"]]
+        layers = [RemoteBlob(layer["digest"], int(layer["size"]), layer.get("mediaType") or LAYER_TYPE)
+                  for layer in manifest["layers"]]
         sizes = meta["sizes"]
         diff_ids = list(meta.get("layers") or [])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -401,7 +402,8 @@ class RemoteCache:
         self.registry.put_manifest(key_tag(key), _manifest_body(meta, layers, None))  # last: the entry appears
         self.state.done(self.registry.ref, key)
 
-    def sync(self, entries: Sequence[EntryLike], open_blob: OpenBlob, every: bool = False) -> Tuple[List[str], int, int]:
+    def sync(self, entries: Sequence[EntryLike], open_blob: OpenBlob,
+             every: bool = False) -> Tuple[List[str], int, int]:
         """`madcache push`: complete the unfinished pushes, then push `entries` the registry lacks (all
         of them with `every`), raising what goes wrong.  Returns (ids pushed, pushes completed, bytes sent)."""
         before = self.registry.bytes_sent
@@ -494,16 +496,21 @@ class RemoteCache:
         The registry frees the blobs at its own garbage collection
         (`registry garbage-collect` for the CNCF distribution server).
         """
+        from pytest_madcache.store import Entry, Limits, StoreError, choose_evictions
+
         now = time.time() if now is None else now
-        entries = sorted(self.entries(), key=lambda e: e[2])
-        doomed = []
-        for item in list(entries):
-            if ttl is not None and now - item[2] > ttl:
-                doomed.append(item)
-                entries.remove(item)
-        while len(entries) > max_entries:
-            doomed.append(entries.pop(0))
-        for tag, meta, used, digest in doomed:
-            self.registry.delete_manifest(digest)
-        return [meta for _, meta, _, _ in doomed]
+        listed: Dict[str, Tuple[Dict[str, Any], str]] = {}
+        entries: List[Entry] = []
+        for _, meta, used, digest in self.entries():
+            try:
+                entry = Entry.from_json(meta, last_used=used)
+            except (StoreError, ValueError, KeyError, TypeError):
+                continue  # not an entry this version reads: left to whoever wrote it
+            entries.append(entry)
+            listed[entry.id] = (meta, digest)
+        # The store's one policy; a registry has no size limit of ours (it counts entries only).
+        doomed = choose_evictions(entries, Limits(max_entries=max_entries, max_bytes=sys.maxsize, ttl=ttl), now)
+        for entry in doomed:
+            self.registry.delete_manifest(listed[entry.id][1])
+        return [listed[entry.id][0] for entry in doomed]
 

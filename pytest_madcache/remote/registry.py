@@ -320,7 +320,8 @@ class Registry:
         try:
             if creds is not None and creds.identity_token:
                 # docker login's identity token is an OAuth2 refresh token
-                form = dict(fields, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="madcache")
+                form = dict(fields, grant_type="refresh_token", refresh_token=creds.identity_token,
+                            client_id="madcache")
                 got = self._session().post(realm, data=form, timeout=self.timeout)
             else:
                 auth = (creds.username, creds.password) if creds is not None and creds.username else None
@@ -429,7 +430,8 @@ class Registry:
         except RemoteError as exc:
             raise _Dropped(f"the registry forgot the upload ({exc}); starting it over") from None
         resp.close()
-        return urljoin(self._url(""), resp.headers.get("Location") or location), _range_end(resp.headers.get("Range"), 0)
+        next_url = urljoin(self._url(""), resp.headers.get("Location") or location)
+        return next_url, _range_end(resp.headers.get("Range"), 0)
 
     def _put_final(self, location: str, digest: str, length: int, open_at: OpenAt, offset: int) -> None:
         sep = "&" if "?" in location else "?"

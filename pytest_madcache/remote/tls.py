@@ -53,7 +53,10 @@ def tls_context(host: str, env: Mapping[str, str]) -> Tuple[ssl.SSLContext, List
         path = env.get(var, "").strip()
         if path:
             try:
-                ctx.load_verify_locations(cafile=path) if not os.path.isdir(path) else ctx.load_verify_locations(capath=path)
+                if os.path.isdir(path):
+                    ctx.load_verify_locations(capath=path)
+                else:
+                    ctx.load_verify_locations(cafile=path)
             except (OSError, ssl.SSLError) as exc:
                 raise TLSSetupError(f"cannot read the CA bundle {path} named by {var}: {exc}") from None
             used.append(f"{var}={path}")

@@ -128,7 +128,7 @@ def encode(reader: BinaryIO, codec: str, spool_dir: Optional[str] = None) -> Opt
     except BaseException:
         spool.close()
         raise
-    return spool, RemoteBlob("sha256:" + h.hexdigest(), size, media_type(codec))  # type: ignore[return-value]
+    return spool, RemoteBlob("sha256:" + h.hexdigest(), size, media_type(codec))
 
 
 class _Gunzip:

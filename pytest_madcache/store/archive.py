@@ -383,11 +383,13 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
             diff_id = sink.write_small_blob(plain)
             size = len(plain)
         else:
+            if member.raw_digest is None or member.diff_id is None:
+                raise ArchiveError(f"archive layer {path!r} was not read whole")
             raw_digest, diff_id, size = member.raw_digest, member.diff_id, member.size
         if digest is not None and raw_digest != digest:
             raise ArchiveError(f"archive blob {path!r} hashes to {raw_digest}, not {digest}")
-        layers.append(diff_id)  # type: ignore[arg-type]
-        sizes[diff_id] = size  # type: ignore[index]
+        layers.append(diff_id)
+        sizes[diff_id] = size
     try:
         listed = json.loads(config_data)["rootfs"]["diff_ids"]
     except (ValueError, KeyError, TypeError):
@@ -399,8 +401,8 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
 
 
 def _decompress_bytes(data: bytes) -> bytes:
-    reader = _uncompressed(_Hashing(io.BytesIO(data)), data[:4])  # type: ignore[arg-type]
-    parts = []
+    reader = _uncompressed(_Hashing(io.BytesIO(data)), data[:4])
+    parts: List[bytes] = []
     while True:
         chunk = reader.read(CHUNK)
         if not chunk:

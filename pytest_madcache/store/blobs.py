@@ -208,7 +208,8 @@ def check_compression(value: Optional[str]) -> str:
         try:
             import zstandard  # noqa: F401
         except ImportError:
-            raise StoreError("compression 'zstd' needs the zstandard package: pip install 'pytest-madcache[zstd]'") from None
+            raise StoreError("compression 'zstd' needs the zstandard package: "
+                             "pip install 'pytest-madcache[zstd]'") from None
     return value
 
 
@@ -217,7 +218,7 @@ def open_stored(path: Path) -> BinaryIO:
     if path.name.endswith(ZSTD_SUFFIX):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, closefd=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, closefd=True)
     return fh
 
 

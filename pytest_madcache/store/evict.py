@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from filelock import FileLock, Timeout
 
@@ -54,7 +54,7 @@ class Session:
 
 
 def choose_evictions(entries: Sequence[Entry], limits: Limits, now: float,
-                     protect: Set[str] = frozenset(), session: Optional[Session] = None) -> List[Entry]:
+                     protect: AbstractSet[str] = frozenset(), session: Optional[Session] = None) -> List[Entry]:
     """The entries to evict so the rest fit the limits: expired ones, then least recently used first.
 
     `entries` carry their last use; `protect` (a save's new entry) is never chosen.  With a
@@ -102,7 +102,8 @@ class Evictor:
         entries = [self.index.with_last_used(e) for e in self.index.current().values()]
         return bool(choose_evictions(entries, limits, time.time()))
 
-    def prune_locked(self, limits: Limits, protect: Set[str] = frozenset(), exclude_lease: Optional[Path] = None,
+    def prune_locked(self, limits: Limits, protect: AbstractSet[str] = frozenset(),
+                     exclude_lease: Optional[Path] = None,
                      drop: Sequence[str] = (), session: Optional[Session] = None) -> List[Entry]:
         """Evict to the limits; `drop` (entries a save replaced) go too, in the same removal.
         Returns the entries evicted for the limits."""

@@ -93,7 +93,8 @@ class Layout:
             except (OSError, ValueError):
                 fmt = STORE_FORMAT  # a torn marker is rewritten below
             if fmt != STORE_FORMAT:
-                raise StoreError(f"{self.dir} holds a madcache store of format {fmt}; this version reads {STORE_FORMAT}")
+                raise StoreError(f"{self.dir} holds a madcache store of format {fmt}; "
+                                 f"this version reads {STORE_FORMAT}")
             if all(d.is_dir() for d in (self.blob_dir, self.entry_dir, self.tmp_dir, self.keys_dir)):
                 return
         try:

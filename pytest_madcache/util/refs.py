@@ -64,7 +64,8 @@ class RemoteRef:
         host, _, repo = raw.partition("/")
         repo = repo.strip("/")
         if not host or not repo or not _REPO_RE.fullmatch(repo):
-            raise ValueError("expected REGISTRY/REPOSITORY such as 127.0.0.1:5000/madcache (lower-case repository path)")
+            raise ValueError("expected REGISTRY/REPOSITORY such as 127.0.0.1:5000/madcache "
+                             "(lower-case repository path)")
         return cls(scheme, host, repo)
 
     def __str__(self) -> str:
