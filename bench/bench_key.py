@@ -3,7 +3,7 @@
     python bench/bench_key.py [--repeat 5] [--json bench/results/key-cold-warm.json]
 
 A session starts with no digest in memory: it used to hash the whole context again. With
-the digest memo in the cache directory (`key.DigestMemo`), an unchanged file costs a stat.
+the digest memo in the cache directory (`keymemo.DigestMemo`), an unchanged file costs a stat.
 Each measure runs in a fresh Python process, as a pytest session would:
 
 - cold, no memo: the first key of a session with an empty cache directory (every file read);
@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pytest_madcache.core.key import SETTLE_SECONDS  # noqa: E402
+from pytest_madcache.core.keymemo import SETTLE_SECONDS  # noqa: E402
 
 MB = 1 << 20
 GOALS_MS = {"300 MB": 30.0, "10,000 files": 100.0}

@@ -27,7 +27,7 @@ from pytest_madcache.store import Entry, EntryNotFound, Store, StoreError
 from pytest_madcache.util.progress import human_bytes
 
 if TYPE_CHECKING:
-    from pytest_madcache.remote.base import RemoteLister
+    from pytest_madcache.remote.base import RemoteBackend, RemoteLister
 
 __all__ = ["main", "build_parser"]
 
@@ -228,15 +228,11 @@ def _remote(settings: _settings.Settings) -> "RemoteLister":
 def cmd_push(args: argparse.Namespace, settings: _settings.Settings, out: _Out, stdin: TextIO) -> int:
     from pytest_madcache.remote.base import RemoteError
 
-    remote: Any = _remote(settings)
-    store = Store(settings.dir, shared=settings.shared)
+    remote = cast("RemoteBackend", _remote(settings))
+    store = _open(settings)  # the settings' compression and limits, as every other command
     chosen = [store.get(i) for i in args.entry_ids] if args.entry_ids else store.entries()
     try:
-        if hasattr(remote, "sync"):  # a registry: completes unfinished pushes first
-            pushed, completed, sent = remote.sync(chosen, store.open_blob, every=bool(args.entry_ids))
-        else:  # a directory: copies what it lacks
-            pushed = [e.id for e in chosen if args.entry_ids or remote.find(e.key) is None]
-            completed, sent = 0, sum(remote.push(store.get(i), store.open_blob) for i in pushed)
+        pushed, completed, sent = remote.sync(chosen, store.open_blob, every=bool(args.entry_ids))
     except RemoteError as exc:
         raise StoreError(str(exc)) from None
     if args.json:

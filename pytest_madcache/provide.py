@@ -15,12 +15,14 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from pytest_madcache.core.events import ImageEvent
 from pytest_madcache.core.images import BuildFailed, BuildResult, EngineError
-from pytest_madcache.core.key import CacheKey, KeyFiles, key_files
+from pytest_madcache.core.key import CacheKey, KeyFiles, KeySpec, key_files, key_for
+from pytest_madcache.core.keymemo import KeyCaches
 from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
@@ -114,6 +116,11 @@ class ImageService:
         self._memo: Dict[str, ModelImage] = {}
         self._bases: Optional[BaseResolver] = None
         self._said_bases: set = set()
+        self.key_caches = KeyCaches()  # file and context digests this session has seen
+
+    def key(self, spec: KeySpec, cache_dir: Optional[Path]) -> CacheKey:
+        """The test's key (`key.key_for`), with what this session already hashed remembered."""
+        return key_for(spec, cache_dir, self.key_caches)
 
     def say(self, text: str) -> None:
         self.reporter.say(text)
@@ -252,10 +259,9 @@ class ImageService:
         reason = explain(key.components, files, spec.name, spec.image, entries, store.entry_files)
         return reason, files.to_json() if files is not None else None
 
-    @staticmethod
-    def _files(store: Store, key: CacheKey) -> Optional[KeyFiles]:
+    def _files(self, store: Store, key: CacheKey) -> Optional[KeyFiles]:
         try:
-            return key_files(key, store.dir)
+            return key_files(key, store.dir, self.key_caches)
         except OSError:
             return None
 

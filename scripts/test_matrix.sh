@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite on a private Debian 12 dockerd, inside tox's environment for the newest
+# The lint stage (ruff, mypy, the import-layer contracts), then the whole test suite on a private Debian 12 dockerd, inside tox's environment for the newest
 # pytest (tox -e py-pytest9: the package and its test and docs extras installed from an sdist,
 # pytest>=9,<10 resolved anew), then every real-engine test again on each other engine kind users
 # run: Debian 13's dockerd 26 on the classic and on the containerd image store, and Podman.  The
@@ -23,6 +23,7 @@ stage() {  # $1: name; the rest: the command
     failed+=("$name (exit status $status)")
   fi
 }
+stage "lint: ruff, mypy and the import-layer contracts (tox -e lint)" python -m tox -e lint
 stage "the whole suite on debian12, under tox -e py-pytest9 (the newest pytest)" \
   $le --engine debian12 -- python -m tox -e py-pytest9 -- -n 2 -q -rfEs "$@"
 for kind in debian13 debian13-containerd podman; do

@@ -62,7 +62,8 @@ def test_the_matrix_runs_every_stage_and_fails_on_any(tmp_path):
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     calls = log.read_text().splitlines()
-    assert len(calls) == 4 and "podman" in calls[-1], calls  # every stage ran
+    assert len(calls) == 5 and "tox -e lint" in calls[0] and "podman" in calls[-1], calls  # every stage ran
+    assert "(tox -e lint) (exit status 1)" in proc.stderr
     assert "tox -e py-pytest9 (the newest pytest) (exit status 1)" in proc.stderr
     assert "real-engine tests on debian13-containerd (exit status 5)" in proc.stderr
     assert "no tests collected" in proc.stderr

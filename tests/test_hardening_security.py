@@ -98,6 +98,24 @@ def test_shared_cache_is_group_writable_with_setgid(tmp_path: Path, monkeypatch)
         os.umask(old)
 
 
+def test_a_shared_cache_leaves_the_process_umask_alone(tmp_path: Path) -> None:
+    """User code in the same process keeps its own umask: the store sets each file's mode itself."""
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "shared", shared=True)
+        with store.lock():
+            pass
+        store.record_session({"ended": 1.0})
+        assert os.umask(0o022) == 0o022
+        mine = tmp_path / "user-file"
+        mine.write_text("x")
+        assert stat.S_IMODE(os.stat(mine).st_mode) == 0o644
+        for f in ("lock", "madcache.json", "last-session.json"):
+            assert stat.S_IMODE(os.stat(store.dir / f).st_mode) & 0o060 == 0o060, f
+    finally:
+        os.umask(old)
+
+
 # -- validation of what others could write --------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Context digests remembered between sessions in the cache directory (`key.DigestMemo`).
+"""Context digests remembered between sessions in the cache directory (`keymemo.DigestMemo`).
 
 An unchanged context costs a stat per file; a touched or changed file is hashed again;
 the key is the same with and without the memo, and never depends on mtimes.
@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache.core import key as keymod
-from pytest_madcache.core.key import DIGESTS_FILE, KeySpec, key_for
+from pytest_madcache.core import keymemo
+from pytest_madcache.core.key import KeySpec, key_for
+from pytest_madcache.core.keymemo import DIGESTS_FILE, KeyCaches
+
+#: What one session's ImageService holds: a new session starts with new caches.
+SESSION = {"caches": KeyCaches()}
 
 
 @pytest.fixture
@@ -22,14 +27,12 @@ def hashed(monkeypatch):
     reads: list = []
     real = keymod._hash_file
     monkeypatch.setattr(keymod, "_hash_file", lambda path: reads.append(Path(path).name) or real(path))
-    monkeypatch.setattr(keymod, "SETTLE_SECONDS", 0.0)  # the test's files were all written just now
+    monkeypatch.setattr(keymemo, "SETTLE_SECONDS", 0.0)  # the test's files were all written just now
     return reads
 
 
 def new_session() -> None:
-    keymod._FILE_DIGESTS.clear()
-    keymod._CONTEXTS.clear()
-    keymod._MEMOS.clear()
+    SESSION["caches"] = KeyCaches()
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def ctx(tmp_path: Path) -> Path:
 
 def key(ctx: Path, cache: Path = None) -> str:
     new_session()
-    return key_for(KeySpec(image="ci-m", context=ctx), cache).digest
+    return key_for(KeySpec(image="ci-m", context=ctx), cache, SESSION["caches"]).digest
 
 
 def test_an_unchanged_context_is_not_read_again_and_the_key_is_the_same(ctx, tmp_path, hashed) -> None:
@@ -123,7 +126,7 @@ def test_an_unchanged_context_costs_a_stat_per_entry_and_a_replaced_file_is_read
 
 
 def test_files_written_just_now_are_not_remembered(ctx, tmp_path, hashed, monkeypatch) -> None:
-    monkeypatch.setattr(keymod, "SETTLE_SECONDS", 3600.0)  # as if every file had been written this second
+    monkeypatch.setattr(keymemo, "SETTLE_SECONDS", 3600.0)  # as if every file had been written this second
     cache = tmp_path / "cache"
     cache.mkdir()
     key(ctx, cache)

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from pytest_madcache.core import keymemo
+from pytest_madcache.core.keymemo import DigestMemo, KeyCaches
 from pytest_madcache.util.dockerignore import included_paths, read_dockerignore
 
 __all__ = ["KEY_FORMAT", "KeySpec", "KeySources", "KeyFiles", "CacheKey", "key_for", "key_files", "context_digest",
-           "canonical_json", "KeyError_", "DigestMemo", "digest_memo", "DIGESTS_FILE", "exclude_patterns"]
+           "canonical_json", "KeyError_", "exclude_patterns"]
 
 #: Bumped whenever the meaning of a key changes, so old entries stop matching.
 KEY_FORMAT = 1
@@ -83,156 +85,7 @@ def secret_hash(value: Any) -> Dict[str, str]:
 
 # -- file content --------------------------------------------------------------
 
-# Hashing a large context on every lookup is wasted work when nothing changed: digests are
-# remembered by (path, size, mtime_ns, inode, ctime_ns), for this process and, with a
-# `DigestMemo`, across sessions in a file inside the cache directory.  The stat tuple only
-# decides whether a remembered digest may be reused; the key itself is made of digests and
-# never of mtimes.  A touched or changed file has another tuple and is hashed again.
-_FILE_DIGESTS: Dict[Tuple[str, int, int, int, int], str] = {}
 
-#: Files modified this recently are hashed every time (not remembered across sessions): a write
-#: within the file system's timestamp granularity after hashing would keep the same stat tuple.
-SETTLE_SECONDS = 2.0
-
-
-class DigestMemo:
-    """Content digests of context files, remembered in one JSON file between sessions.
-
-    The file belongs to the cache directory (`DIGESTS_FILE`); it holds, per absolute path,
-    the stat tuple and the sha256 seen when the file was last hashed, and per context (and
-    `.dockerignore`) the list of paths the engine receives with each directory's stat tuple,
-    and the context's digest with a fingerprint of every entry's stat tuple.  Reading a missing,
-    unreadable or damaged file gives an empty memo; writing is atomic (a temporary file
-    renamed over it) and a failure to write is ignored, so a read-only cache directory only
-    costs the hashing.  Concurrent writers may drop each other's additions, never corrupt them.
-    """
-
-    VERSION = 1
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._digests: Dict[str, List[Any]] = {}
-        self._trees: Dict[str, Dict[str, Any]] = {}
-        self._dirty = False
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and data.get("version") == self.VERSION and isinstance(data.get("files"), dict):
-                self._digests = data["files"]
-                trees = data.get("trees")
-                self._trees = trees if isinstance(trees, dict) else {}
-        except (OSError, ValueError):
-            pass
-
-    @staticmethod
-    def _stamp(st: os.stat_result) -> List[int]:
-        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-
-    def get(self, path: str, st: os.stat_result) -> Optional[str]:
-        seen = self._digests.get(path)
-        if isinstance(seen, list) and len(seen) == 5 and seen[:4] == self._stamp(st):
-            return str(seen[4])
-        return None
-
-    def put(self, path: str, st: os.stat_result, digest: str) -> None:
-        if max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > time.time() - SETTLE_SECONDS:
-            return
-        self._digests[path] = self._stamp(st) + [digest]
-        self._dirty = True
-
-    @staticmethod
-    def _tree_key(context: str, patterns: List[str], dockerfile: Optional[str]) -> str:
-        return canonical_json([context, patterns, dockerfile])
-
-    @staticmethod
-    def _dir_stamp(path: str) -> Optional[List[int]]:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        return [st.st_mtime_ns, st.st_ino, st.st_ctime_ns] if stat.S_ISDIR(st.st_mode) else None
-
-    def paths(self, context: str, patterns: List[str], dockerfile: Optional[str]) -> Optional[List[str]]:
-        """The remembered path list of this context and `.dockerignore`, if no directory in it changed."""
-        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
-        if (not isinstance(tree, dict) or not isinstance(tree.get("dirs"), dict)
-                or not isinstance(tree.get("paths"), list)):
-            return None
-        for rel, stamp in tree["dirs"].items():
-            if self._dir_stamp(os.path.join(context, rel)) != stamp:
-                return None
-        return tree["paths"]
-
-    def put_paths(self, context: str, patterns: List[str], dockerfile: Optional[str], paths: List[str]) -> None:
-        """Remember a walk's result, unless `.dockerignore` has exceptions (`!`): those look into
-        excluded directories, whose changes the included directories' tuples would not show."""
-        if any(p.startswith("!") for p in patterns):
-            return
-        dirs: Dict[str, List[int]] = {}
-        settled = time.time() - SETTLE_SECONDS
-        for rel in ["", *paths]:
-            stamp = self._dir_stamp(os.path.join(context, rel))
-            if stamp is None:
-                continue
-            if max(stamp[0], stamp[2]) / 1e9 > settled:
-                return
-            dirs[rel] = stamp
-        if "" not in dirs:
-            return
-        self._trees[self._tree_key(context, patterns, dockerfile)] = {"dirs": dirs, "paths": paths}
-        self._dirty = True
-
-    def whole(self, context: str, patterns: List[str], dockerfile: Optional[str]) -> Optional[Tuple[str, str, int]]:
-        """The context's digest and entry count as last computed, with the fingerprint of every
-        entry's stat tuple then (see context_digest), if the tree is remembered."""
-        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
-        seen = tree.get("whole") if isinstance(tree, dict) else None
-        if isinstance(seen, list) and len(seen) == 3 and all(isinstance(v, str) for v in seen[:2]) \
-                and isinstance(seen[2], int):
-            return seen[0], seen[1], seen[2]
-        return None
-
-    def put_whole(self, context: str, patterns: List[str], dockerfile: Optional[str], fingerprint: str,
-                  digest: str, count: int) -> None:
-        """Remember the whole digest beside a remembered path list (none is kept without one)."""
-        tree = self._trees.get(self._tree_key(context, patterns, dockerfile))
-        if isinstance(tree, dict) and tree.get("whole") != [fingerprint, digest, count]:
-            tree["whole"] = [fingerprint, digest, count]
-            self._dirty = True
-
-    def save(self) -> None:
-        """Write the memo if something was added; files that no longer exist are forgotten."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        files = {p: v for p, v in self._digests.items() if os.path.lexists(p)}
-        trees = {k: v for k, v in self._trees.items() if os.path.isdir(json.loads(k)[0])}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps({"version": self.VERSION, "files": files, "trees": trees},
-                                      separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
-#: The memo's file name inside the cache directory.
-DIGESTS_FILE = "context-digests.json"
-
-_MEMOS: Dict[str, DigestMemo] = {}
-
-
-def digest_memo(cache_dir: Optional[Path]) -> Optional[DigestMemo]:
-    """The memo of `cache_dir` (one per directory and process), or None without a cache directory."""
-    if cache_dir is None:
-        return None
-    path = str(Path(cache_dir) / DIGESTS_FILE)
-    memo = _MEMOS.get(path)
-    if memo is None:
-        memo = _MEMOS[path] = DigestMemo(Path(path))
-    return memo
 
 
 def _hash_file(path: Path) -> str:
@@ -246,26 +99,25 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path, st: Optional[os.stat_result] = None, memo: Optional[DigestMemo] = None) -> str:
-    return _digest(os.path.abspath(path), st or os.stat(path), memo)
+def file_digest(path: Path, st: Optional[os.stat_result] = None, memo: Optional[DigestMemo] = None,
+                caches: Optional[KeyCaches] = None) -> str:
+    return _digest(os.path.abspath(path), st or os.stat(path), memo, caches or KeyCaches())
 
 
-def _digest(name: str, st: os.stat_result, memo: Optional[DigestMemo]) -> str:
+def _digest(name: str, st: os.stat_result, memo: Optional[DigestMemo], caches: KeyCaches) -> str:
     """The sha256 of the file at the absolute path NAME: from this process's memory, the memo, or read."""
     stamp = (name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-    cached = _FILE_DIGESTS.get(stamp) or (memo.get(name, st) if memo is not None else None)
+    cached = caches.file(stamp) or (memo.get(name, st) if memo is not None else None)
     if cached:
-        _FILE_DIGESTS[stamp] = cached
+        caches.put_file(stamp, cached)
         return cached
     digest = _hash_file(Path(name))
-    _FILE_DIGESTS[stamp] = digest
+    caches.put_file(stamp, digest)
     if memo is not None:
         memo.put(name, st, digest)
     return digest
 
 
-#: Context digests by (context, .dockerignore patterns, Dockerfile), with their fingerprint, for this process.
-_CONTEXTS: Dict[Tuple[str, Tuple[str, ...], Optional[str]], Tuple[str, str, int]] = {}
 _STAMP = struct.Struct("<IqqQq")  # mode, size, mtime_ns, inode, ctime_ns
 _ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode  # = canonical_json
 
@@ -287,8 +139,8 @@ def _included(context: str, patterns: List[str], dockerfile: Optional[str],
     return included
 
 
-def context_digest(context: Path, dockerfile: Optional[str] = None,
-                   memo: Optional[DigestMemo] = None, exclude: Sequence[str] = ()) -> Tuple[str, int]:
+def context_digest(context: Path, dockerfile: Optional[str] = None, memo: Optional[DigestMemo] = None,
+                   exclude: Sequence[str] = (), caches: Optional[KeyCaches] = None) -> Tuple[str, int]:
     """sha256 over (path, type, mode, content) of every file the engine receives.
 
     Returns the digest and the number of entries hashed.  `dockerfile` is the
@@ -299,6 +151,7 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
     `.dockerignore` patterns: files the session itself writes into the context.
     """
     context = Path(context)
+    caches = caches or KeyCaches()
     if not context.is_dir():
         raise KeyError_(f"build context {str(context)!r} is not a directory")
     root = os.path.abspath(context)
@@ -321,21 +174,21 @@ def context_digest(context: Path, dockerfile: Optional[str] = None,
         newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
     seen = fingerprint.hexdigest()
     tree = (root, tuple(patterns), dockerfile)
-    known = _CONTEXTS.get(tree) or (memo.whole(root, patterns, dockerfile) if memo is not None else None)
+    known = caches.contexts.get(tree) or (memo.whole(root, patterns, dockerfile) if memo is not None else None)
     if known is None or known[0] != seen:
-        known = (seen, *_entries_digest(prefix, entries, memo))
-    _CONTEXTS[tree] = known
+        known = (seen, *_entries_digest(prefix, entries, memo, caches))
+    caches.contexts[tree] = known
     if memo is not None:
-        if newest / 1e9 <= time.time() - SETTLE_SECONDS:  # as for single files: a tuple just written may recur
+        if newest / 1e9 <= time.time() - keymemo.SETTLE_SECONDS:  # as for single files: a tuple just written may recur
             memo.put_whole(root, patterns, dockerfile, *known)
         memo.save()
     return known[1], known[2]
 
 
 def _entries_digest(prefix: str, entries: List[Tuple[str, os.stat_result]],
-                    memo: Optional[DigestMemo]) -> Tuple[str, int]:
+                    memo: Optional[DigestMemo], caches: KeyCaches) -> Tuple[str, int]:
     """sha256 over one canonical line per entry, and how many entries it covers."""
-    lines = [line for _, line in _entry_lines(prefix, entries, memo)]
+    lines = [line for _, line in _entry_lines(prefix, entries, memo, caches)]
     h = hashlib.sha256(b"\n".join(lines))
     if lines:
         h.update(b"\n")
@@ -343,13 +196,13 @@ def _entries_digest(prefix: str, entries: List[Tuple[str, os.stat_result]],
 
 
 def _entry_lines(prefix: str, entries: List[Tuple[str, os.stat_result]],
-                 memo: Optional[DigestMemo]) -> List[Tuple[str, bytes]]:
+                 memo: Optional[DigestMemo], caches: KeyCaches) -> List[Tuple[str, bytes]]:
     """Each entry's path and canonical line (sockets and fifos left out, as docker-py does)."""
     lines: List[Tuple[str, bytes]] = []
     for rel, st in entries:
         full = prefix + rel
         if stat.S_ISREG(st.st_mode):
-            line = _entry_line(rel, "f", st, _digest(full, st, memo))
+            line = _entry_line(rel, "f", st, _digest(full, st, memo, caches))
         elif stat.S_ISDIR(st.st_mode):
             line = _entry_line(rel, "d", st, "")
         elif stat.S_ISLNK(st.st_mode):
@@ -465,13 +318,15 @@ def _short(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def key_files(key: "CacheKey", cache_dir: Optional[Path] = None) -> Optional[KeyFiles]:
+def key_files(key: "CacheKey", cache_dir: Optional[Path] = None,
+              caches: Optional[KeyCaches] = None) -> Optional[KeyFiles]:
     """The per-file form of `key`'s Dockerfile and context digests (None for a key made without
     files).  Costs one lstat per context entry; file contents come from the digest memo."""
     src = key.sources
     if src is None:
         return None
-    memo = digest_memo(cache_dir)
+    caches = caches or KeyCaches()
+    memo = caches.memo(cache_dir)
     context: Dict[str, str] = {}
     if src.context is not None and src.context.is_dir():
         root = os.path.abspath(src.context)
@@ -483,7 +338,7 @@ def key_files(key: "CacheKey", cache_dir: Optional[Path] = None) -> Optional[Key
                 entries.append((rel, os.lstat(prefix + rel)))
             except FileNotFoundError:
                 continue
-        context = {rel: _short(line) for rel, line in _entry_lines(prefix, entries, memo)}
+        context = {rel: _short(line) for rel, line in _entry_lines(prefix, entries, memo, caches)}
     lines: List[str] = []
     if src.dockerfile is not None:
         try:
@@ -518,10 +373,11 @@ def _hash_secrets(values: Mapping[str, Any], secrets: Collection[str], where: st
     return out
 
 
-def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
+def key_for(spec: KeySpec, cache_dir: Optional[Path] = None, caches: Optional[KeyCaches] = None) -> CacheKey:
     """The one way a key is made (the plugin for a test, `madcache key` for the command line):
     sha256 of the canonical JSON of the spec's components.  With `cache_dir`, file digests
-    are remembered there between sessions (`DigestMemo`); the key is the same either way."""
+    are remembered there between sessions (`DigestMemo`); with `caches` (the session's), within
+    this process too; the key is the same either way."""
     if not spec.image or not isinstance(spec.image, str):
         raise KeyError_(f"image name {spec.image!r} must be a non-empty string")
     if not isinstance(spec.nodes, int) or isinstance(spec.nodes, bool) or spec.nodes < 1:
@@ -540,7 +396,8 @@ def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
     }
     if spec.bases:
         components["bases"] = {str(k): str(v) for k, v in spec.bases.items()}
-    memo = digest_memo(cache_dir)
+    caches = caches or KeyCaches()
+    memo = caches.memo(cache_dir)
     context = Path(spec.context) if spec.context is not None else None
     dockerfile = Path(spec.dockerfile) if spec.dockerfile is not None else None
     if dockerfile is None and context is not None:
@@ -548,7 +405,7 @@ def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
     if dockerfile is not None:
         if not dockerfile.is_file():
             raise KeyError_(f"Dockerfile {str(dockerfile)!r} does not exist")
-        components["dockerfile_sha256"] = file_digest(dockerfile, memo=memo)
+        components["dockerfile_sha256"] = file_digest(dockerfile, memo=memo, caches=caches)
     rel = None
     if context is not None:
         if dockerfile is not None:
@@ -556,7 +413,7 @@ def key_for(spec: KeySpec, cache_dir: Optional[Path] = None) -> CacheKey:
                 rel = os.path.relpath(dockerfile.resolve(), context.resolve())
             except ValueError:
                 rel = None
-        components["context_sha256"], _ = context_digest(context, rel, memo, spec.context_excludes)
+        components["context_sha256"], _ = context_digest(context, rel, memo, spec.context_excludes, caches)
     if memo is not None:
         memo.save()
     digest = hashlib.sha256(canonical_json(components).encode()).hexdigest()

@@ -65,7 +65,7 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
     from pytest_madcache.core.bases import DockerfileError, key_bases
     from pytest_madcache.core.images import BuildFailed
-    from pytest_madcache.core.key import KeyError_, key_for
+    from pytest_madcache.core.key import KeyError_
     from pytest_madcache.provide import ImageError
 
     item = request.node
@@ -94,8 +94,8 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
                 material.update(result)
         try:
             bases = service.resolve_bases(spec, spec.base_key or state.settings.base_key)
-            key = key_for(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
-                          state.settings.dir if state.settings.enabled else None)
+            key = service.key(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
+                              state.settings.dir if state.settings.enabled else None)
         except DockerfileError as exc:
             raise failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
         except KeyError_ as exc:

@@ -45,7 +45,7 @@ def pytest_madcache_build_image(
     Called only when an image must be built (a cache miss, `--force-rebuild`,
     or with the cache disabled).  The image must exist in the engine the
     plugin uses (DOCKER_HOST) when the cache is enabled, since it is saved
-    from there.  Raise `pytest_madcache.engines.docker.BuildFailed` to report a
+    from there.  Raise `pytest_madcache.BuildFailed` to report a
     failed build with its log.  Stops at the first non-None result.
     """
 

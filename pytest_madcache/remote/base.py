@@ -8,7 +8,7 @@ of its blobs), hear that a fetch failed, mark an entry used, take a new entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 if TYPE_CHECKING:
     from pytest_madcache.store import Entry
@@ -47,6 +47,11 @@ class RemoteBackend(Protocol):
 
     def push(self, entry: "Entry", open_blob: Callable[[str], BinaryIO]) -> int:
         """Add `entry`, reading its blobs through `open_blob`; returns the bytes sent."""
+
+    def sync(self, entries: Sequence["Entry"], open_blob: Callable[[str], BinaryIO],
+             every: bool = False) -> Tuple[List[str], int, int]:
+        """`madcache push`: add the entries the remote lacks (`every`: all of them), after completing
+        pushes an earlier run left unfinished; (ids pushed, unfinished pushes completed, bytes sent)."""
 
 
 class RemoteLister(Protocol):

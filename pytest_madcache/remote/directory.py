@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from pytest_madcache.store import Entry, Store
@@ -72,6 +72,12 @@ class DirectoryRemote:
                 store.touch(store.get(entry.id))
             except StoreError:
                 pass
+
+    def sync(self, entries: Sequence["Entry"], open_blob: Callable[[str], BinaryIO],
+             every: bool = False) -> Tuple[List[str], int, int]:
+        """Copy the entries this directory lacks (`every`: all given); it keeps no push journal."""
+        chosen = [e for e in entries if every or self.find(e.key) is None]
+        return [e.id for e in chosen], 0, sum(self.push(e, open_blob) for e in chosen)
 
     def push(self, entry: "Entry", open_blob: Callable[[str], BinaryIO]) -> int:
         from pytest_madcache.store import StoreError

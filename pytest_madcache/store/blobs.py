@@ -20,8 +20,6 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from filelock import FileLock
-
 from pytest_madcache.store.entries import hex_of
 from pytest_madcache.store.errors import StoreError, unwritable
 from pytest_madcache.store.layout import Layout
@@ -109,11 +107,13 @@ class Lease:
         # sees a save-* lease whose lock is free while its owner lives.
         young = tmp_dir / f"new-{token}"
         young.mkdir(parents=True)
-        self._lock = FileLock(str(young / "lock"), timeout=0)
+        blobs.layout.share(young)
+        self._lock = blobs.layout.file_lock(str(young / "lock"), timeout=0)
         self._lock.acquire()
         self.dir = tmp_dir / f"save-{token}"
         os.rename(young, self.dir)
         self._digests = open(self.dir / "digests", "a")
+        blobs.layout.share(self.dir / "digests")
 
     def publish(self, digest: str) -> None:
         # Record before the blob appears (or is reused), so a concurrent GC keeps it.
@@ -144,6 +144,7 @@ class Lease:
         suffix = ""
         first = fh.read(CHUNK)
         with open(tmp, "wb") as raw_out:
+            self.blobs.layout.share(tmp)
             out: Any = raw_out
             if self.blobs.compress == "zstd" and first:
                 import zstandard
@@ -173,6 +174,7 @@ class Lease:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         tmp = self.dir / f"blob-{secrets.token_hex(6)}"
         tmp.write_bytes(data)
+        self.blobs.layout.share(tmp)
         self._place(tmp, digest)
         return digest
 

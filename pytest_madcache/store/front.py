@@ -38,7 +38,6 @@ from pytest_madcache.store.layout import DEFAULT_LOCK_TIMEOUT, FILES, Layout
 from pytest_madcache.store.loading import Loader
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.saving import Saver
-from pytest_madcache.util.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from pytest_madcache.core.settings import Settings
@@ -264,7 +263,7 @@ class Store:
     def record_session(self, record: Mapping[str, Any]) -> None:
         """Keep what the last test session evicted and needed, for `madcache stats`; best effort."""
         with contextlib.suppress(OSError):
-            atomic_write(self._layout.last_session_path, json.dumps(dict(record), sort_keys=True).encode())
+            self._layout.write(self._layout.last_session_path, json.dumps(dict(record), sort_keys=True).encode())
 
     def last_session(self) -> Optional[Dict[str, Any]]:
         """What `record_session` kept, or None."""

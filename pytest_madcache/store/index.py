@@ -24,7 +24,6 @@ from pytest_madcache.core.key import CacheKey
 from pytest_madcache.store.entries import STORE_FORMAT, Entry
 from pytest_madcache.store.errors import CacheUnwritable, EntryNotFound, StoreError, unwritable
 from pytest_madcache.store.layout import Layout
-from pytest_madcache.util.fsutil import atomic_write
 
 __all__ = ["Index", "total_bytes", "unique_bytes"]
 
@@ -101,7 +100,7 @@ class Index:
         data = {"format": STORE_FORMAT, "entries": {i: e.to_json() for i, e in entries.items()}}
         path = self.layout.index_path
         try:
-            atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
+            self.layout.write(path, json.dumps(data, indent=1, sort_keys=True).encode())
             st = os.stat(path)
         except OSError as exc:
             raise unwritable(exc, self.layout.dir) from None
@@ -162,6 +161,7 @@ class Index:
         except FileNotFoundError:
             with contextlib.suppress(OSError):
                 path.touch()
+                self.layout.share(path)
         except OSError:
             pass
         entry.last_used = time.time()

@@ -50,8 +50,6 @@ class Layout:
     def __init__(self, directory: Path, *, shared: bool, lock_timeout: float, log: Callable[[str], None]) -> None:
         self.dir = directory
         self.shared = bool(shared) or _looks_shared(self.dir)
-        if self.shared:
-            _group_writable_umask()
         self.lock_timeout = lock_timeout
         self.log = log
         self._lock_depth = 0
@@ -102,11 +100,30 @@ class Layout:
             if not marker.is_file():
                 with self.lock():  # GC removes stray .tmp-* files under this lock
                     if not marker.is_file():
-                        atomic_write(marker, json.dumps({"format": STORE_FORMAT, "tool": "pytest-madcache"}).encode())
+                        self.write(marker, json.dumps({"format": STORE_FORMAT, "tool": "pytest-madcache"}).encode())
         except OSError as exc:
             if self.dir.is_dir() and self.index_path.exists():
                 return  # readable but not writable: listing still works
             raise unwritable(exc, self.dir) from None
+
+    @property
+    def file_mode(self) -> Optional[int]:
+        """The mode of the files the store writes: group read-write in a shared cache, else what
+        the umask gives.  Set per file, never through the process's umask (user code shares it)."""
+        return 0o660 if self.shared else None
+
+    def share(self, path: Path) -> None:
+        """A file or directory just created: in a shared cache, the group may read and write it."""
+        if self.shared:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o2770 if path.is_dir() else 0o660)
+
+    def write(self, path: Path, data: bytes) -> None:
+        """The store's one way to write a small file: atomic, and shared when the cache is."""
+        atomic_write(path, data, mode=self.file_mode)
+
+    def file_lock(self, path: str, timeout: float) -> FileLock:
+        return FileLock(path, timeout=timeout, mode=self.file_mode or 0o644)
 
     def _make_dirs(self) -> None:
         """Create the layout.  What we create is private to the user (0700); a shared
@@ -138,7 +155,7 @@ class Layout:
                 self._lock_depth -= 1
             return
         try:
-            lock = FileLock(no_symlink(self.dir / "lock"), timeout=self.lock_timeout)
+            lock = self.file_lock(no_symlink(self.dir / "lock"), timeout=self.lock_timeout)
             with lock:
                 self._lock_depth = 1
                 try:
@@ -154,8 +171,8 @@ class Layout:
     def key_lock(self, key: str, timeout: Optional[float] = None) -> Iterator[float]:
         """Single-flight per key; yields the seconds spent waiting for it."""
         start = time.monotonic()
-        lock = FileLock(no_symlink(self.keys_dir / f"{hex_of('sha256:' + key)}.lock"),
-                        timeout=self.lock_timeout * 6 if timeout is None else timeout)
+        lock = self.file_lock(no_symlink(self.keys_dir / f"{hex_of('sha256:' + key)}.lock"),
+                              timeout=self.lock_timeout * 6 if timeout is None else timeout)
         try:
             try:
                 lock.acquire(timeout=0)
@@ -191,9 +208,3 @@ def _looks_shared(directory: Path) -> bool:
     except OSError:
         return False
     return bool(mode & stat.S_ISGID and mode & stat.S_IWGRP)
-
-
-def _group_writable_umask() -> None:
-    """Shared caches: let the group read and write what this process creates (process-wide)."""
-    old = os.umask(0)
-    os.umask(old & ~0o070)

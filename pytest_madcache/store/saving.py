@@ -29,7 +29,7 @@ from pytest_madcache.store.index import Index
 from pytest_madcache.store.layout import FILES, Layout
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.tarstream import Prefetch
-from pytest_madcache.util.fsutil import atomic_write, fsync_dir
+from pytest_madcache.util.fsutil import fsync_dir
 from pytest_madcache.util.progress import Progress
 
 __all__ = ["Saver"]
@@ -150,10 +150,12 @@ class Saver:
         """Make a staged entry visible with one rename, then apply the limits."""
         staged = lease.dir / "entry"
         staged.mkdir()
-        atomic_write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
+        self.layout.share(staged)
+        self.layout.write(staged / "meta.json", json.dumps(entry.to_json(), indent=1, sort_keys=True).encode())
         if files is not None:
-            atomic_write(staged / FILES, json.dumps(files, separators=(",", ":"), sort_keys=True).encode())
+            self.layout.write(staged / FILES, json.dumps(files, separators=(",", ":"), sort_keys=True).encode())
         (staged / "used").touch()
+        self.layout.share(staged / "used")
         if entry.last_used and entry.last_used != entry.created:
             os.utime(staged / "used", (entry.last_used, entry.last_used))
         with self.layout.lock():

@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator, TextIO, Union
+from typing import Iterator, Optional, TextIO, Union
 
 __all__ = ["atomic_write", "fsync_dir", "replacing"]
 
@@ -26,12 +26,15 @@ def _temp_beside(path: Path) -> Path:
     return path.parent / f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> None:
-    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
+def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional[int] = None) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory.  `mode`: the
+    file's permissions exactly (not masked by the umask), e.g. group-writable in a shared cache."""
     path = Path(path)
     tmp = _temp_beside(path)
     try:
         with open(tmp, "wb") as fh:
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
