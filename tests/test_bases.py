@@ -261,3 +261,20 @@ def test_a_bad_flag_value_is_a_usage_error_naming_it(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid value 'newest' for base key from option --cache-base-key: "
                                  "expected one of tag, local, registry*"])
+
+
+def test_here_document_bodies_are_not_read_as_instructions() -> None:
+    """BuildKit's `RUN <<EOF` (and `<<-EOF`, quoted, several in one RUN): the body is a script; a
+    `FROM` line inside it names no base image."""
+    text = ("FROM busybox:1 AS build\n"
+            "RUN <<EOF\n"
+            "FROM not-a-base:1\n"
+            "EOF\n"
+            "COPY <<-'CONF' /etc/a <<B /etc/b\n"
+            "\tFROM tabbed:1\n"
+            "\tCONF\n"
+            "FROM second:1\n"
+            "B\n"
+            "FROM debian:13\n")
+    assert [f.reference for f in parse_froms(text)] == ["busybox:1", "debian:13"]
+    assert [f.line for f in parse_froms(text)] == [1, 10]

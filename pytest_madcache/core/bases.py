@@ -33,6 +33,7 @@ __all__ = ["BASE_KEY_MODES", "VIA", "FromLine", "Base", "DockerfileError", "key_
 BASE_KEY_MODES = ("tag", "local", "registry")
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -77,22 +78,41 @@ class DockerfileError(ValueError):
 # -- parsing -------------------------------------------------------------------------
 
 
-def _logical_lines(text: str) -> List[Tuple[int, str]]:
-    """(first line number, instruction text): directives read, comments dropped, continuations joined."""
-    lines = text.splitlines()
-    escape = "\\"
-    start = 0
-    for i, raw in enumerate(lines):  # parser directives: only at the very top, before anything else
+def _directives(lines: Sequence[str]) -> Tuple[str, int]:
+    """The escape character the parser directives at the very top set, and how many lines they take."""
+    escape, start = "\\", 0
+    for i, raw in enumerate(lines):
         match = _DIRECTIVE.match(raw.strip()) if raw.strip().startswith("#") else None
         if not match:
             break
         if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
             escape = match.group(2)
         start = i + 1
+    return escape, start
+
+
+def _heredocs(instruction: str) -> List[Tuple[str, bool]]:
+    """The here-documents a RUN, COPY or ADD opens (`<<EOF`, `<<-"EOF"`): (delimiter, tabs stripped)."""
+    if instruction.partition(" ")[0].upper() not in ("RUN", "COPY", "ADD"):
+        return []
+    return [(m.group(3), m.group(1) == "-") for m in _HEREDOC.finditer(instruction)]
+
+
+def _logical_lines(text: str) -> List[Tuple[int, str]]:
+    """(first line number, instruction text): directives read, comments dropped, continuations joined,
+    here-document bodies skipped (their lines are a script's or a file's, not instructions)."""
+    lines = text.splitlines()
+    escape, start = _directives(lines)
     out: List[Tuple[int, str]] = []
     current: Optional[List[str]] = None
     first = 0
+    bodies: List[Tuple[str, bool]] = []  # here-documents still open, in order
     for number, raw in enumerate(lines[start:], start + 1):
+        if bodies:
+            delimiter, tabs = bodies[0]
+            if (raw.lstrip("\t") if tabs else raw) == delimiter:
+                bodies.pop(0)
+            continue
         stripped = raw.strip()
         if stripped.startswith("#"):
             continue  # a comment line, also in the middle of a continued instruction
@@ -105,7 +125,9 @@ def _logical_lines(text: str) -> List[Tuple[int, str]]:
             current.append(body[:-1])
             continue
         current.append(body)
-        out.append((first, " ".join(part.strip() for part in current if part.strip())))
+        instruction = " ".join(part.strip() for part in current if part.strip())
+        out.append((first, instruction))
+        bodies = _heredocs(instruction)
         current = None
     if current:
         out.append((first, " ".join(part.strip() for part in current if part.strip())))
@@ -190,13 +212,7 @@ def _arg_pairs(rest: str) -> List[Tuple[str, Optional[str]]]:
 def parse_froms(text: str, build_args: Optional[Mapping[str, str]] = None) -> List[FromLine]:
     """Every `FROM` of a Dockerfile's text, substituted with the global `ARG`s (build args win)."""
     build_args = dict(build_args or {})
-    escape = "\\"
-    for raw in text.splitlines():
-        match = _DIRECTIVE.match(raw.strip()) if raw.strip().startswith("#") else None
-        if not match:
-            break
-        if match.group(1).lower() == "escape" and match.group(2) in ("\\", "`"):
-            escape = match.group(2)
+    escape = _directives(text.splitlines())[0]
     global_args: Dict[str, str] = {}
     stages: List[str] = []
     froms: List[FromLine] = []
