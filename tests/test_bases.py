@@ -247,7 +247,7 @@ def test_madcache_key_lists_the_bases_as_written_in_tag_mode(tmp_path: Path):
 
 
 def test_a_miss_explained_by_a_base_names_it_with_both_values():
-    from pytest_madcache.cli import _explain
+    from pytest_madcache.cli.keys import _explain
 
     mine = {"bases": {"a:1": "id:sha256:new", "b:2": "tag"}}
     theirs = {"bases": {"a:1": "id:sha256:old", "b:2": "tag"}}

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache import cli
-from pytest_madcache.core.settings import SettingsError, read_ini_file
+from pytest_madcache.cli import app as climain
+from pytest_madcache.core.settings import SettingsError
+from pytest_madcache.core.inifile import read_ini_file
 from pytest_madcache.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +225,7 @@ def test_list_into_a_closed_pipe_exits_quietly(tmp_path):
             proc.kill()
     assert first == b"600 cache entries:\n"
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
-    assert code == cli.EXIT_BROKEN_PIPE == 141
+    assert code == climain.EXIT_BROKEN_PIPE == 141
 
 
 class _ClosedPipe(io.StringIO):
@@ -242,7 +244,7 @@ def test_a_broken_pipe_elsewhere_is_not_taken_for_the_reader(tmp_path, monkeypat
     def broken(*args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setitem(cli._COMMANDS, "list", broken)
+    monkeypatch.setitem(climain.COMMANDS, "list", broken)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BrokenPipeError):
         cli.main(["list", "--cache-dir", str(tmp_path / "c")], env={}, stdout=io.StringIO())

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.core.settings import (
-    SettingsError,
-    default_cache_dir,
-    format_ttl,
-    parse_ttl,
-    read_ini_file,
-    resolve,
-)
+from pytest_madcache.core.settings import SettingsError, default_cache_dir, format_ttl, parse_ttl, resolve
+from pytest_madcache.core.inifile import read_ini_file
 
 
 def test_defaults_when_nothing_is_given(tmp_path: Path) -> None:
