@@ -12,11 +12,9 @@ the plugin.
 from __future__ import annotations
 
 import contextlib
-import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from pytest_madcache.core.events import ImageEvent
@@ -26,13 +24,13 @@ from pytest_madcache.core.keymemo import KeyCaches
 from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
-from pytest_madcache.remote.base import RemoteBackend, RemoteError
+from pytest_madcache.provide.decide import Outcome, build_output, get_or_build, run_build
+from pytest_madcache.remote.base import RemoteBackend
 from pytest_madcache.remote.registry import registry_digest
-from pytest_madcache.store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Session, Store, StoreError
+from pytest_madcache.store import Entry, LoadResult, Store, StoreError
 from pytest_madcache.util.progress import human_bytes
 
-__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "SessionEnd", "end_session",
-           "get_or_build", "run_build", "build_output"]
+__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "build_with_engine"]
 
 
 class Reporter(Protocol):
@@ -50,22 +48,6 @@ class _Silent:
 
     def warn(self, text: str) -> None:
         pass
-
-
-@dataclass
-class Outcome:
-    """What `get_or_build` did for one key."""
-
-    entry: Optional[Entry]
-    image_id: str
-    hit: bool
-    load: Optional[LoadResult] = None
-    build_duration: Optional[float] = None
-    waited: float = 0.0  # seconds spent waiting for another process building the same key
-    saved: bool = False
-    warning: Optional[str] = None
-    fetched_bytes: int = 0  # bytes fetched from the remote cache (a remote hit)
-    pushed_bytes: int = 0  # bytes pushed to the remote cache after a build
 
 
 class ImageError(RuntimeError):
@@ -345,182 +327,6 @@ class ImageService:
         return image, ImageEvent(model=spec.name, key=entry.key, cached=True, hit=True, engine=self.engine.describe(),
                                  cache_id=entry.id, how=load.how, bytes_loaded=load.bytes_sent,
                                  load_seconds=load.seconds, entry_build_seconds=entry.build_duration)
-
-
-# -- the end of a session: the limits, with its working set last ----------------------
-
-
-@dataclass(frozen=True)
-class SessionEnd:
-    """What the end of a session did to the cache, and what its working set needs."""
-
-    evicted: List[Entry]  # evicted now for the limits (the working set last)
-    needed_entries: int  # entries the session's keys have in the cache (before evicting)
-    needed_bytes: int  # bytes on disk those entries need together (shared layers once)
-    max_entries: int
-    max_bytes: int
-
-    @property
-    def too_many(self) -> bool:
-        return self.needed_entries > self.max_entries
-
-    @property
-    def too_big(self) -> bool:
-        return self.needed_bytes > self.max_bytes
-
-
-def end_session(store: Store, session: Session, keys: Sequence[str]) -> SessionEnd:
-    """Apply the limits once the session has ended: older entries go first, then among the
-    working set the newest-created, so that the next identical run hits as much as it can."""
-    wanted = set(keys)
-    mine = [e for e in store.entries() if e.key in wanted]
-    needed = store.total_bytes(mine)
-    ended = replace(session, running=False, keys=frozenset(wanted))
-    evicted = store.prune(session=ended) if store.over_limits() else []
-    return SessionEnd(evicted, len({e.key for e in mine}), needed, store.max_entries, store.max_size_bytes)
-
-
-# -- get or build: the one place that decides hit, remote, build and save -----------
-
-
-def get_or_build(
-    store: Store,
-    key: CacheKey,
-    build: Callable[[], Any],
-    *,
-    remote: Optional[RemoteBackend] = None,
-    image_name: str,
-    image_tag: str = "latest",
-    model_tags: Sequence[str] = (),
-    nodes: int = 1,
-    run_config: Optional[Mapping[str, Any]] = None,
-    force_rebuild: bool = False,
-    secret_values: Optional[Mapping[str, str]] = None,
-    recorded: Optional[Callable[[str], str]] = None,
-    files: Callable[[], Optional[Mapping[str, Any]]] = lambda: None,
-) -> Outcome:
-    """Load the image for `key` from the cache, or build it once and save it.
-
-    `build()` returns an object with `image_id` and `duration` (the
-    engine's BuildResult) or an image id.  A local miss asks `remote`
-    (when set) before building, and a new entry is pushed to it.  Only one process builds a
-    given key at a time; the others wait and then hit.  A corrupt entry
-    or a failed load falls back to building; a cache that cannot be
-    written still returns the built image, with `warning` set.  An image
-    whose metadata holds one of `secret_values` (build arg name -> value)
-    is not cached, locally or remotely, and `warning` says which and why.  `files()`, asked
-    after the build, gives the key's file list to keep with the new entry.
-    """
-    if not force_rebuild:
-        hit = _try_hit(store, key)
-        if hit:
-            return hit
-    try:
-        key_lock = store.key_lock(key.digest)
-        waited = key_lock.__enter__()
-    except CacheUnwritable as exc:
-        return _build_uncached(build, str(exc))
-    try:
-        if not force_rebuild or waited > 0.5:
-            hit = _try_hit(store, key) or (_try_remote(store, remote, key) if not force_rebuild else None)
-            if hit:
-                hit.waited = waited
-                return hit
-        image_id, duration = run_build(build)
-        leaked = _secrets_in(recorded, image_id, secret_values or {})
-        if leaked:
-            return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited,
-                           warning=_secret_warning(leaked))
-        try:
-            entry = store.save(image_id, key, image_name=image_name, image_tag=image_tag,
-                              model_tags=model_tags, nodes=nodes, build_duration=duration,
-                              run_config=run_config, files=files())
-        except CacheUnwritable as exc:
-            return Outcome(None, image_id, hit=False, build_duration=duration, waited=waited, warning=str(exc))
-        pushed = remote.push(entry, store.open_blob) if remote is not None else 0
-        return Outcome(entry, image_id, hit=False, build_duration=duration, waited=waited, saved=True,
-                       pushed_bytes=pushed)
-    finally:
-        key_lock.__exit__(None, None, None)
-
-
-def _secrets_in(recorded: Optional[Callable[[str], str]], image_id: str,
-                secret_values: Mapping[str, str]) -> List[str]:
-    """Names of the secrets whose values the engine recorded in the image's config or history
-    (the classic builder keeps build args that RUN steps use); their layers are never read.
-    `recorded(image_id)` is that text, from the engine (`Engine.metadata_text`)."""
-    values = {name: value for name, value in secret_values.items() if value}
-    if not values or recorded is None:
-        return []
-    text = recorded(image_id)
-    return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
-
-
-def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
-    entry = store.lookup(key)
-    if entry is None:
-        return None
-    try:
-        load = store.load(entry)
-    except EntryCorrupt as exc:
-        store.log(f"{exc}; building instead")
-        return None
-    except StoreError as exc:
-        store.log(f"Failed to load {entry.id} from cache ({exc}); building instead")
-        return None
-    return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load,
-                   build_duration=entry.build_duration)
-
-
-def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) -> Optional[Outcome]:
-    """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
-    if remote is None:
-        return None
-    found = remote.find(key.digest, have=store.has_blob)
-    if found is None:
-        return None
-    try:
-        entry, fetched = store.import_entry(found.meta, found.open_blob)
-    except CacheUnwritable as exc:
-        store.log(f"Warning: {exc}; not fetching from the remote cache")
-        return None
-    except RemoteError as exc:
-        remote.failed(key.digest, exc)
-        return None
-    remote.mark_used(entry)
-    hit = _try_hit(store, key)
-    if hit:
-        hit.fetched_bytes = fetched
-    return hit
-
-
-def _build_uncached(build: Callable[[], Any], warning: str) -> Outcome:
-    image_id, duration = run_build(build)
-    return Outcome(None, image_id, hit=False, build_duration=duration, warning=warning)
-
-
-def _secret_warning(names: Sequence[str]) -> str:
-    listed = ", ".join(repr(n) for n in names)
-    first = names[0]
-    return (f"the image records the value of secret build arg {listed} in its metadata (the legacy builder keeps "
-            f"build args that RUN steps use in the image history), so it is not cached; read the secret from a "
-            f"BuildKit secret mount instead (RUN --mount=type=secret,id={first} ... reads /run/secrets/{first}; "
-            f"builder='buildkit' in the model mark, or 'auto' with docker-buildx installed)")
-
-
-def build_output(result: Any, elapsed: Optional[float]) -> Tuple[str, Optional[float]]:
-    """What a build callable returned (an image id, or an object with `image_id` and
-    `duration` such as the engine's BuildResult) as (image_id, duration)."""
-    if isinstance(result, str):
-        return result, elapsed
-    return result.image_id, getattr(result, "duration", None) or elapsed
-
-
-def run_build(build: Callable[[], Any]) -> Tuple[str, Optional[float]]:
-    """Run a build callable, timing it when it does not time itself."""
-    start = time.monotonic()
-    result = build()
-    return build_output(result, time.monotonic() - start)
 
 
 def _model_image(spec: ModelSpec, ref: str, image_id: str, key: CacheKey, params: Mapping[str, Any], *,
