@@ -18,7 +18,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, List, Mapping, Optional, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
+
+from pytest_madcache.core.images import BuildFailed, BuildResult
+from pytest_madcache.engines.context import BuildRequest
 
 __all__ = ["buildx_binary", "buildx_build", "PLUGIN_DIRS"]
 
@@ -59,55 +62,61 @@ def _workdir(state_dir: Optional[Path]) -> Path:
     return Path(tempfile.mkdtemp(prefix="madcache-buildx-"))
 
 
-def buildx_build(
-    binary: str,
-    host: Optional[str],
-    context: Path,
-    dockerfile: Optional[Path],
-    tag: Optional[str],
-    build_args: Mapping[str, str],
-    secrets: Mapping[str, str],
-    labels: Mapping[str, str],
-    network: Optional[str],
-    on_line: Optional[Callable[[str], None]],
-    state_dir: Optional[Path],
-    packed: Optional[Tuple[BinaryIO, str]] = None,
-):
+def buildx_build(binary: str, host: Optional[str], request: BuildRequest,
+                 network: Optional[str]) -> BuildResult:
     """Run `buildx build --load`; return the BuildResult or raise BuildFailed.
 
-    Secrets go in as `--secret id=NAME,env=VAR` with the value only in the
-    child's environment: never on a command line, never in a build arg.  `packed` (a context
-    archive and the Dockerfile's name in it) is sent on stdin instead of the context directory.
+    Secrets go in as `--secret id=NAME,env=VAR` with the value only in the child's environment:
+    never on a command line, never in a build arg.  When files are left out of the context
+    (`request.exclude`), the context is packed here and sent on stdin (BuildKit would read
+    `.dockerignore` itself and send what the session wrote).
     """
-    from pytest_madcache.core.images import BuildFailed, BuildResult
+    state_dir = Path(request.tmp_dir) if request.tmp_dir is not None else None
+    packed = request.packed(state_dir) if request.exclude else None
+    try:
+        return _run(binary, host, request, network, state_dir, packed)
+    finally:
+        if packed is not None:
+            packed[0].close()
 
-    workdir = _workdir(state_dir)
-    iidfile = workdir / "iid"
+
+def _command(binary: str, request: BuildRequest, network: Optional[str], iidfile: Path,
+             packed: Optional[Tuple[BinaryIO, str]]) -> Tuple[List[str], Dict[str, str]]:
+    """The buildx command line and the secrets' environment variables."""
     cmd: List[str] = [binary, "build", "--load", "--progress", "plain", "--iidfile", str(iidfile)]
-    if tag:
-        cmd += ["--tag", tag]
+    if request.tag:
+        cmd += ["--tag", request.tag]
     if packed is not None:
         cmd += ["--file", packed[1]]
-    elif dockerfile is not None:
-        cmd += ["--file", str(dockerfile)]
+    elif request.dockerfile is not None:
+        cmd += ["--file", str(request.dockerfile)]
     if network:
         cmd += ["--network", network]
-    for name, value in build_args.items():
+    for name, value in request.build_args.items():
         cmd += ["--build-arg", f"{name}={value}"]
-    for name, value in labels.items():
+    for name, value in request.labels.items():
         cmd += ["--label", f"{name}={value}"]
-    env = dict(os.environ)
-    for i, (name, value) in enumerate(secrets.items()):
+    secret_env: Dict[str, str] = {}
+    for i, (name, value) in enumerate(request.secrets.items()):
         var = f"MADCACHE_SECRET_{i}"
-        env[var] = value
+        secret_env[var] = value
         cmd += ["--secret", f"id={name},env={var}"]
+    cmd.append("-" if packed is not None else str(request.context))
+    return cmd, secret_env
+
+
+def _run(binary: str, host: Optional[str], request: BuildRequest, network: Optional[str],
+         state_dir: Optional[Path], packed: Optional[Tuple[BinaryIO, str]]) -> BuildResult:
+    workdir = _workdir(state_dir)
+    iidfile = workdir / "iid"
+    cmd, secret_env = _command(binary, request, network, iidfile, packed)
+    env = {**os.environ, **secret_env}
     if host:
         env["DOCKER_HOST"] = host
     if "BUILDX_CONFIG" not in os.environ:
         # buildx keeps a little state per run; in the build's own temp dir it writes
         # nothing outside the cache (a read-only home is enough) and leaves nothing behind.
         env["BUILDX_CONFIG"] = str(workdir / "config")
-    cmd.append("-" if packed is not None else str(context))
     lines: List[str] = []
     start = time.monotonic()
     try:
@@ -123,8 +132,8 @@ def buildx_build(
         for raw in proc.stdout:
             line = raw.rstrip("\n")
             lines.append(line)
-            if on_line:
-                on_line(line)
+            if request.on_line:
+                request.on_line(line)
         code = proc.wait()
         image_id = iidfile.read_text().strip() if iidfile.is_file() else ""
     except BaseException:

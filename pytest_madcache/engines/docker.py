@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 from pytest_madcache.core.images import (
     BUILDERS,
@@ -31,7 +30,8 @@ from pytest_madcache.core.images import (
     ImageInfo,
     engine_socket,
 )
-from pytest_madcache.util.dockerignore import included_paths, read_dockerignore
+from pytest_madcache.engines.classic import classic_build
+from pytest_madcache.engines.context import BuildRequest
 from pytest_madcache.util.refs import short_names, split_reference
 
 __all__ = ["Engine", "EngineError", "BuildFailed", "BuildResult", "ImageInfo", "EngineInfo", "BUILDERS"]
@@ -257,97 +257,28 @@ class Engine:
 
     # -- build -------------------------------------------------------------------
 
-    def build(
-        self,
-        context: Path,
-        dockerfile: Optional[Path] = None,
-        tag: Optional[str] = None,
-        build_args: Optional[Mapping[str, str]] = None,
-        labels: Optional[Mapping[str, str]] = None,
-        on_line: Optional[Any] = None,
-        tmp_dir: Optional[Path] = None,
-        builder: str = "auto",
-        secrets: Optional[Mapping[str, str]] = None,
-        exclude: Sequence[str] = (),
-    ) -> BuildResult:
-        """Build an image; BuildFailed carries the build log.
+    def build(self, context: Path, dockerfile: Optional[Path] = None, tag: Optional[str] = None,
+              build_args: Optional[Mapping[str, str]] = None, labels: Optional[Mapping[str, str]] = None,
+              on_line: Optional[Callable[[str], None]] = None, tmp_dir: Optional[Path] = None,
+              builder: str = "auto", secrets: Optional[Mapping[str, str]] = None,
+              exclude: Sequence[str] = ()) -> BuildResult:
+        """Build an image; BuildFailed carries the build log.  The arguments are a `BuildRequest`'s."""
+        return self.build_request(BuildRequest(
+            Path(context), Path(dockerfile) if dockerfile is not None else None, tag, dict(build_args or {}),
+            dict(labels or {}), on_line, Path(tmp_dir) if tmp_dir is not None else None, builder,
+            dict(secrets or {}), tuple(exclude)))
 
-        `builder`: "buildkit" (buildx, see buildkit.py), "legacy" (the SDK's
-        classic builder; Podman's own builder on Podman) or "auto" (BuildKit
-        on Docker when a buildx binary is found, else legacy).  `secrets` are
-        build args whose values must not stay in the image: BuildKit gets them
-        as secret mounts; the legacy builder as build args (the store then
-        refuses to cache an image whose metadata holds one).
-
-        docker-py packs the context into a temporary file in TMPDIR; with
-        `tmp_dir` (the cache's tmp/) it goes there instead, so a read-only
-        root filesystem with one writable cache volume is enough.  `exclude` adds `.dockerignore`
-        patterns (files the test session wrote into the context); the context is then packed here
-        for either builder, so what is sent is what the key hashed (key.context_digest).
-        """
-        secrets = dict(secrets or {})
-        buildx = self._buildx_for(builder, Path(dockerfile) if dockerfile is not None
-                                  else Path(context) / "Dockerfile")
+    def build_request(self, request: BuildRequest) -> BuildResult:
+        """`request.builder`: "buildkit" (buildx, see buildkit.py), "legacy" (the SDK's classic builder,
+        classic.py; Podman's own builder on Podman) or "auto" (BuildKit on Docker when a buildx binary
+        is found, else legacy)."""
+        buildx = self._buildx_for(request.builder, request.dockerfile_path)
         if buildx is not None:
-            return self._buildkit(buildx, context, dockerfile, tag, build_args, labels, on_line, tmp_dir, secrets,
-                                  exclude)
-        build_args = {**dict(build_args or {}), **secrets}
-        from docker.errors import APIError, BuildError, DockerException
-        context = Path(context)
-        rel_dockerfile = None
-        if dockerfile is not None:
-            rel_dockerfile = str(Path(dockerfile).resolve().relative_to(context.resolve())) if _inside(
-                Path(dockerfile), context
-            ) else str(Path(dockerfile).resolve())
-        start = time.monotonic()
-        lines: List[str] = []
-        image_id = None
-        packed = None
-        try:
-            source: Dict[str, Any] = {"path": str(context), "dockerfile": rel_dockerfile}
-            if tmp_dir is not None or exclude:
-                try:
-                    packed = _pack_context(context, rel_dockerfile, tmp_dir, exclude)
-                except OSError:  # the cache volume is full or read-only: TMPDIR
-                    packed = _pack_context(context, rel_dockerfile, None, exclude) if exclude else None
-                if packed is not None:
-                    source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
-            stream = self.api.build(
-                **source,
-                tag=tag,
-                buildargs=dict(build_args or {}),
-                labels=dict(labels or {}),
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            for chunk in stream:
-                if "stream" in chunk:
-                    text = chunk["stream"]
-                    lines.append(text.rstrip("\n"))
-                    if on_line:
-                        on_line(text.rstrip("\n"))
-                if "error" in chunk or "errorDetail" in chunk:
-                    err = chunk.get("error") or json.dumps(chunk.get("errorDetail"))
-                    lines.append(str(err))
-                    raise BuildFailed(f"docker build failed: {err}", "\n".join(lines))
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and "ID" in aux:
-                    image_id = aux["ID"]
-        except BuildFailed:
-            raise
-        except (APIError, BuildError, DockerException) as exc:
-            raise BuildFailed(f"docker build failed: {exc}", "\n".join(lines)) from None
-        finally:
-            if packed is not None:
-                packed[0].close()
-        if image_id is None and tag:
-            info = self.inspect(tag)
-            image_id = info.id if info else None
-        if image_id is None:
-            raise BuildFailed("docker build finished without an image id", "\n".join(lines))
+            result = self._buildkit(buildx, request)
+        else:
+            result = classic_build(self.api, request, self.inspect)
         self._layer_index = None
-        return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))
+        return result
 
     def describe(self) -> str:
         """One line for people: which engine, how it builds, how images get into it."""
@@ -397,10 +328,7 @@ class Engine:
             return "tcp://" + base.split("://", 1)[1]
         return os.environ.get("DOCKER_HOST")
 
-    def _buildkit(self, binary: str, context: Path, dockerfile: Optional[Path], tag: Optional[str],
-                  build_args: Optional[Mapping[str, str]], labels: Optional[Mapping[str, str]],
-                  on_line: Optional[Any], tmp_dir: Optional[Path], secrets: Mapping[str, str],
-                  exclude: Sequence[str] = ()) -> BuildResult:
+    def _buildkit(self, binary: str, request: BuildRequest) -> BuildResult:
         from pytest_madcache.engines.buildkit import buildx_build
 
         # An engine started without a bridge network (--bridge=none) cannot give
@@ -409,80 +337,7 @@ class Engine:
         with contextlib.suppress(Exception):
             if not self.api.networks(names=["bridge"]):
                 network = "none"
-        packed = None
-        if exclude:  # BuildKit reads .dockerignore itself: send the context packed here, on stdin
-            rel = None
-            if dockerfile is not None:
-                rel = (str(Path(dockerfile).resolve().relative_to(Path(context).resolve()))
-                       if _inside(Path(dockerfile), Path(context)) else str(Path(dockerfile).resolve()))
-            packed = _pack_context(Path(context), rel, tmp_dir, exclude)
-        try:
-            result = buildx_build(
-                binary, self.host(), Path(context), Path(dockerfile) if dockerfile is not None else None, tag,
-                dict(build_args or {}), secrets, dict(labels or {}), network, on_line,
-                Path(tmp_dir) if tmp_dir is not None else None, packed)
-        finally:
-            if packed is not None:
-                packed[0].close()
-        self._layer_index = None
-        return result
-
-
-def _pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Path],
-                  exclude: Sequence[str] = ()) -> Any:
-    """The build context as docker-py would send it (`.dockerignore` and `exclude` honoured, a
-    Dockerfile outside the context added), in an unnamed temp file in `tmp_dir` (None: TMPDIR),
-    with the Dockerfile's name inside the archive.
-
-    Written here rather than by docker-py's `tar`: its headers carry sub-second mtimes as PAX
-    records, and buildx, reading a context from stdin, takes an archive whose first 1 KiB is not
-    a whole tar header for a Dockerfile.  Whole-second GNU headers suit both builders.
-    """
-    import io
-    import tarfile
-    import tempfile
-
-    from docker.api.build import process_dockerfile
-
-    root = os.path.abspath(context)
-    patterns = read_dockerignore(context) + list(exclude)
-    name, outside = process_dockerfile(dockerfile, str(context))  # outside: the Dockerfile's text, else None
-    extra = {} if outside is None else {".dockerignore": "\n".join((patterns or [".dockerignore"]) + [name]),
-                                        name: outside}
-    if tmp_dir is not None:
-        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-    fh = tempfile.TemporaryFile(dir=str(tmp_dir) if tmp_dir is not None else None, prefix="build-context-")
-    with tarfile.open(mode="w", fileobj=fh, format=tarfile.GNU_FORMAT) as out:
-        for rel in included_paths(root, patterns, name):
-            if rel in extra:
-                continue
-            info = out.gettarinfo(os.path.join(root, rel), arcname=rel)
-            if info is None:  # a socket
-                continue
-            info.mtime = int(info.mtime)
-            if info.isfile():
-                try:
-                    with open(os.path.join(root, rel), "rb") as src:
-                        out.addfile(info, src)
-                except OSError as exc:
-                    raise OSError(f"cannot read {os.path.join(root, rel)} of the build context: {exc}") from None
-            else:
-                out.addfile(info)
-        for rel, text in extra.items():
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    fh.seek(0)
-    return fh, name or "Dockerfile"
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+        return buildx_build(binary, self.host(), request, network)
 
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
