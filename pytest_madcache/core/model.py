@@ -21,6 +21,7 @@ from pytest_madcache.core.images import BUILDERS
 from pytest_madcache.core.key import KeySpec, exclude_patterns
 from pytest_madcache.core.perfspec import PERF_KWARGS, PerfSpec, perf_spec
 from pytest_madcache.core.run import RunOptions, normalise_volumes
+from pytest_madcache.util.refs import ImageRef
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "resolve_build_args",
            "default_image_name"]
@@ -159,6 +160,42 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
     name = kw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ModelMarkError(f"{where}: @pytest.mark.model needs a model name (a non-empty string), got {name!r}")
+    context, dockerfile = _build_files(kw, name, test_dir, where, root)
+    image, image_tag = _image(kw, name, where)
+    nodes = kw.get("nodes", 1)
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        raise ModelMarkError(f"{where}: nodes={nodes!r} must be a whole number >= 1")
+    key_params = kw.get("key_params")
+    ignore_params = kw.get("ignore_params")
+    if key_params is not None and ignore_params is not None:
+        raise ModelMarkError(f"{where}: give key_params or ignore_params, not both")
+    builder, base_key = _builder(kw, where)
+    try:
+        perf = perf_spec(kw)
+    except ValueError as exc:
+        raise ModelMarkError(f"{where}: {exc}") from None
+    return ModelSpec(
+        name=name,
+        context=context,
+        dockerfile=dockerfile,
+        image=image,
+        image_tag=image_tag,
+        tags=_strings(kw.get("tags"), "tags", where) or (name,),
+        build_args=_str_dict(kw.get("build_args"), "build_args", where),
+        nodes=nodes,
+        secrets=_strings(kw.get("secrets"), "secrets", where),
+        key_params=None if key_params is None else _strings(key_params, "key_params", where),
+        ignore_params=_strings(ignore_params, "ignore_params", where),
+        run=run_options(kw, test_dir, where),
+        builder=builder,
+        base_key=base_key,
+        perf=perf,
+    )
+
+
+def _build_files(kw: Mapping[str, Any], name: str, test_dir: Path, where: str,
+                 root: Optional[Path]) -> Tuple[Path, Path]:
+    """The mark's build context and Dockerfile, absolute, checked to exist (and to lie in `root`)."""
 
     def path(value: Any, what: str) -> Optional[Path]:
         if value is None:
@@ -184,25 +221,20 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
             if p != top and top not in p.parents:
                 raise ModelMarkError(f"{where}: {what} {str(p)!r} of model {name!r} is outside the project "
                                      f"(the pytest rootdir {str(top)!r})")
+    return context, dockerfile
 
+
+def _image(kw: Mapping[str, Any], name: str, where: str) -> Tuple[str, Optional[str]]:
+    """The image name the mark gives (or the model's default) and its tag, if it names one."""
     image = kw.get("image") or default_image_name(name)
     if not isinstance(image, str):
         raise ModelMarkError(f"{where}: image={image!r} must be a string")
-    image_tag: Optional[str] = None
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        image, image_tag = image.rsplit(":", 1)
+    ref = ImageRef.parse(image)
+    return ref.repository, ref.tag
 
-    nodes = kw.get("nodes", 1)
-    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
-        raise ModelMarkError(f"{where}: nodes={nodes!r} must be a whole number >= 1")
 
-    key_params = kw.get("key_params")
-    ignore_params = kw.get("ignore_params")
-    if key_params is not None and ignore_params is not None:
-        raise ModelMarkError(f"{where}: give key_params or ignore_params, not both")
-
-    tags = _strings(kw.get("tags"), "tags", where) or (name,)
+def _builder(kw: Mapping[str, Any], where: str) -> Tuple[str, Optional[str]]:
+    """The mark's builder and base_key (None: the session's)."""
     builder = kw.get("builder", "auto")
     if builder not in BUILDERS:
         raise ModelMarkError(f"{where}: builder={builder!r} must be one of {', '.join(repr(b) for b in BUILDERS)}")
@@ -215,27 +247,7 @@ def spec_from_marks(marks: Sequence[Any], test_dir: Path, where: str, root: Opti
         except ValueError as exc:
             raise ModelMarkError(
                 f"{where}: invalid value {base_key!r} for base_key from the model mark: {exc}") from None
-    try:
-        perf = perf_spec(kw)
-    except ValueError as exc:
-        raise ModelMarkError(f"{where}: {exc}") from None
-    return ModelSpec(
-        name=name,
-        context=context,
-        dockerfile=dockerfile,
-        image=image,
-        image_tag=image_tag,
-        tags=tags,
-        build_args=_str_dict(kw.get("build_args"), "build_args", where),
-        nodes=nodes,
-        secrets=_strings(kw.get("secrets"), "secrets", where),
-        key_params=None if key_params is None else _strings(key_params, "key_params", where),
-        ignore_params=_strings(ignore_params, "ignore_params", where),
-        run=run_options(kw, test_dir, where),
-        builder=builder,
-        base_key=base_key,
-        perf=perf,
-    )
+    return builder, base_key
 
 
 def run_options(kw: Mapping[str, Any], base_dir: Path, where: str,

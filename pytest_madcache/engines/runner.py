@@ -111,15 +111,11 @@ def run_container(client: Any, image: str, options: RunOptions,
             timer.daemon = True
             timer.start()
         if on_line is not None:
+            lines = _Lines(on_line)
             with contextlib.suppress(Exception):  # a broken stream still leaves wait() below
-                pending = b""
                 for chunk in container.logs(stream=True, follow=True):
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode("utf-8", "replace"))
-                if pending:
-                    on_line(pending.decode("utf-8", "replace"))
+                    lines.feed(chunk)
+            lines.end()
         status = container.wait(timeout=None)
         duration = time.monotonic() - start
         exit_code = int(status.get("StatusCode", -1))
@@ -132,6 +128,27 @@ def run_container(client: Any, image: str, options: RunOptions,
     performance, metric = parse_performance(logs)
     return RunResult(exit_code=exit_code, logs=logs, duration=duration, performance=performance, metric=metric,
                      timed_out=timed_out.is_set(), image=image)
+
+
+class _Lines:
+    """Bytes as they come, said line by line to `on_line` (nothing without one); `end()` says the
+    last, unterminated line."""
+
+    def __init__(self, on_line: Optional[Callable[[str], None]]) -> None:
+        self.on_line = on_line
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.on_line is None:
+            return
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for line in lines:
+            self.on_line(line.decode("utf-8", "replace"))
+
+    def end(self) -> None:
+        if self.on_line is not None and self.pending:
+            self.on_line(self.pending.decode("utf-8", "replace"))
+            self.pending = b""
 
 
 def model_command(image_config: Mapping[str, Any], command: Optional[Union[str, List[str]]]) -> List[str]:
@@ -199,7 +216,7 @@ def _follow(stream: Any, timeout: Optional[float], on_line: Optional[Callable[[s
     threading.Thread(target=read, name="madcache-exec-output", daemon=True).start()
     deadline = time.monotonic() + timeout if timeout else None
     got: List[bytes] = []
-    pending = b""
+    lines = _Lines(on_line)
     while True:
         try:
             chunk = chunks.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -208,13 +225,8 @@ def _follow(stream: Any, timeout: Optional[float], on_line: Optional[Callable[[s
         if chunk is None:
             break
         got.append(chunk)
-        if on_line is not None:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                on_line(line.decode("utf-8", "replace"))
-    if on_line is not None and pending:
-        on_line(pending.decode("utf-8", "replace"))
+        lines.feed(chunk)
+    lines.end()
     return b"".join(got).decode("utf-8", "replace"), False
 
 

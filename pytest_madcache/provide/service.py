@@ -29,6 +29,7 @@ from pytest_madcache.remote.base import RemoteBackend
 from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, LoadResult, Store, StoreError
 from pytest_madcache.util.progress import human_bytes
+from pytest_madcache.util.refs import split_reference
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "build_with_engine"]
 
@@ -172,7 +173,7 @@ class ImageService:
                run_config: Mapping[str, Any], build: Callable[[], Any]) -> Tuple[ModelImage, ImageEvent]:
         """The image for `key`, as a ModelImage plus its event for the summary."""
         event = ImageEvent(model=spec.name, key=key.digest)
-        name, tag = ref.rsplit(":", 1)
+        name, tag = split_reference(ref)
         store = self.store() if self.enabled else None
         if store is None:
             image_id, duration = self._build(build)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
 
@@ -31,6 +31,8 @@ from pytest_madcache.pytest_glue.state import State, emit, failed, flush_warning
 from pytest_madcache.pytest_glue.summary import kept_line, run_row
 
 if TYPE_CHECKING:
+    from pytest_madcache.core.bases import ResolvedBase
+    from pytest_madcache.core.key import CacheKey
     from pytest_madcache.provide import ModelImage
 
 __all__ = ["model_image", "model_run"]
@@ -63,9 +65,7 @@ def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
-    from pytest_madcache.core.bases import DockerfileError, key_bases
     from pytest_madcache.core.images import BuildFailed
-    from pytest_madcache.core.key import KeyError_
     from pytest_madcache.provide import ImageError
 
     item = request.node
@@ -81,27 +81,7 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
             image, event = service.from_entry(spec, state.from_cache_entry, params)
             emit(item, event)
             return image
-        try:
-            # the mark's build args are filled from the parameters; --additional-context's are taken as given
-            spec = _with_context(resolve_build_args(marked, params, item.nodeid), state.additional_context)
-            spec = excluding(spec, state.outputs)
-            selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
-        except ModelMarkError as exc:
-            raise failed(str(exc)) from None
-        material: Dict[str, Any] = {}
-        for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
-            if result:
-                material.update(result)
-        try:
-            bases = service.resolve_bases(spec, spec.base_key or state.settings.base_key)
-            key = service.key(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
-                              state.settings.dir if state.settings.enabled else None)
-        except DockerfileError as exc:
-            raise failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
-        except KeyError_ as exc:
-            raise failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
-                          "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
-                          "parameters out)") from None
+        spec, key, bases = _keyed(item, marked, params, state)
         remembered = service.remembered(key)
         if remembered is not None:
             emit(item, ImageEvent(model=spec.name, key=key.digest, reused=True))
@@ -126,6 +106,38 @@ def model_image(request: pytest.FixtureRequest) -> ModelImage:
         raise failed(f"{item.nodeid}: no image for model {spec.name!r}: {exc}") from None
     finally:
         flush_warning(item)
+
+
+def _keyed(item: pytest.Item, marked: ModelSpec, params: Dict[str, Any],
+           state: State) -> Tuple[ModelSpec, "CacheKey", List["ResolvedBase"]]:
+    """The test's spec as it builds (build args filled from its parameters, the session's files left
+    out of its context), its key and its resolved bases; a bad mark or Dockerfile fails the test."""
+    from pytest_madcache.core.bases import DockerfileError, key_bases
+    from pytest_madcache.core.key import KeyError_
+
+    config = item.config
+    try:
+        # the mark's build args are filled from the parameters; --additional-context's are taken as given
+        spec = _with_context(resolve_build_args(marked, params, item.nodeid), state.additional_context)
+        spec = excluding(spec, state.outputs)
+        selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
+    except ModelMarkError as exc:
+        raise failed(str(exc)) from None
+    material: Dict[str, Any] = {}
+    for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
+        if result:
+            material.update(result)
+    try:
+        bases = state.service.resolve_bases(spec, spec.base_key or state.settings.base_key)
+        key = state.service.key(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
+                                state.settings.dir if state.settings.enabled else None)
+    except DockerfileError as exc:
+        raise failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
+    except KeyError_ as exc:
+        raise failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
+                     "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
+                     "parameters out)") from None
+    return spec, key, bases
 
 
 def _custom_build(state: State, config: pytest.Config) -> bool:

@@ -175,8 +175,33 @@ def misread_option(config: pytest.Config) -> Optional[str]:
     invocation_dir = Path(config.invocation_params.dir)
     raw = shlex.split(os.environ.get("PYTEST_ADDOPTS", "")) + [os.fspath(a) for a in config.invocation_params.args]
     free = list(getattr(config.option, "file_or_dir", None) or [])
-    ours: List[Tuple[str, str]] = []  # (flag, value) given with a space, the value an existing path
-    seen: List[str] = []  # the free arguments as pytest saw them first, in order, ours among them
+    ours, seen = _spaced_values(raw, free, invocation_dir)
+    if not ours:
+        return None
+    without = [a for a in seen if a not in {v for _, v in ours}]
+    actual: _Setup = (Path(config.rootpath), Path(config.inipath) if config.inipath else None)
+    try:
+        with_ours, intended = _pytest_setup(config, seen), _pytest_setup(config, without)
+    except Exception:  # pytest's private function moved: a rule of our own, looser
+        with_ours, intended = actual, None
+    if intended is not None and (actual == intended or with_ours == intended):
+        return None  # pytest picked what it would have without our values, or they are not what moved it
+    if intended is not None and actual[1] is None and intended[1] is None and _within(invocation_dir, actual[0]):
+        return None  # no ini file either way, and pytest still runs inside its rootdir: nothing was misread
+    guilty = _guilty(ours, invocation_dir, actual, intended)
+    if not guilty:
+        if intended is None:
+            return None
+        guilty = ours
+    return _explanation(guilty[0], actual, intended)
+
+
+def _spaced_values(raw: Sequence[str], free: Sequence[str],
+                   invocation_dir: Path) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """(flag, value) of ours given with a space whose value is an existing path, and the free
+    arguments as pytest saw them first, in order, ours among them."""
+    ours: List[Tuple[str, str]] = []
+    seen: List[str] = []
     i = 0
     while i < len(raw):
         token = raw[i]
@@ -193,18 +218,12 @@ def misread_option(config: pytest.Config) -> Optional[str]:
         if token in free:
             seen.append(token)
         i += 1
-    if not ours:
-        return None
-    without = [a for a in seen if a not in {v for _, v in ours}]
-    actual: _Setup = (Path(config.rootpath), Path(config.inipath) if config.inipath else None)
-    try:
-        with_ours, intended = _pytest_setup(config, seen), _pytest_setup(config, without)
-    except Exception:  # pytest's private function moved: a rule of our own, looser
-        with_ours, intended = actual, None
-    if intended is not None and (actual == intended or with_ours == intended):
-        return None  # pytest picked what it would have without our values, or they are not what moved it
-    if intended is not None and actual[1] is None and intended[1] is None and _within(invocation_dir, actual[0]):
-        return None  # no ini file either way, and pytest still runs inside its rootdir: nothing was misread
+    return ours, seen
+
+
+def _guilty(ours: Sequence[Tuple[str, str]], invocation_dir: Path, actual: "_Setup",
+            intended: Optional["_Setup"]) -> List[Tuple[str, str]]:
+    """Which of our spaced values moved the rootdir (`intended`: where it would be without them)."""
     guilty = []
     for flag, value in ours:
         path = invocation_dir / value
@@ -218,11 +237,11 @@ def misread_option(config: pytest.Config) -> Optional[str]:
         elif _within(directory, intended[0]):
             continue
         guilty.append((flag, value))
-    if not guilty:
-        if intended is None:
-            return None
-        guilty = ours
-    flag, value = guilty[0]
+    return guilty
+
+
+def _explanation(guilty: Tuple[str, str], actual: "_Setup", intended: Optional["_Setup"]) -> str:
+    flag, value = guilty
     env, ini = _VALUED_FLAGS[flag]
     made = f"made {actual[0]} the rootdir" + (f" (ini file {actual[1]})" if actual[1] else "")
     if intended is None:
