@@ -14,40 +14,42 @@ earlier versions read as before.
 The manifest goes last, so a push that breaks leaves blobs but never an
 entry; a small journal (`<cache>/remote/pending/`) remembers it, and the
 next push from that cache completes it (as does `RemoteCache.push_pending`).
-HTTP, TLS, auth and retries are registry.py's; compression and parallel
-fetches are transfer.py's.  It must not touch the local store: the store
-hands it blob readers and takes back metadata and readers
-(remotes.RemoteEntry); its own files are the journal and the layer map
-under `<cache>/remote/`.
+The manifest codec is manifest.py's and the journal journal.py's; HTTP, TLS,
+auth and retries are registry.py's; compression and parallel fetches are
+transfer.py's.  It must not touch the local store: the store hands it blob
+readers and takes back metadata and readers (base.RemoteEntry); its own files
+are the journal and the layer map under `<cache>/remote/`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
-import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from pytest_madcache.remote.base import RemoteEntry, RemoteError, RemoteUnavailable
-from pytest_madcache.remote.registry import MANIFEST_TYPE, Registry, RetryPolicy, skip_to
-from pytest_madcache.remote.transfer import COMPRESSIONS, CONFIG_TYPE, LAYER_TAR, BlobFetcher, RemoteBlob, encode
+from pytest_madcache.remote.journal import RemoteState
+from pytest_madcache.remote.manifest import (
+    CONFIG_TYPE,
+    LAYER_TYPE,
+    MANIFEST_TYPE,
+    RemoteManifest,
+    manifest_body,
+    parse_manifest,
+)
+from pytest_madcache.remote.registry import Registry, RetryPolicy, skip_to
+from pytest_madcache.remote.transfer import COMPRESSIONS, BlobFetcher, RemoteBlob, encode
 from pytest_madcache.util.refs import RemoteRef, is_loopback
 
 __all__ = [
     "RemoteRef", "Registry", "RemoteError", "RemoteUnavailable", "RetryPolicy", "RemoteCache", "RemoteEntry",
-    "RemoteManifest", "MANIFEST_TYPE", "key_tag", "entry_manifest", "parse_manifest", "entry_from_manifest",
+    "RemoteManifest", "RemoteState", "MANIFEST_TYPE", "CONFIG_TYPE", "LAYER_TYPE", "key_tag", "parse_manifest",
     "is_loopback",
 ]
 
-LAYER_TYPE = LAYER_TAR
-ENTRY_ANNOTATION = "io.madcache.entry"
-USED_ANNOTATION = "io.madcache.last-used"
 TAG_PREFIX = "mc-"
 PARALLEL = 3  # blobs moving at once, each way
 
@@ -69,158 +71,6 @@ OpenBlob = Callable[[str], BinaryIO]
 
 def key_tag(key: str) -> str:
     return TAG_PREFIX + key
-
-
-# -- entries as OCI images -------------------------------------------------------
-
-
-def _manifest_body(meta: Mapping[str, Any], layers: Sequence[RemoteBlob], last_used: Optional[float]) -> bytes:
-    created = _dt.datetime.fromtimestamp(float(meta.get("created") or 0), _dt.timezone.utc)
-    config = meta["config"]
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config, "size": meta["sizes"][config]},
-        "layers": [{"mediaType": b.media_type, "digest": b.digest, "size": b.size} for b in layers],
-        "annotations": {
-            "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "org.opencontainers.image.ref.name": f"{meta.get('image_name')}:{meta.get('image_tag')}",
-            ENTRY_ANNOTATION: json.dumps(meta, sort_keys=True, separators=(",", ":")),
-            USED_ANNOTATION: str(int(last_used if last_used is not None else time.time())),
-        },
-    }
-    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _raw_layers(meta: Mapping[str, Any]) -> List[RemoteBlob]:
-    return [RemoteBlob(d, meta["sizes"][d], LAYER_TYPE) for d in meta["layers"]]
-
-
-def entry_manifest(entry: EntryLike, last_used: Optional[float] = None,
-                   layers: Optional[Sequence[RemoteBlob]] = None) -> bytes:
-    """The OCI manifest of a store entry (uncompressed layers unless `layers` says otherwise)."""
-    meta = entry.to_json()
-    return _manifest_body(meta, list(layers) if layers is not None else _raw_layers(meta), last_used)
-
-
-@dataclass(frozen=True)
-class RemoteManifest:
-    """A madcache manifest read back: the entry's metadata, its last use, and the registry's blob
-    for each digest the store names (config and diffIDs)."""
-
-    meta: Dict[str, Any]
-    used: float
-    layers: List[RemoteBlob]
-    blobs: Dict[str, RemoteBlob] = field(default_factory=dict)
-
-
-def parse_manifest(body: bytes) -> RemoteManifest:
-    """Read and check a madcache manifest: the annotation's blobs must be the manifest's, position by
-    position (an uncompressed layer by digest and size; a compressed one by position)."""
-    try:
-        manifest = json.loads(body)
-        annotations = manifest.get("annotations") or {}
-        meta = json.loads(annotations[ENTRY_ANNOTATION])
-        used = float(annotations.get(USED_ANNOTATION) or meta.get("created") or 0)
-        config = manifest["config"]
-        layers = [RemoteBlob(layer["digest"], int(layer["size"]), layer.get("mediaType") or LAYER_TYPE)
-                  for layer in manifest["layers"]]
-        sizes = meta["sizes"]
-        diff_ids = list(meta.get("layers") or [])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RemoteError(f"not a madcache manifest: {exc}") from None
-    if config.get("digest") != meta.get("config") or sizes.get(config.get("digest")) != config.get("size"):
-        raise RemoteError("manifest and entry metadata disagree about the config")
-    if len(layers) != len(diff_ids):
-        raise RemoteError("manifest and entry metadata disagree about the number of layers")
-    blobs = {meta["config"]: RemoteBlob(config["digest"], int(config["size"]), CONFIG_TYPE)}
-    for diff_id, blob in zip(diff_ids, layers):
-        if blob.codec == "none" and (blob.digest != diff_id or blob.size != sizes.get(diff_id)):
-            raise RemoteError("manifest and entry metadata disagree about an uncompressed layer")
-        if diff_id not in sizes:
-            raise RemoteError("the entry metadata has no size for a layer")
-        blobs[diff_id] = blob
-    return RemoteManifest(meta, used, layers, blobs)
-
-
-def entry_from_manifest(body: bytes) -> Tuple[Dict[str, Any], float]:
-    """Entry metadata (checked against the manifest's own blob list) and last use."""
-    got = parse_manifest(body)
-    return got.meta, got.used
-
-
-# -- what a cache remembers about its remote ---------------------------------------------
-
-
-class RemoteState:
-    """`<cache>/remote/`: pushes not yet completed (per registry repository) and, per layer and
-    compression, the registry blob it became (so a layer the registry has is not compressed again
-    to learn its digest).  Written atomically; losing it costs only time."""
-
-    def __init__(self, directory: Optional[Path]) -> None:
-        self.dir = directory
-
-    def _write(self, path: Path, data: Mapping[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, path)
-
-    def _pending_file(self, ref: RemoteRef, key: str) -> Path:
-        assert self.dir is not None
-        name = f"{ref.host}/{ref.repository}".replace("/", "+").replace(":", "_")
-        return self.dir / "pending" / name / f"{key}.json"
-
-    def add_pending(self, ref: RemoteRef, meta: Mapping[str, Any]) -> None:
-        if self.dir is not None:
-            try:
-                self._write(self._pending_file(ref, str(meta["key"])), {"meta": dict(meta)})
-            except OSError:
-                pass  # a read-only cache: the push simply is not resumed
-
-    def done(self, ref: RemoteRef, key: str) -> None:
-        if self.dir is not None:
-            try:
-                self._pending_file(ref, key).unlink()
-            except OSError:
-                pass
-
-    def pending(self, ref: RemoteRef) -> List[Dict[str, Any]]:
-        if self.dir is None:
-            return []
-        folder = self._pending_file(ref, "x").parent
-        out = []
-        try:
-            files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        except OSError:
-            return []
-        for path in files:
-            try:
-                out.append(json.loads(path.read_text())["meta"])
-            except (OSError, ValueError, KeyError):
-                continue
-        return out
-
-    def _layer_file(self, diff_id: str, codec: str) -> Path:
-        assert self.dir is not None
-        return self.dir / "layers" / f"{diff_id.split(':', 1)[-1]}.{codec}.json"
-
-    def layer(self, diff_id: str, codec: str) -> Optional[RemoteBlob]:
-        if self.dir is None:
-            return None
-        try:
-            data = json.loads(self._layer_file(diff_id, codec).read_text())
-            return RemoteBlob(str(data["digest"]), int(data["size"]), str(data["media_type"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def remember(self, diff_id: str, codec: str, blob: RemoteBlob) -> None:
-        if self.dir is not None:
-            try:
-                self._write(self._layer_file(diff_id, codec),
-                            {"digest": blob.digest, "size": blob.size, "media_type": blob.media_type})
-            except OSError:
-                pass
 
 
 class _SpoolAt:
@@ -264,7 +114,7 @@ class RemoteCache:
                 raise ValueError("remote compression 'zstd' needs the zstandard package: "
                                  "pip install 'pytest-madcache[zstd]'") from None
         self.registry = registry
-        self.log = log  # a Store sets this to its own log when left None
+        self.log = log
         self.compress = compress
         self.parallel = max(1, parallel)
         self.state = RemoteState(Path(state_dir) if state_dir is not None else None)
@@ -352,7 +202,7 @@ class RemoteCache:
                 if got is None:
                     return
                 manifest = parse_manifest(got[0])
-            self.registry.put_manifest(key_tag(entry.key), _manifest_body(manifest.meta, manifest.layers, time.time()))
+            self.registry.put_manifest(key_tag(entry.key), manifest_body(manifest.meta, manifest.layers, time.time()))
         except RemoteError:
             pass
 
@@ -399,7 +249,7 @@ class RemoteCache:
         key = str(meta.get("key"))
         self.state.add_pending(self.registry.ref, meta)
         layers = self._push_blobs(meta, open_blob)
-        self.registry.put_manifest(key_tag(key), _manifest_body(meta, layers, None))  # last: the entry appears
+        self.registry.put_manifest(key_tag(key), manifest_body(meta, layers, None))  # last: the entry appears
         self.state.done(self.registry.ref, key)
 
     def sync(self, entries: Sequence[EntryLike], open_blob: OpenBlob,
@@ -513,4 +363,3 @@ class RemoteCache:
         for entry in doomed:
             self.registry.delete_manifest(listed[entry.id][1])
         return [listed[entry.id][0] for entry in doomed]
-

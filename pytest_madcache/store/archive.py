@@ -14,7 +14,8 @@ Whatever the shape, each layer is stored once, uncompressed, named by its
 diffID (the canonical form: see docs/engines.md for the measurements), and
 every blob an archive names by digest is checked against that digest.  This
 module knows tar and image formats only: where blobs go is the caller's
-business (a `BlobSink`), and it never talks to an engine.
+business (a `BlobSink`), and it never talks to an engine.  Writing the
+archive an engine loads is loadarchive.py's (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -27,27 +28,20 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
+from pytest_madcache.store.imageformat import DOCKER_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
+from pytest_madcache.store.loadarchive import LoadArchive, oci_image_id, oci_manifest
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
-from pytest_madcache.util.refs import full_reference
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
+    "OCI_INDEX", "OCI_MANIFEST", "DOCKER_LIST", "OCI_CONFIG", "OCI_LAYER",
 ]
 
 KEEP_IN_MEMORY = 1 << 20  # members up to this size are kept until the manifest says what they are
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-
-
-class ArchiveError(RuntimeError):
-    """The archive is not a readable image archive, or does not hold what it claims."""
 
 
 def _safe(name: str) -> str:
@@ -287,7 +281,10 @@ def _checked_small(members: _Members, name: str, digest: Optional[str]) -> bytes
     return data
 
 
-def _images_from_index(members: _Members) -> List[Tuple[str, List[Tuple[str, Optional[str]]], List[str]]]:
+_Image = Tuple[str, List[Tuple[str, Optional[str]]], List[str]]  # config path, [(layer path, digest)], names
+
+
+def _images_from_index(members: _Members) -> List[_Image]:
     """(config path, [(layer path, blob digest)], names) per manifest, walking nested indexes."""
     out = []
     todo: List[Tuple[dict, List[str]]] = [(_json(members, "index.json"), [])]  # type: ignore[list-item]
@@ -314,7 +311,7 @@ def _images_from_index(members: _Members) -> List[Tuple[str, List[Tuple[str, Opt
     return out
 
 
-def _images_from_manifest(members: _Members) -> List[Tuple[str, List[Tuple[str, Optional[str]]], List[str]]]:
+def _images_from_manifest(members: _Members) -> List[_Image]:
     manifest = _json(members, "manifest.json")
     if not isinstance(manifest, list):
         raise ArchiveError("manifest.json is not a list of images")
@@ -329,6 +326,8 @@ def _images_from_manifest(members: _Members) -> List[Tuple[str, List[Tuple[str, 
     return out
 
 
+
+
 def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=None) -> ArchiveImage:
     """Read an engine's save stream into `sink`; return the image it holds.
 
@@ -337,31 +336,9 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
     one of a single image is taken as it is.  The diffIDs of the stored
     layers must be those the image's config lists.
     """
-    try:
-        members = _read_members(fh, sink, on_bytes)
-    except TarError as exc:
-        raise ArchiveError(str(exc)) from None
-    except (tarfile.TarError, EOFError, ValueError) as exc:
-        raise ArchiveError(f"not a valid tar: {exc}") from None
-    if members.has("manifest.json"):
-        layout, images = "docker-archive", _images_from_manifest(members)
-    elif members.has("index.json"):
-        layout, images = "oci", _images_from_index(members)
-    else:
-        raise ArchiveError("the archive has neither manifest.json nor index.json")
-    if not images:
-        raise ArchiveError("the archive's manifest lists no image")
-    wanted = set(want)
-    chosen = images[0]
-    if len(images) > 1 and wanted:
-        for image in images:
-            config_digest = "sha256:" + hashlib.sha256(members.small(image[0])).hexdigest()
-            if config_digest in wanted:
-                chosen = image
-                break
-        else:
-            raise ArchiveError(f"the archive holds {len(images)} images, none of them {', '.join(sorted(wanted))}")
-    config_path, layer_paths, names = chosen
+    members = _members_of(fh, sink, on_bytes)
+    layout, images = _images(members)
+    config_path, layer_paths, names = _choose(members, images, want)
     config_data = members.small(config_path)
     config = "sha256:" + hashlib.sha256(config_data).hexdigest()
     if config_path.startswith("blobs/sha256/") and config_path[len("blobs/sha256/"):] != config[7:]:
@@ -370,34 +347,79 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
     sink.write_small_blob(config_data)
     layers: List[str] = []
     for path, digest in layer_paths:
-        member = members.get(path)
-        if member.data is not None:
-            raw_digest = "sha256:" + hashlib.sha256(member.data).hexdigest()
-            head = member.data[:4]
-            plain = member.data
-            if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
-                try:
-                    plain = _decompress_bytes(member.data)
-                except (zlib.error, EOFError) as exc:
-                    raise ArchiveError(f"archive member {path!r} cannot be decompressed: {exc}") from None
-            diff_id = sink.write_small_blob(plain)
-            size = len(plain)
-        else:
-            if member.raw_digest is None or member.diff_id is None:
-                raise ArchiveError(f"archive layer {path!r} was not read whole")
-            raw_digest, diff_id, size = member.raw_digest, member.diff_id, member.size
-        if digest is not None and raw_digest != digest:
-            raise ArchiveError(f"archive blob {path!r} hashes to {raw_digest}, not {digest}")
+        diff_id, size = _layer(members, sink, path, digest)
         layers.append(diff_id)
         sizes[diff_id] = size
+    _check_diff_ids(config_data, layers)
+    tags = [t for t in names if isinstance(t, str)]
+    return ArchiveImage(config=config, layers=layers, sizes=sizes, repo_tags=tags, layout=layout)
+
+
+def _members_of(fh: BinaryIO, sink: BlobSink, on_bytes) -> _Members:
+    try:
+        return _read_members(fh, sink, on_bytes)
+    except TarError as exc:
+        raise ArchiveError(str(exc)) from None
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"not a valid tar: {exc}") from None
+
+
+def _images(members: _Members) -> Tuple[str, List[_Image]]:
+    """The archive's layout and the images its manifest lists."""
+    if members.has("manifest.json"):
+        layout, images = "docker-archive", _images_from_manifest(members)
+    elif members.has("index.json"):
+        layout, images = "oci", _images_from_index(members)
+    else:
+        raise ArchiveError("the archive has neither manifest.json nor index.json")
+    if not images:
+        raise ArchiveError("the archive's manifest lists no image")
+    return layout, images
+
+
+def _choose(members: _Members, images: List[_Image], want: Sequence[str]) -> _Image:
+    """The one image, or among several the one whose config digest is wanted."""
+    wanted = set(want)
+    if len(images) == 1 or not wanted:
+        return images[0]
+    for image in images:
+        config_digest = "sha256:" + hashlib.sha256(members.small(image[0])).hexdigest()
+        if config_digest in wanted:
+            return image
+    raise ArchiveError(f"the archive holds {len(images)} images, none of them {', '.join(sorted(wanted))}")
+
+
+def _layer(members: _Members, sink: BlobSink, path: str, digest: Optional[str]) -> Tuple[str, int]:
+    """(diffID, uncompressed size) of the layer at `path`, stored in the sink; its raw bytes checked
+    against `digest` when the archive names one."""
+    member = members.get(path)
+    if member.data is not None:
+        raw_digest = "sha256:" + hashlib.sha256(member.data).hexdigest()
+        head = member.data[:4]
+        plain = member.data
+        if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+            try:
+                plain = _decompress_bytes(member.data)
+            except (zlib.error, EOFError) as exc:
+                raise ArchiveError(f"archive member {path!r} cannot be decompressed: {exc}") from None
+        diff_id = sink.write_small_blob(plain)
+        size = len(plain)
+    else:
+        if member.raw_digest is None or member.diff_id is None:
+            raise ArchiveError(f"archive layer {path!r} was not read whole")
+        raw_digest, diff_id, size = member.raw_digest, member.diff_id, member.size
+    if digest is not None and raw_digest != digest:
+        raise ArchiveError(f"archive blob {path!r} hashes to {raw_digest}, not {digest}")
+    return diff_id, size
+
+
+def _check_diff_ids(config_data: bytes, layers: List[str]) -> None:
     try:
         listed = json.loads(config_data)["rootfs"]["diff_ids"]
     except (ValueError, KeyError, TypeError):
         raise ArchiveError("the image config has no rootfs.diff_ids") from None
     if layers != listed:
         raise ArchiveError("the archive's layers do not hash to the diffIDs its config lists")
-    tags = [t for t in names if isinstance(t, str)]
-    return ArchiveImage(config=config, layers=layers, sizes=sizes, repo_tags=tags, layout=layout)
 
 
 def _decompress_bytes(data: bytes) -> bytes:
@@ -408,117 +430,3 @@ def _decompress_bytes(data: bytes) -> bytes:
         if not chunk:
             return b"".join(parts)
         parts.append(chunk)
-
-
-# -- writing the archive an engine loads ----------------------------------------------
-
-
-def oci_manifest(config: str, config_size: int, layers: Sequence[str], sizes: Mapping[str, int]) -> bytes:
-    """The OCI manifest we write for an image of uncompressed layers: same bytes every time."""
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
-        "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": sizes[d]} for d in layers],
-    }
-    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
-
-
-def oci_image_id(config: str, layers: Sequence[str], sizes: Mapping[str, int]) -> str:
-    """The id a containerd image store gives the image after loading our OCI archive."""
-    data = oci_manifest(config, sizes[config], layers, sizes)
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class LoadArchive:
-    """A load tar assembled on the fly from blobs, each checked against its digest as it streams.
-
-    `layout` is "docker-archive" (classic Docker, Podman) or "oci" (the
-    containerd image store).  The manifest lists every layer; the archive
-    holds only `files` (config and the layers being sent): classic engines
-    check the lower chain by chain id, the containerd store by blob digest.
-    On a mismatch the stream stops, so the engine's load fails rather than
-    take bad data; `bad` says why.
-    """
-
-    config: str
-    layers: Sequence[str]
-    sizes: Mapping[str, int]
-    repo_tags: Sequence[str]
-    files: Mapping[str, BinaryIO]  # digest -> reader of uncompressed bytes
-    layout: str = "docker-archive"
-    on_bytes: Optional[object] = None
-    sent: int = 0
-    bad: Optional[str] = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        for name, data in self._metadata():
-            yield from self._member(name, io.BytesIO(data), len(data), None)
-        for digest, fh in self.files.items():
-            yield from self._member(self._path(digest), fh, self.sizes[digest], digest)
-        yield b"\0" * 1024
-
-    def _path(self, digest: str) -> str:
-        hexpart = digest.split(":", 1)[1]
-        if self.layout == "oci":
-            return f"blobs/sha256/{hexpart}"
-        return f"{hexpart}.json" if digest == self.config else f"{hexpart}/layer.tar"
-
-    def _metadata(self) -> Iterable[Tuple[str, bytes]]:
-        if self.layout == "oci":
-            manifest = oci_manifest(self.config, self.sizes[self.config], self.layers, self.sizes)
-            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-            manifests = [{
-                "mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
-                "annotations": {"io.containerd.image.name": full_reference(ref),
-                                "org.opencontainers.image.ref.name": full_reference(ref).rsplit(":", 1)[1]},
-            } for ref in self.repo_tags] or [{"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest)}]
-            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-            return [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-                    ("index.json", json.dumps(index, separators=(",", ":")).encode()),
-                    (f"blobs/sha256/{digest[7:]}", manifest)]
-        manifest_json = [{
-            "Config": self._path(self.config),
-            "RepoTags": list(self.repo_tags),
-            "Layers": [self._path(d) for d in self.layers],
-        }]
-        return [("manifest.json", json.dumps(manifest_json).encode())]
-
-    def _member(self, name: str, fh: BinaryIO, size: int, digest: Optional[str]) -> Iterator[bytes]:
-        info = tarfile.TarInfo(name)
-        info.size = size  # the header goes out first; the data must match it
-        info.mode = 0o644
-        info.mtime = 0
-        header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-        self.sent += len(header)
-        yield header
-        h = hashlib.sha256() if digest else None
-        left = size
-        while True:
-            try:
-                chunk = fh.read(min(CHUNK, left) if left > 0 else 1)
-            except Exception as exc:  # a damaged zstd frame
-                self.bad = f"blob {digest} cannot be read: {exc}"
-                raise ArchiveError(self.bad) from None
-            if not chunk:
-                break
-            if len(chunk) > left:
-                self.bad = f"blob {digest} is longer than the {size} bytes recorded"
-                raise ArchiveError(self.bad)
-            left -= len(chunk)
-            if h is not None:
-                h.update(chunk)
-            self.sent += len(chunk)
-            if self.on_bytes:
-                self.on_bytes(len(chunk))  # type: ignore[operator]
-            yield chunk
-        if left:
-            self.bad = f"blob {digest} has {size - left} bytes, expected {size}"
-            raise ArchiveError(self.bad)
-        if h is not None and "sha256:" + h.hexdigest() != digest:
-            self.bad = f"blob {digest} does not match its digest"
-            raise ArchiveError(self.bad)
-        pad = (-size) % 512
-        if pad:
-            yield b"\0" * pad
