@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from pytest_madcache.core.context import parse_context
+from pytest_madcache.util.codecs import REMOTE_CODECS, STORE_CODECS, parse_codec
 
 __all__ = [
     "Option",
@@ -126,21 +127,11 @@ def parse_remote(text: str) -> Optional[str]:
 
 
 def parse_compress(text: str) -> str:
-    low = str(text).strip().lower()
-    if low in ("", "off", "0", "false"):
-        return "none"
-    if low not in ("none", "zstd"):
-        raise ValueError("expected 'none' or 'zstd'")
-    return low
+    return parse_codec(text, STORE_CODECS)
 
 
 def parse_remote_compress(text: str) -> str:
-    low = str(text).strip().lower()
-    if low in ("", "off", "0", "false"):
-        return "none"
-    if low not in ("gzip", "zstd", "none"):
-        raise ValueError("expected 'gzip', 'zstd' or 'none'")
-    return low
+    return parse_codec(text, REMOTE_CODECS)
 
 
 def parse_optional_path(text: str) -> Optional[Path]:

@@ -27,12 +27,12 @@ import os
 import tempfile
 import threading
 import weakref
-import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pytest_madcache.remote.base import RemoteError
 from pytest_madcache.remote.registry import CHUNK, Registry
+from pytest_madcache.util.codecs import REMOTE_CODECS, CodecMissing, CorruptStream, compressor, decompressing, shrinks
 
 __all__ = ["RemoteBlob", "COMPRESSIONS", "media_type", "codec_of", "encode", "decoder", "BlobFetcher"]
 
@@ -46,10 +46,8 @@ _CODECS = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
     "application/vnd.docker.image.rootfs.diff.tar.zstd": "zstd",
 }
-COMPRESSIONS = ("gzip", "zstd", "none")
-GZIP_LEVEL = 1  # ~110 MB/s and ~0.3x on source trees here; level 6 is 3x slower for 10% fewer bytes
-ZSTD_LEVEL = 3
-MIN_GAIN = 1.1  # a layer whose first MiB does not shrink by 10% goes up uncompressed
+COMPRESSIONS = REMOTE_CODECS
+_LEVELS = {"gzip": 1, "zstd": 3}  # gzip 1: ~110 MB/s and ~0.3x on source trees here; level 6 is 3x slower
 
 
 @dataclass(frozen=True)
@@ -79,37 +77,20 @@ def codec_of(media: str) -> str:
 # -- compression ---------------------------------------------------------------------
 
 
-def _compressor(codec: str) -> Any:
-    if codec == "gzip":
-        # wbits 31: a gzip member with mtime 0 and no name, so the same layer gives the same digest.
-        return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    import zstandard
-
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
-
-
-def _shrinks(codec: str, first: bytes) -> bool:
-    if not first:
-        return False
-    packer = _compressor(codec)
-    packed = packer.compress(first) + packer.flush()
-    return len(first) >= MIN_GAIN * len(packed)
-
-
 def encode(reader: BinaryIO, codec: str, spool_dir: Optional[str] = None) -> Optional[Tuple[BinaryIO, RemoteBlob]]:
     """Compress a layer into an anonymous spool file, hashing as it goes.
 
     None when `codec` is "none" or the layer does not compress (its first
-    MiB shrinks by less than MIN_GAIN): then it goes up as it is.
+    MiB shrinks by less than codecs.MIN_GAIN): then it goes up as it is.
     """
     if codec == "none":
         return None
     first = reader.read(CHUNK)
-    if not _shrinks(codec, first):
+    if not shrinks(codec, first, _LEVELS[codec]):
         return None
     spool = tempfile.TemporaryFile(dir=spool_dir)
     try:
-        packer = _compressor(codec)
+        packer = compressor(codec, _LEVELS[codec])
         h = hashlib.sha256()
         size = 0
         chunk = first
@@ -131,74 +112,30 @@ def encode(reader: BinaryIO, codec: str, spool_dir: Optional[str] = None) -> Opt
     return spool, RemoteBlob("sha256:" + h.hexdigest(), size, media_type(codec))
 
 
-class _Gunzip:
-    """Uncompressed bytes of a gzip stream (several members allowed, as gzip(1) allows)."""
+class _Decoded:
+    """A layer's uncompressed bytes; a damaged stream or a missing zstandard is the remote's error."""
 
-    def __init__(self, source: BinaryIO) -> None:
-        self.source = source
-        self.unpack = zlib.decompressobj(47)
-        self.buf = b""
-        self.eof = False
+    def __init__(self, source: BinaryIO, codec: str) -> None:
+        try:
+            self.reader = decompressing(source, codec)
+        except CodecMissing as exc:
+            raise RemoteError(f"the entry's layers are zstd-compressed: {exc}") from None
 
     def read(self, n: int = -1) -> bytes:
-        want = n if n and n > 0 else 1 << 62
-        while len(self.buf) < want and not self.eof:
-            if self.unpack.unconsumed_tail:
-                data = self.unpack.unconsumed_tail
-            elif self.unpack.eof:  # a member ended: another one, zero padding, or the end
-                data = self.unpack.unused_data or self.source.read(CHUNK)
-                while data and not data.strip(b"\0"):
-                    data = self.source.read(CHUNK)
-                if not data:
-                    self.eof = True
-                    break
-                self.unpack = zlib.decompressobj(47)
-            else:
-                data = self.source.read(CHUNK)
-                if not data:
-                    raise RemoteError("the gzip layer ended early")
-            try:
-                self.buf += self.unpack.decompress(data, CHUNK)
-            except zlib.error as exc:
-                raise RemoteError(f"the gzip layer is corrupt: {exc}") from None
-        out, self.buf = self.buf[:want], self.buf[want:]
-        return out
+        try:
+            return self.reader.read(n)
+        except CorruptStream as exc:
+            raise RemoteError(f"the layer is corrupt: {exc}") from None
 
     def close(self) -> None:
-        self.source.close()
-
-
-class _Unzstd:
-    def __init__(self, source: BinaryIO) -> None:
-        try:
-            import zstandard
-        except ImportError:
-            raise RemoteError("the entry's layers are zstd-compressed and the zstandard package is missing: "
-                              "pip install 'pytest-madcache[zstd]'") from None
-
-        self.source = source
-        self.reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, read_across_frames=True,
-                                                                  closefd=False)
-
-    def read(self, n: int = -1) -> bytes:
-        import zstandard
-
-        try:
-            return self.reader.read(n if n and n > 0 else -1)
-        except zstandard.ZstdError as exc:
-            raise RemoteError(f"the zstd layer is corrupt: {exc}") from None
-
-    def close(self) -> None:
-        self.source.close()
+        self.reader.close()
 
 
 def decoder(source: BinaryIO, codec: str) -> BinaryIO:
     """The uncompressed bytes of `source`, compressed with `codec`."""
-    if codec == "gzip":
-        return _Gunzip(source)  # type: ignore[return-value]
-    if codec == "zstd":
-        return _Unzstd(source)  # type: ignore[return-value]
-    return source
+    if codec == "none":
+        return source
+    return _Decoded(source, codec)  # type: ignore[return-value]  # a reader, not a whole file object
 
 
 # -- fetching ----------------------------------------------------------------------------

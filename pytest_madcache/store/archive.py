@@ -25,7 +25,6 @@ import io
 import json
 import os
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tuple
@@ -33,6 +32,7 @@ from typing import BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tupl
 from pytest_madcache.store.imageformat import DOCKER_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
 from pytest_madcache.store.loadarchive import LoadArchive, oci_image_id, oci_manifest
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
+from pytest_madcache.util.codecs import CodecMissing, CorruptStream, decompressing, sniff
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
@@ -40,8 +40,6 @@ __all__ = [
 ]
 
 KEEP_IN_MEMORY = 1 << 20  # members up to this size are kept until the manifest says what they are
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def _safe(name: str) -> str:
@@ -137,47 +135,12 @@ class _Hashing:
         return "sha256:" + self.hash.hexdigest()
 
 
-class _Gunzip:
-    """A reader of a gzip stream's uncompressed bytes (several gzip members allowed)."""
-
-    def __init__(self, fh: _Hashing) -> None:
-        self.fh = fh
-        self.z = zlib.decompressobj(wbits=31)
-        self.fed = False  # has the current decompressor had input?
-        self.pending = b""
-        self.eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        n = CHUNK if n is None or n < 0 else n
-        while len(self.pending) < n and not self.eof:
-            raw = b""
-            if self.z.eof:  # one gzip member ended; another may follow
-                raw = self.z.unused_data
-                self.z, self.fed = zlib.decompressobj(wbits=31), False
-            raw = raw or self.fh.read(CHUNK)
-            if not raw:
-                if self.fed and not self.z.eof:
-                    raise EOFError("the gzip stream is truncated")
-                self.eof = True
-                break
-            self.fed = True
-            self.pending += self.z.decompress(raw)
-        data, self.pending = self.pending[:n], self.pending[n:]
-        return data
-
-
 def _uncompressed(fh: _Hashing, head: bytes) -> BinaryIO:
     """The layer's tar bytes, whatever compression its first bytes announce."""
-    if head.startswith(GZIP_MAGIC):
-        return _Gunzip(fh)  # type: ignore[return-value]
-    if head.startswith(ZSTD_MAGIC):
-        try:
-            import zstandard
-        except ImportError:
-            raise ArchiveError("the engine saved a zstd-compressed layer; reading it needs the zstandard package: "
-                               "pip install 'pytest-madcache[zstd]'") from None
-        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, read_across_frames=True)  # type: ignore
-    return fh  # type: ignore[return-value]
+    try:
+        return decompressing(fh, sniff(head))  # type: ignore[arg-type]  # _Hashing reads like a file
+    except CodecMissing as exc:
+        raise ArchiveError(f"the engine saved a zstd-compressed layer: {exc}") from None
 
 
 @dataclass
@@ -244,12 +207,12 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
                 on_bytes(len(data))
             continue
         head = read_exact(reader, 4)  # type: ignore[arg-type]
-        compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+        compressed = sniff(head) != "none"
         raw = _Hashing(reader, head, hashing=compressed)  # type: ignore[arg-type]
         layer = _Inflating(_uncompressed(raw, head)) if compressed else raw
         try:
             diff_id, size = sink.write_blob(layer, None if compressed else info.size)  # type: ignore[arg-type]
-        except (zlib.error, EOFError) as exc:
+        except CorruptStream as exc:
             raise ArchiveError(f"archive member {name!r} cannot be decompressed: {exc}") from None
         finally:
             if isinstance(layer, _Inflating):
@@ -397,10 +360,10 @@ def _layer(members: _Members, sink: BlobSink, path: str, digest: Optional[str]) 
         raw_digest = "sha256:" + hashlib.sha256(member.data).hexdigest()
         head = member.data[:4]
         plain = member.data
-        if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+        if sniff(head) != "none":
             try:
                 plain = _decompress_bytes(member.data)
-            except (zlib.error, EOFError) as exc:
+            except CorruptStream as exc:
                 raise ArchiveError(f"archive member {path!r} cannot be decompressed: {exc}") from None
         diff_id = sink.write_small_blob(plain)
         size = len(plain)

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Set,
 from pytest_madcache.store.entries import hex_of
 from pytest_madcache.store.errors import StoreError, unwritable
 from pytest_madcache.store.layout import Layout
+from pytest_madcache.util.codecs import STORE_CODECS, CodecMissing, decompressing, parse_codec, shrinks, zstd
 from pytest_madcache.util.progress import Progress
 
 __all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok", "logical_size",
@@ -30,10 +31,7 @@ __all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK"
 
 CHUNK = 1 << 20
 ZSTD_SUFFIX = ".zst"
-COMPRESSIONS = ("none", "zstd")
-# zstd level 1 compresses model layers ~3x at 300-550 MB/s and decompresses at >1 GB/s here;
-# a layer whose first MiB shrinks by less than this factor is stored raw (random weights, archives).
-MIN_COMPRESSION_GAIN = 1.1
+COMPRESSIONS = STORE_CODECS  # level 1: see util/codecs.py for what it costs and saves
 
 
 class Blobs:
@@ -135,7 +133,7 @@ class Lease:
         """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`.
 
         With zstd compression on, the first MiB decides: a blob that does not
-        shrink by MIN_COMPRESSION_GAIN is stored raw, so random weights cost
+        shrink by codecs.MIN_GAIN is stored raw, so random weights cost
         no CPU on load.  `size` (when known) goes into the zstd frame header.
         """
         tmp = self.dir / f"blob-{secrets.token_hex(6)}"
@@ -146,14 +144,10 @@ class Lease:
         with open(tmp, "wb") as raw_out:
             self.blobs.layout.share(tmp)
             out: Any = raw_out
-            if self.blobs.compress == "zstd" and first:
-                import zstandard
-
-                probe = zstandard.ZstdCompressor(level=1).compress(first)
-                if len(first) >= MIN_COMPRESSION_GAIN * len(probe):
-                    suffix = ZSTD_SUFFIX
-                    out = zstandard.ZstdCompressor(level=1, write_content_size=size is not None).stream_writer(
-                        raw_out, size=size if size is not None else -1, closefd=False)
+            if self.blobs.compress == "zstd" and shrinks("zstd", first, level=1):
+                suffix = ZSTD_SUFFIX
+                out = zstd().ZstdCompressor(level=1, write_content_size=size is not None).stream_writer(
+                    raw_out, size=size if size is not None else -1, closefd=False)
             chunk = first
             while chunk:
                 h.update(chunk)
@@ -200,28 +194,21 @@ class LeaseSink:
 
 def check_compression(value: Optional[str]) -> str:
     """The settings' own parser, so `off` (and `0`, `false`) mean `none` here as on the command line."""
-    from pytest_madcache.core.settings import parse_compress
-
     try:
-        value = parse_compress(value or "none")
+        value = parse_codec(value, STORE_CODECS)
     except ValueError:
         raise StoreError(f"unknown blob compression {value!r}: use one of {', '.join(COMPRESSIONS)} (or off)") from None
     if value == "zstd":
         try:
-            import zstandard  # noqa: F401
-        except ImportError:
-            raise StoreError("compression 'zstd' needs the zstandard package: "
-                             "pip install 'pytest-madcache[zstd]'") from None
+            zstd("compression 'zstd'")
+        except CodecMissing as exc:
+            raise StoreError(str(exc)) from None
     return value
 
 
 def open_stored(path: Path) -> BinaryIO:
     fh = open(path, "rb")
-    if path.name.endswith(ZSTD_SUFFIX):
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(fh, read_size=CHUNK, closefd=True)
-    return fh
+    return decompressing(fh, "zstd") if path.name.endswith(ZSTD_SUFFIX) else fh
 
 
 def logical_size(path: Optional[Path], known: Optional[int]) -> int:
