@@ -142,9 +142,7 @@ def _engine_description() -> str:
     from pytest_madcache.engines.docker import Engine
 
     try:
-        engine = Engine()
-        engine.ping()
-        return engine.describe()
+        return Engine.open().describe()
     except EngineError as exc:
         return f"none answers ({exc})"
 
@@ -279,8 +277,7 @@ def cmd_load(args: argparse.Namespace, settings: _settings.Settings, out: Out, s
     from pytest_madcache.engines.docker import Engine
 
     try:
-        engine = Engine()
-        engine.ping()
+        engine = Engine.open()
     except EngineError as exc:
         print(f"madcache: error: {exc}", file=sys.stderr)
         return 1

@@ -107,8 +107,7 @@ def _bases(spec: KeySpec, mode: str, out: Out) -> Tuple[List[Base], List[Resolve
 
         engine: Optional[Engine] = None
         try:
-            engine = Engine()
-            engine.ping()
+            engine = Engine.open()
         except EngineError as exc:
             out(f"madcache: no engine answers ({exc}); bases are resolved without it")
         resolver = BaseResolver(engine, engine_name=str(engine.host() if engine else ""),

@@ -13,6 +13,7 @@ new one.  `DigestMemo` is the part kept in the cache directory between sessions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -20,6 +21,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from pytest_madcache.util.fsutil import atomic_write
 
 __all__ = ["KeyCaches", "DigestMemo", "DIGESTS_FILE", "SETTLE_SECONDS"]
 
@@ -176,16 +179,9 @@ class DigestMemo:
         self._dirty = False
         files = {p: v for p, v in self._digests.items() if os.path.lexists(p)}
         trees = {k: v for k, v in self._trees.items() if os.path.isdir(json.loads(k)[0])}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps({"version": self.VERSION, "files": files, "trees": trees},
-                                      separators=(",", ":")), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+        with contextlib.suppress(OSError):  # a read-only cache directory only costs the hashing
+            atomic_write(self.path, json.dumps({"version": self.VERSION, "files": files, "trees": trees},
+                                               separators=(",", ":")))
 
 
 #: The memo's file name inside the cache directory.

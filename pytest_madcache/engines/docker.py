@@ -59,6 +59,13 @@ class Engine:
     def api(self) -> Any:
         return self.client.api
 
+    @classmethod
+    def open(cls) -> "Engine":
+        """The engine DOCKER_HOST (or the default socket) reaches, answering; EngineError when none does."""
+        engine = cls()
+        engine.ping()
+        return engine
+
     def ping(self) -> None:
         try:
             self.api.ping()

@@ -114,8 +114,7 @@ class ImageService:
     def engine(self) -> Engine:
         if self._engine is None:
             try:
-                self._engine = Engine()
-                self._engine.ping()
+                self._engine = Engine.open()
             except EngineError as exc:
                 # One line per test: how to get an engine is said in full once, in the header (which
                 # reads the engine's own message from this error's __context__); under xdist there is

@@ -12,12 +12,11 @@ costs only time.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from pytest_madcache.remote.transfer import RemoteBlob
+from pytest_madcache.util.fsutil import atomic_write
 from pytest_madcache.util.refs import RemoteRef
 
 __all__ = ["RemoteState"]
@@ -33,9 +32,7 @@ class RemoteState:
 
     def _write(self, path: Path, data: Mapping[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, sort_keys=True))
 
     def _pending_file(self, ref: RemoteRef, key: str) -> Path:
         assert self.dir is not None

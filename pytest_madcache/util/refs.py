@@ -11,7 +11,7 @@ from typing import Iterable, List, Optional, Tuple
 
 __all__ = ["RemoteRef", "is_loopback", "directory_of", "ImageRef", "split_image_reference", "split_reference",
            "full_reference", "short_names", "OCI_MANIFEST", "OCI_INDEX", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST",
-           "OCI_CONFIG", "OCI_LAYER", "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD", "DOCKER_LAYER"]
+           "OCI_CONFIG", "OCI_LAYER", "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD", "DOCKER_LAYER", "DOCKER_CONFIG"]
 
 # The media types of OCI and Docker manifests, configs and layers, named once.
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -23,6 +23,7 @@ OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 
 #: How the engines name an image written without a registry host (containerd's full names, Podman's
 #: short-name forms).  A naming convention only: nothing here contacts it.
