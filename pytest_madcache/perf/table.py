@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from pytest_madcache.perf.compare import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
-from pytest_madcache.util.fsutil import replacing
+from pytest_madcache.util.fsutil import replacing, replacing_bytes
 
 __all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
            "PlotUnavailable", "headline"]
@@ -221,7 +221,6 @@ def write_plot(report: PerfReport, path: Path) -> None:
     try:
         import matplotlib
         from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
     except ImportError:
         raise PlotUnavailable("matplotlib is not installed (pip install 'pytest-madcache[plot]')") from None
     models = [(m, [c for c in rows if c.performance is not None]) for m, rows in report.by_model().items()]
@@ -240,45 +239,49 @@ def write_plot(report: PerfReport, path: Path) -> None:
             axes[0][0].text(0.5, 0.5, "no model run reported a performance", ha="center", va="center")
             axes[0][0].set_axis_off()
         for ax, (model, rows) in zip(axes.flat, models):
-            name, labels = _axis(rows)
-            xs = list(range(len(rows)))
-            has_baseline = any(c.baseline is not None for c in rows)
-            width = 0.38 if has_baseline else 0.6
-            now_x = [x + width / 2 for x in xs] if has_baseline else xs
-            colors = [BAD if c.status == REGRESSED else NOW for c in rows]
-            if has_baseline:
-                ax.bar([x - width / 2 for x in xs], [c.baseline or 0.0 for c in rows], width, color=BASE)
-            ax.bar(now_x, [c.performance for c in rows], width, color=colors)
-            spread = [(x, c) for x, c in zip(now_x, rows) if len(c.samples) > 1]
-            if spread:
-                ax.errorbar([x for x, _ in spread], [c.performance for _, c in spread],
-                            yerr=[[_spread(c)[0] for _, c in spread], [_spread(c)[1] for _, c in spread]],
-                            fmt="none", capsize=3, ecolor=INK, elinewidth=1)
-            for x, c in zip(now_x, rows):
-                text = f"{c.change:+.1f}%" if c.change is not None else (c.status if has_baseline else "")
-                if text:
-                    ax.annotate(text, (x, c.high if len(c.samples) > 1 else c.performance), textcoords="offset points",
-                                xytext=(0, 3), ha="center", va="bottom", fontsize=8,
-                                color=BAD if c.status == REGRESSED else INK)
-            pad = max(0, 3 - len(xs)) * 0.5  # one or two bars stay bars, not walls
-            ax.set_xlim(-0.6 - pad, len(xs) - 0.4 + pad)
-            ax.set_xticks(xs)
-            ax.set_xticklabels(labels)
-            ax.set_xlabel(name)
-            metric = rows[0].metric or ""
-            better = "higher" if rows[0].direction == HIGHER else "lower"
-            ax.set_ylabel(metric)
-            ax.set_title(f"{model} ({metric}, {better} is better)")
-            ax.margins(y=0.15)
-            handles = [Patch(color=NOW, label="this run")]
-            if has_baseline:
-                handles.insert(0, Patch(color=BASE, label="baseline"))
-            if any(c.status == REGRESSED for c in rows):
-                handles.append(Patch(color=BAD, label="regressed"))
-            if len(handles) > 1:
-                ax.legend(handles=handles, loc="best", fontsize=8)
+            _panel(ax, model, rows)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(tmp, format=fmt, metadata=metadata)
-        tmp.replace(path)
+        with replacing_bytes(path) as fh:
+            fig.savefig(fh, format=fmt, metadata=metadata)
+
+
+def _panel(ax: Any, model: str, rows: Sequence[Comparison]) -> None:
+    """One model's bars: the baseline's beside this run's, the change above each."""
+    from matplotlib.patches import Patch
+
+    name, labels = _axis(rows)
+    xs = list(range(len(rows)))
+    has_baseline = any(c.baseline is not None for c in rows)
+    width = 0.38 if has_baseline else 0.6
+    now_x = [x + width / 2 for x in xs] if has_baseline else xs
+    if has_baseline:
+        ax.bar([x - width / 2 for x in xs], [c.baseline or 0.0 for c in rows], width, color=BASE)
+    ax.bar(now_x, [c.performance for c in rows], width, color=[BAD if c.status == REGRESSED else NOW for c in rows])
+    spread = [(x, c) for x, c in zip(now_x, rows) if len(c.samples) > 1]
+    if spread:
+        ax.errorbar([x for x, _ in spread], [c.performance for _, c in spread],
+                    yerr=[[_spread(c)[0] for _, c in spread], [_spread(c)[1] for _, c in spread]],
+                    fmt="none", capsize=3, ecolor=INK, elinewidth=1)
+    for x, c in zip(now_x, rows):
+        text = f"{c.change:+.1f}%" if c.change is not None else (c.status if has_baseline else "")
+        if text:
+            ax.annotate(text, (x, c.high if len(c.samples) > 1 else c.performance), textcoords="offset points",
+                        xytext=(0, 3), ha="center", va="bottom", fontsize=8,
+                        color=BAD if c.status == REGRESSED else INK)
+    pad = max(0, 3 - len(xs)) * 0.5  # one or two bars stay bars, not walls
+    ax.set_xlim(-0.6 - pad, len(xs) - 0.4 + pad)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels)
+    ax.set_xlabel(name)
+    metric = rows[0].metric or ""
+    ax.set_ylabel(metric)
+    ax.set_title(f"{model} ({metric}, {'higher' if rows[0].direction == HIGHER else 'lower'} is better)")
+    ax.margins(y=0.15)
+    handles = [Patch(color=NOW, label="this run")]
+    if has_baseline:
+        handles.insert(0, Patch(color=BASE, label="baseline"))
+    if any(c.status == REGRESSED for c in rows):
+        handles.append(Patch(color=BAD, label="regressed"))
+    if len(handles) > 1:
+        ax.legend(handles=handles, loc="best", fontsize=8)

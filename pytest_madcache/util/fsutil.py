@@ -7,9 +7,9 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator, Optional, TextIO, Union
+from typing import IO, Any, BinaryIO, Iterator, Optional, TextIO, Union
 
-__all__ = ["atomic_write", "fsync_dir", "replacing"]
+__all__ = ["atomic_write", "fsync_dir", "replacing", "replacing_bytes"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -26,16 +26,17 @@ def _temp_beside(path: Path) -> Path:
     return path.parent / f".tmp-{path.name}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional[int] = None) -> None:
-    """Write via a temp file in the same directory, fsync, rename, fsync the directory.  `mode`: the
-    file's permissions exactly (not masked by the umask), e.g. group-writable in a shared cache."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replaced(path: Path, text: bool, mode: Optional[int]) -> Iterator[IO[Any]]:
+    """A temp file beside `path`, flushed, fsynced and renamed over it when the block ends; removed
+    when the block fails."""
     tmp = _temp_beside(path)
     try:
-        with open(tmp, "wb") as fh:
+        fh: IO[Any]
+        with (open(tmp, "w", newline="", encoding="utf-8") if text else open(tmp, "wb")) as fh:
             if mode is not None:
                 os.fchmod(fh.fileno(), mode)
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -43,6 +44,14 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional[int] = None) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory.  `mode`: the
+    file's permissions exactly (not masked by the umask), e.g. group-writable in a shared cache."""
+    path = Path(path)
+    with _replaced(path, False, mode) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     fsync_dir(path.parent)
 
 
@@ -52,14 +61,14 @@ def replacing(path: Union[str, Path]) -> Iterator[TextIO]:
     same guarantee as `atomic_write` for writers that stream."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with _replaced(path, True, None) as fh:
+        yield fh  # type: ignore[misc]  # opened in text mode
+
+
+@contextlib.contextmanager
+def replacing_bytes(path: Union[str, Path]) -> Iterator[BinaryIO]:
+    """`replacing` for binary writers (a plot)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replaced(path, False, None) as fh:
+        yield fh  # type: ignore[misc]  # opened in binary mode
