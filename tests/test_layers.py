@@ -8,6 +8,7 @@ every subpackage.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -75,12 +76,17 @@ def test_an_unknown_public_name_is_an_attribute_error() -> None:
 
 
 def test_the_wheel_carries_every_subpackage(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ and egg-info there
+    shutil.copytree(ROOT / "pytest_madcache", src / "pytest_madcache",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("pytest_madcache-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for init in sorted((ROOT / "pytest_madcache").rglob("__init__.py")):
+    for init in sorted((ROOT / "pytest_madcache").rglob("__init__.py")):  # every subpackage
         rel = init.relative_to(ROOT).as_posix()
         assert rel in names, f"{rel} is missing from the wheel"
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pytest_madcache").rglob("*.py")}
