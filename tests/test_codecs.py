@@ -54,3 +54,13 @@ def test_zstd_frames_read_across() -> None:
     data = c.compress(b"a" * 1000) + c.compress(b"b" * 10)
     assert sniff(data[:4]) == "zstd"
     assert decompressing(io.BytesIO(data), "zstd").read() == b"a" * 1000 + b"b" * 10
+
+
+def test_a_decompressing_reader_closes_its_source_as_a_context_manager() -> None:
+    import zstandard  # the test extra installs it
+
+    for codec, data in (("gzip", gzip.compress(b"x" * 10)), ("zstd", zstandard.ZstdCompressor().compress(b"x" * 10))):
+        source = io.BytesIO(data)
+        with decompressing(source, codec) as reader:
+            assert reader.read(4) + reader.read() == b"x" * 10
+        assert source.closed, codec

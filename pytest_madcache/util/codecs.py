@@ -76,7 +76,20 @@ def sniff(head: bytes) -> str:
     return "none"
 
 
-class Gunzip:
+class _Reader:
+    """What the decompressing readers share: a context manager that closes its source."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "_Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Gunzip(_Reader):
     """Uncompressed bytes of a gzip stream: several members allowed (as gzip(1) writes them), zero
     padding after the last ignored; a truncated or damaged stream raises CorruptStream."""
 
@@ -114,7 +127,7 @@ class Gunzip:
         self.source.close()
 
 
-class _Unzstd:
+class _Unzstd(_Reader):
     """Uncompressed bytes of a zstd stream (several frames allowed); a damaged one raises CorruptStream."""
 
     def __init__(self, source: BinaryIO, closefd: bool) -> None:
