@@ -165,7 +165,7 @@ def _substitute(word: str, values: Mapping[str, str], escape: str = "\\") -> str
                 op, alt = rest[1 if colon else 0], rest[2 if colon else 1:]
                 is_set = bool(value) if colon else value is not None
                 if op == "-":
-                    out.append(value if is_set else _substitute(alt, values, escape))  # type: ignore[arg-type]
+                    out.append((value or "") if is_set else _substitute(alt, values, escape))
                 else:
                     out.append(_substitute(alt, values, escape) if is_set else "")
             else:

@@ -87,8 +87,8 @@ def run_repeated(run_once: Callable[[], RunResult], spec: PerfSpec) -> RunResult
         if not result.ok or (measured and result.performance is None):
             result.duration = duration
             return result
-        if measured:
-            samples.append(float(result.performance))  # type: ignore[arg-type]
+        if measured and result.performance is not None:  # measured runs that got here printed one
+            samples.append(float(result.performance))
     assert result is not None
     result.duration = duration
     result.performance = statistics.median(samples)

@@ -181,8 +181,9 @@ def kept_lines(runs: Iterable[RunEvent]) -> List[str]:
     if not runs:
         return []
     lines = [f"containers kept running (--keep-alive): {len(runs)}"]
-    lines += [f"  {r.kept_container[:12]}  {r.nodeid} ({r.docker_image})" for r in runs]  # type: ignore[index]
-    ids = " ".join(dict.fromkeys(r.kept_container[:12] for r in runs))  # type: ignore[index]
+    kept = [(str(r.kept_container)[:12], r) for r in runs]
+    lines += [f"  {cid}  {r.nodeid} ({r.docker_image})" for cid, r in kept]
+    ids = " ".join(dict.fromkeys(cid for cid, _ in kept))
     lines.append(f"enter one with: docker exec -it ID sh; remove them with: docker rm -f {ids}")
     return lines
 

@@ -317,7 +317,7 @@ class RemoteCache:
         try:
             self.state.remember(diff_id, codec, blob)
             if self.registry.blob_size(blob.digest) != blob.size:
-                self.registry.push_blob(blob.digest, blob.size, lambda offset: _SpoolAt(spool, offset))  # type: ignore
+                self.registry.push_blob(blob.digest, blob.size, lambda offset: _SpoolAt(spool, offset))  # type: ignore[arg-type,return-value]  # reads like a file
         finally:
             spool.close()
         return blob

@@ -265,7 +265,7 @@ class BlobFetcher:
             later = self._needed[self._needed.index(digest) + 1:] if digest in self._needed else []
             for ahead in later[: self.parallel - 1]:
                 self._start(ahead)
-        return decoder(_Tail(job), job.blob.codec)  # type: ignore[arg-type]
+        return decoder(_Tail(job), job.blob.codec)  # type: ignore[arg-type]  # _Tail reads like a file
 
 
 def _cancel_all(jobs: Dict[str, _Download]) -> None:

@@ -179,7 +179,7 @@ def opener(source: Union[BinaryIO, Callable[[], BinaryIO]]) -> OpenAt:
     def open_at(offset: int) -> BinaryIO:
         fh = source() if callable(source) else _Borrowed(source)
         skip_to(fh, offset)
-        return fh  # type: ignore[return-value]
+        return fh  # type: ignore[return-value]  # _Borrowed reads like a file
 
     return open_at
 

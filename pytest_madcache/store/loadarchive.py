@@ -15,7 +15,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from pytest_madcache.store.imageformat import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
 from pytest_madcache.store.tarstream import CHUNK
@@ -58,7 +58,7 @@ class LoadArchive:
     repo_tags: Sequence[str]
     files: Mapping[str, BinaryIO]  # digest -> reader of uncompressed bytes
     layout: str = "docker-archive"
-    on_bytes: Optional[object] = None
+    on_bytes: Optional[Callable[[int], None]] = None
     sent: int = 0
     bad: Optional[str] = None
 
@@ -121,7 +121,7 @@ class LoadArchive:
                 h.update(chunk)
             self.sent += len(chunk)
             if self.on_bytes:
-                self.on_bytes(len(chunk))  # type: ignore[operator]
+                self.on_bytes(len(chunk))
             yield chunk
         if left:
             self.bad = f"blob {digest} has {size - left} bytes, expected {size}"
