@@ -27,8 +27,9 @@ def table_lines(data: Dict[str, Any]) -> List[str]:
     lines.append("| **all** | " + " | ".join(f"**{sum(c[k] for c in ops.values())}**" for k in cols) + " |")
     sites = data["write_sites"]
     lines += ["", f"{sites['reached']} of the store's {sites['total']} write calls are crash points "
-              f"({len(sites['unreached_by_design'])} error-path cleanups of a process's own temp file are not: "
-              f"a kill there leaves what a kill just before leaves; {len(sites['unreached'])} left out otherwise). "
+              f"({len(sites['unreached_by_design'])} are not, each for a reason the JSON records: error-path "
+              f"cleanups of a process's own temp file, where a kill leaves what a kill just before leaves, and "
+              f"what only a shared cache runs; {len(sites['unreached'])} left out otherwise). "
               f"{data['loads_checked']} survivors were loaded into the engine and checked. Seed {data['seed']}, "
               f"{data['seconds']} s on {data['engine']}. Source: `bench/results/fault-campaign.json`, regenerated "
               f"by `{data['command']}{'' if '--record' in data['command'] else ' --record'}` (without --record "

@@ -29,15 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = ROOT / "pytest_madcache" / "store"
 #: The package's one atomic write lives below the store; its writes are the store's when the store calls it.
 FSUTIL = ROOT / "pytest_madcache" / "util" / "fsutil.py"
-SHARED_WRITERS = {"atomic_write", "fsync_dir"}
+SHARED_WRITERS = {"atomic_write", "fsync_dir", "_replaced"}
 
 #: Write calls in the store that no operation reaches on purpose, with the reason.
 UNREACHED_BY_DESIGN = {
     ("layout.py", "share", "chmod"): "runs only in a shared cache (the campaign's is private); a kill between "
                                      "a file's creation and its chmod leaves the file whole, with the mode the "
                                      "umask gave",
-    ("fsutil.py", "atomic_write", "unlink"): "removes its own temp file after a failed write; a kill there "
-                                             "leaves what a kill during the write leaves",
+    ("fsutil.py", "_replaced", "unlink"): "removes its own temp file after a failed write; a kill there "
+                                          "leaves what a kill during the write leaves",
     ("blobs.py", "write_blob", "unlink"): "removes fetched data that does not hash to its digest (its own "
                                           "temp file); a kill there leaves what a kill during the fetch leaves",
 }
