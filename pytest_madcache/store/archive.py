@@ -27,12 +27,12 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from pytest_madcache.store.imageformat import DOCKER_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
 from pytest_madcache.store.loadarchive import LoadArchive, oci_image_id, oci_manifest
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
-from pytest_madcache.util.codecs import CodecMissing, CorruptStream, decompressing, sniff
+from pytest_madcache.util.codecs import CodecMissing, CorruptStream, Readable, decompressing, sniff
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
@@ -52,7 +52,7 @@ def _safe(name: str) -> str:
 class BlobSink(Protocol):
     """Where the reader puts blobs: it hashes what it is given and returns (digest, bytes)."""
 
-    def write_blob(self, fh: BinaryIO, size: Optional[int]) -> Tuple[str, int]: ...
+    def write_blob(self, fh: Readable, size: Optional[int]) -> Tuple[str, int]: ...
 
     def write_small_blob(self, data: bytes) -> str: ...
 
@@ -105,7 +105,7 @@ class _Hashing:
     core per 776 MB here.
     """
 
-    def __init__(self, fh: BinaryIO, head: bytes = b"", hashing: bool = True) -> None:
+    def __init__(self, fh: Readable, head: bytes = b"", hashing: bool = True) -> None:
         self.fh = fh
         self.head = head
         self.hash = hashlib.sha256(head) if hashing else None
@@ -201,17 +201,17 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
             raise ArchiveError(f"refusing image archive member {name!r} of type {info.type!r}")
         members.links.pop(name, None)
         if info.size <= KEEP_IN_MEMORY:
-            data = read_exact(reader, info.size)  # type: ignore[arg-type]
+            data = read_exact(reader, info.size)
             members.files[name] = _Member(name, data=data)
             if on_bytes:
                 on_bytes(len(data))
             continue
-        head = read_exact(reader, 4)  # type: ignore[arg-type]
+        head = read_exact(reader, 4)
         compressed = sniff(head) != "none"
-        raw = _Hashing(reader, head, hashing=compressed)  # type: ignore[arg-type]
+        raw = _Hashing(reader, head, hashing=compressed)
         layer = _Inflating(_uncompressed(raw, head)) if compressed else raw
         try:
-            diff_id, size = sink.write_blob(layer, None if compressed else info.size)  # type: ignore[arg-type]
+            diff_id, size = sink.write_blob(layer, None if compressed else info.size)
         except CorruptStream as exc:
             raise ArchiveError(f"archive member {name!r} cannot be decompressed: {exc}") from None
         finally:
@@ -223,7 +223,7 @@ def _read_members(fh: BinaryIO, sink: BlobSink, on_bytes=None) -> _Members:
     return members
 
 
-def _json(members: _Members, name: str) -> object:
+def _json(members: _Members, name: str) -> Any:
     try:
         return json.loads(members.small(name))
     except ValueError:
@@ -250,7 +250,7 @@ _Image = Tuple[str, List[Tuple[str, Optional[str]]], List[str]]  # config path, 
 def _images_from_index(members: _Members) -> List[_Image]:
     """(config path, [(layer path, blob digest)], names) per manifest, walking nested indexes."""
     out = []
-    todo: List[Tuple[dict, List[str]]] = [(_json(members, "index.json"), [])]  # type: ignore[list-item]
+    todo: List[Tuple[dict, List[str]]] = [(_json(members, "index.json"), [])]
     seen: Set[str] = set()
     while todo:
         index, names = todo.pop(0)

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Set,
 from pytest_madcache.store.entries import hex_of
 from pytest_madcache.store.errors import StoreError, unwritable
 from pytest_madcache.store.layout import Layout
-from pytest_madcache.util.codecs import STORE_CODECS, CodecMissing, decompressing, parse_codec, shrinks, zstd
+from pytest_madcache.util.codecs import STORE_CODECS, CodecMissing, Readable, decompressing, parse_codec, shrinks, zstd
 from pytest_madcache.util.progress import Progress
 
 __all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok", "logical_size",
@@ -128,7 +128,7 @@ class Lease:
         else:
             os.replace(tmp, self.blobs.dir / (hex_of(digest) + suffix))
 
-    def write_blob(self, fh: BinaryIO, progress: Progress, expect: Optional[str] = None,
+    def write_blob(self, fh: Readable, progress: Progress, expect: Optional[str] = None,
                    size: Optional[int] = None) -> Tuple[str, int]:
         """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`.
 
@@ -185,7 +185,7 @@ class LeaseSink:
         self.lease = lease
         self.progress = progress
 
-    def write_blob(self, fh: BinaryIO, size: Optional[int]) -> Tuple[str, int]:
+    def write_blob(self, fh: Readable, size: Optional[int]) -> Tuple[str, int]:
         return self.lease.write_blob(fh, self.progress, size=size)
 
     def write_small_blob(self, data: bytes) -> str:

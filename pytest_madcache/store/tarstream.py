@@ -13,6 +13,8 @@ import tarfile
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, Tuple
 
+from pytest_madcache.util.codecs import Readable
+
 __all__ = ["TarError", "iter_tar", "safe_member", "read_exact", "ReadAhead", "Prefetch", "coalesce", "CHUNK"]
 
 CHUNK = 1 << 20
@@ -34,7 +36,7 @@ def safe_member(name: str) -> str:
 # -- the tar stream ---------------------------------------------------------------
 
 
-def read_exact(fh: BinaryIO, n: int) -> bytes:
+def read_exact(fh: Readable, n: int) -> bytes:
     data = fh.read(n)
     if len(data) == n or not data:
         return data

@@ -10,9 +10,9 @@ zstandard is an optional dependency (`pytest-madcache[zstd]`): `zstd()` says how
 from __future__ import annotations
 
 import zlib
-from typing import Any, BinaryIO, Optional, Sequence
+from typing import Any, BinaryIO, Optional, Protocol, Sequence
 
-__all__ = ["CHUNK", "GZIP_MAGIC", "ZSTD_MAGIC", "MIN_GAIN", "STORE_CODECS", "REMOTE_CODECS", "CodecMissing",
+__all__ = ["Readable", "CHUNK", "GZIP_MAGIC", "ZSTD_MAGIC", "MIN_GAIN", "STORE_CODECS", "REMOTE_CODECS", "CodecMissing",
            "CorruptStream", "parse_codec", "zstd", "compressor", "shrinks", "sniff", "Gunzip", "decompressing"]
 
 CHUNK = 1 << 20
@@ -22,6 +22,13 @@ MIN_GAIN = 1.1  # a layer whose first MiB does not shrink by 10% is kept as it i
 STORE_CODECS = ("none", "zstd")  # how the store keeps blobs
 REMOTE_CODECS = ("gzip", "zstd", "none")  # how layers go to a registry
 GZIP_LEVEL = 1
+
+
+class Readable(Protocol):
+    """What a stream of bytes needs to be read: the archive readers, the decompressors and the
+    transfers all take and give this, not a whole file object."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class CodecMissing(ImportError):
