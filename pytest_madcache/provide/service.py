@@ -151,7 +151,7 @@ class ImageService:
                 self.reporter.warn(f"{exc}; tests go on without the cache")
         return self._store
 
-    def build_tmp_dir(self) -> Optional[Any]:
+    def build_tmp_dir(self) -> Optional[Path]:
         """Where builds keep their temp files: the cache's tmp/ while the cache is in use
         (so the plugin writes only there), else None (TMPDIR)."""
         store = self._store if self.enabled else None
@@ -340,7 +340,7 @@ def _model_image(spec: ModelSpec, ref: str, image_id: str, key: CacheKey, params
 
 def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],
                       labels: Mapping[str, str], on_line: Optional[Callable[[str], None]],
-                      tmp_dir: Optional[Any] = None) -> BuildResult:
+                      tmp_dir: Optional[Path] = None) -> BuildResult:
     """The default build: the mark's builder (BuildKit where buildx is found) with the spec's context
     and Dockerfile (less what the session wrote into it); build args named in `secrets=` go to
     BuildKit as secret mounts, not build args."""

@@ -51,7 +51,7 @@ class State:
     from_cache_entry: Optional["Entry"] = None
     seen: Set[str] = field(default_factory=set)
     warned: Set[str] = field(default_factory=set)
-    counter: Any = field(default_factory=itertools.count)
+    counter: "itertools.count[int]" = field(default_factory=itertools.count)
     pending_warning: Optional[str] = None  # to attach to the current test's report
     output_rows: Optional[int] = None
     since: float = 0.0  # when the session began (the controller's clock under xdist): its working set's start
