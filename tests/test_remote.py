@@ -147,10 +147,10 @@ def test_prune_remote_by_count_and_ttl(engine, images, registry, tmp_path):
         time.sleep(1.1)  # distinct last-used seconds
     assert len(remote.entries()) == 3
     evicted = remote.prune(max_entries=2, ttl=None)
-    assert [m["id"] for m in evicted] == [ids[0]], "the least recently used manifest goes first"
-    assert sorted(m["id"] for _, m, _, _ in remote.entries()) == sorted(ids[1:])
+    assert [m.id for m in evicted] == [ids[0]], "the least recently used manifest goes first"
+    assert sorted(m.id for m in remote.entries()) == sorted(ids[1:])
     evicted = remote.prune(max_entries=10, ttl=60, now=time.time() + 3600)
-    assert sorted(m["id"] for m in evicted) == sorted(ids[1:])
+    assert sorted(m.id for m in evicted) == sorted(ids[1:])
     assert remote.entries() == []
 
 

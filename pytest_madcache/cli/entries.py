@@ -73,22 +73,23 @@ def _list_remote(args: argparse.Namespace, settings: _settings.Settings, out: Ou
 
     remote = open_lister(settings)
     try:
-        items = sorted(remote.entries(), key=lambda item: item[2], reverse=True)
+        items = sorted(remote.entries(), key=lambda item: item.last_used, reverse=True)
     except RemoteError as exc:
         raise StoreError(str(exc)) from None
     if args.json:
-        out.json([dict(meta, last_used=used, tag=tag) for tag, meta, used, _ in items])
+        out.json([dict(item.meta, last_used=item.last_used, tag=item.tag) for item in items])
         return 0
     out(f"{len(items)} cache entr{'y' if len(items) == 1 else 'ies'} in {remote}:")
     out(RULE)
-    for tag, meta, used, _ in items:
+    for item in items:
+        meta = item.meta
         sizes = meta.get("sizes", {})
-        out(f"ID: {meta['id']}")
-        hint = remote.pull_hint(tag)
-        out(f"  Image: {meta.get('image_name')}:{meta.get('image_tag')}" + (f"  {hint}" if hint else ""))
+        out(f"ID: {item.id}")
+        hint = remote.pull_hint(item.tag)
+        out(f"  Image: {item.image}" + (f"  {hint}" if hint else ""))
         out(f"  Tags: {', '.join(meta.get('model_tags') or []) or '-'}")
         out(f"  Created: {when(meta.get('created'))}")
-        out(f"  Last Used: {when(used)}")
+        out(f"  Last Used: {when(item.last_used)}")
         out(f"  Size: {human_bytes(sum(sizes.values()))}")
         out(f"  Nodes: {meta.get('nodes', 1)}")
         out(THIN)
@@ -219,19 +220,18 @@ def cmd_prune(args: argparse.Namespace, settings: _settings.Settings, out: Out, 
         except RemoteError as exc:
             raise StoreError(str(exc)) from None
         if args.json:
-            out.json({"evicted": gone, "remote": str(remote)})
+            out.json({"evicted": [dict(g.meta) for g in gone], "remote": str(remote)})
             return 0
         from pytest_madcache.remote.directory import DirectoryRemote
 
         if isinstance(remote, DirectoryRemote):  # a cache directory: entries and their blobs go now
-            for meta in gone:
-                out(f"Evicted {meta['id']} ({meta.get('image_name')}:{meta.get('image_tag')}) from {remote}")
+            for g in gone:
+                out(f"Evicted {g.id} ({g.image}) from {remote}")
             out(f"Evicted {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} (max entries {settings.max_entries}, "
                 f"TTL {_settings.format_ttl(settings.ttl)})")
             return 0
-        for meta in gone:
-            out(f"Deleted manifest of {meta['id']} ({meta.get('image_name')}:{meta.get('image_tag')}) "
-                f"from {remote}")
+        for g in gone:
+            out(f"Deleted manifest of {g.id} ({g.image}) from {remote}")
         out(f"Deleted {len(gone)} manifest(s) (max entries {settings.max_entries}, TTL "
             f"{_settings.format_ttl(settings.ttl)}); the registry frees their blobs at its next garbage collection")
         return 0

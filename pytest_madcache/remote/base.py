@@ -8,12 +8,12 @@ of its blobs), hear that a fetch failed, mark an entry used, take a new entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 if TYPE_CHECKING:
     from pytest_madcache.store import Entry
 
-__all__ = ["RemoteBackend", "RemoteEntry", "RemoteError", "RemoteUnavailable", "RemoteLister"]
+__all__ = ["RemoteBackend", "RemoteEntry", "RemoteError", "RemoteUnavailable", "RemoteLister", "RemoteListing"]
 
 
 class RemoteError(RuntimeError):
@@ -54,13 +54,32 @@ class RemoteBackend(Protocol):
         pushes an earlier run left unfinished; (ids pushed, unfinished pushes completed, bytes sent)."""
 
 
+@dataclass(frozen=True)
+class RemoteListing:
+    """An entry as a remote lists it: its key tag, its metadata (an entry's JSON), when a machine last
+    used it, and the remote's own name for it (a manifest digest, an entry id)."""
+
+    tag: str
+    meta: Mapping[str, Any]
+    last_used: float
+    ref: str
+
+    @property
+    def id(self) -> str:
+        return str(self.meta.get("id", ""))
+
+    @property
+    def image(self) -> str:
+        return f"{self.meta.get('image_name')}:{self.meta.get('image_tag')}"
+
+
 class RemoteLister(Protocol):
     """What `madcache list/prune --remote` ask of a backend (its str() names it)."""
 
-    def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
-        """(key tag, entry metadata, last used, the remote's own id of it) per entry."""
+    def entries(self) -> List["RemoteListing"]:
+        """One listing per entry the remote holds."""
 
-    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[Dict[str, Any]]:
+    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List["RemoteListing"]:
         """Remove entries by the local rules (TTL, then least recently used beyond the count)."""
 
     def pull_hint(self, tag: str) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from pytest_madcache.store import Entry, Store
-from pytest_madcache.remote.base import RemoteEntry, RemoteError
+from pytest_madcache.remote.base import RemoteEntry, RemoteError, RemoteListing
 
 __all__ = ["DirectoryRemote"]
 
@@ -94,18 +94,22 @@ class DirectoryRemote:
 
     # -- what `madcache list/prune --remote` use ---------------------------------------
 
-    def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
-        """(key tag, entry metadata, last used, entry id) per entry, as RemoteCache.entries gives them."""
-        from pytest_madcache.remote.oci import key_tag
-
+    def entries(self) -> List[RemoteListing]:
+        """Every entry, as RemoteCache.entries lists them (its `ref` is the entry id)."""
         store = self._open()
-        return [(key_tag(e.key), e.to_json(), e.last_used, e.id) for e in (store.entries() if store else [])]
+        return [_listing(e) for e in (store.entries() if store else [])]
 
     def pull_hint(self, tag: str) -> str:
         return ""
 
-    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[Dict[str, Any]]:
+    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[RemoteListing]:
         store = self._open()
         if store is None:
             return []
-        return [e.to_json() for e in store.prune(max_entries=max_entries, ttl=ttl)]
+        return [_listing(e) for e in store.prune(max_entries=max_entries, ttl=ttl)]
+
+
+def _listing(entry: "Entry") -> RemoteListing:
+    from pytest_madcache.remote.oci import key_tag
+
+    return RemoteListing(key_tag(entry.key), entry.to_json(), entry.last_used, entry.id)

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
-from pytest_madcache.remote.base import RemoteEntry, RemoteError, RemoteUnavailable
+from pytest_madcache.remote.base import RemoteEntry, RemoteError, RemoteListing, RemoteUnavailable
 from pytest_madcache.remote.journal import RemoteState
 from pytest_madcache.remote.manifest import (
     CONFIG_TYPE,
@@ -324,8 +324,8 @@ class RemoteCache:
 
     # -- the registry as a whole -----------------------------------------------------------
 
-    def entries(self) -> List[Tuple[str, Dict[str, Any], float, str]]:
-        """(tag, entry metadata, last used, manifest digest) for every madcache tag."""
+    def entries(self) -> List[RemoteListing]:
+        """Every madcache tag's entry; its `ref` is the manifest digest."""
         out = []
         for tag in self.registry.tags():
             if not tag.startswith(TAG_PREFIX):
@@ -337,10 +337,10 @@ class RemoteCache:
                 manifest = parse_manifest(got[0])
             except RemoteError:
                 continue
-            out.append((tag, manifest.meta, manifest.used, got[1]))
+            out.append(RemoteListing(tag, manifest.meta, manifest.used, got[1]))
         return out
 
-    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[Dict[str, Any]]:
+    def prune(self, max_entries: int, ttl: Optional[float], now: Optional[float] = None) -> List[RemoteListing]:
         """Delete manifests by the local rules (TTL, then least recently used beyond the count).
 
         The registry frees the blobs at its own garbage collection
@@ -349,17 +349,17 @@ class RemoteCache:
         from pytest_madcache.store import Entry, Limits, StoreError, choose_evictions
 
         now = time.time() if now is None else now
-        listed: Dict[str, Tuple[Dict[str, Any], str]] = {}
+        listed: Dict[str, RemoteListing] = {}
         entries: List[Entry] = []
-        for _, meta, used, digest in self.entries():
+        for item in self.entries():
             try:
-                entry = Entry.from_json(meta, last_used=used)
+                entry = Entry.from_json(item.meta, last_used=item.last_used)
             except (StoreError, ValueError, KeyError, TypeError):
                 continue  # not an entry this version reads: left to whoever wrote it
             entries.append(entry)
-            listed[entry.id] = (meta, digest)
+            listed[entry.id] = item
         # The store's one policy; a registry has no size limit of ours (it counts entries only).
         doomed = choose_evictions(entries, Limits(max_entries=max_entries, max_bytes=sys.maxsize, ttl=ttl), now)
         for entry in doomed:
-            self.registry.delete_manifest(listed[entry.id][1])
-        return [listed[entry.id][0] for entry in doomed]
+            self.registry.delete_manifest(listed[entry.id].ref)
+        return [listed[entry.id] for entry in doomed]
