@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from pytest_madcache.cli.common import Out, open_store, show_bases
 from pytest_madcache.core import settings as _settings
-from pytest_madcache.core.bases import Base, BaseResolver, ResolvedBase, key_bases, resolve_bases
+from pytest_madcache.core.bases import Base, ResolvedBase, key_bases, resolve_bases
 from pytest_madcache.core.context import literal
 from pytest_madcache.core.key import CacheKey, KeyError_, KeySpec, exclude_patterns, key_files, key_for
 from pytest_madcache.core.why import explain
-from pytest_madcache.remote.registry import registry_digest
+from pytest_madcache.provide import base_resolver
 from pytest_madcache.store import Entry
 
 if TYPE_CHECKING:
@@ -110,8 +110,7 @@ def _bases(spec: KeySpec, mode: str, out: Out) -> Tuple[List[Base], List[Resolve
             engine = Engine.open()
         except EngineError as exc:
             out(f"madcache: no engine answers ({exc}); bases are resolved without it")
-        resolver = BaseResolver(engine, engine_name=str(engine.host() if engine else ""),
-                                warn=lambda text: out(f"madcache: {text}"), direct=registry_digest)
+        resolver = base_resolver(engine, lambda text: out(f"madcache: {text}"))
     return resolve_bases(Path(dockerfile), spec.build_args, mode, resolver)
 
 

@@ -130,8 +130,7 @@ class ImageService:
         if mode == "tag":
             return []
         if self._bases is None:
-            self._bases = BaseResolver(self.engine, engine_name=str(self.engine.host() or ""),
-                                       warn=self.reporter.warn, direct=registry_digest)
+            self._bases = base_resolver(self.engine, self.reporter.warn)
         resolved = resolve_bases(spec.dockerfile, spec.build_args, mode, self._bases)[1]
         for base in resolved:
             said = f"Base image {base.reference} ({mode}): {VIA[base.via]}" + (
@@ -336,6 +335,13 @@ def _model_image(spec: ModelSpec, ref: str, image_id: str, key: CacheKey, params
     return ModelImage(spec, ref, image_id, key.digest, dict(key.components), cache_hit=hit,
                       cache_id=entry.id if entry is not None else None, load=load.how if load else None,
                       build_duration=build_duration, params=dict(params))
+
+
+def base_resolver(engine: Optional[Engine], warn: Callable[[str], None]) -> BaseResolver:
+    """How the plugin and `madcache key` resolve bases: through `engine` (None: no engine answers),
+    and the registry itself where the engine cannot ask it (Podman)."""
+    return BaseResolver(engine, engine_name=str(engine.host() or "") if engine is not None else "", warn=warn,
+                        direct=registry_digest)
 
 
 def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],

@@ -33,6 +33,7 @@ from pytest_madcache.store.imageformat import DOCKER_LIST, OCI_CONFIG, OCI_INDEX
 from pytest_madcache.store.loadarchive import LoadArchive, oci_image_id, oci_manifest
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
 from pytest_madcache.util.codecs import CodecMissing, CorruptStream, Readable, decompressing, sniff
+from pytest_madcache.util.refs import sha256_hex
 
 __all__ = [
     "ArchiveError", "ArchiveImage", "BlobSink", "read_image", "LoadArchive", "oci_manifest", "oci_image_id",
@@ -231,10 +232,10 @@ def _json(members: _Members, name: str) -> Any:
 
 
 def _blob_name(digest: str) -> str:
-    algo, _, hexpart = str(digest).partition(":")
-    if algo != "sha256" or len(hexpart) != 64:
-        raise ArchiveError(f"not a sha256 digest: {digest!r}")
-    return f"blobs/sha256/{hexpart}"
+    try:
+        return f"blobs/sha256/{sha256_hex(digest)}"
+    except ValueError as exc:
+        raise ArchiveError(str(exc)) from None
 
 
 def _checked_small(members: _Members, name: str, digest: Optional[str]) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from pytest_madcache.store import archive
 from pytest_madcache.store.errors import StoreError
+from pytest_madcache.util.refs import sha256_hex
 
 __all__ = ["Entry", "LoadResult", "Stats", "VerifyReport", "new_entry_id", "hex_of", "STORE_FORMAT"]
 
@@ -28,10 +29,10 @@ def new_entry_id(now: Optional[float] = None) -> str:
 
 def hex_of(digest: str) -> str:
     """The hex part of a sha256 digest, refused when it is anything else (it becomes a file name)."""
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-        raise StoreError(f"not a sha256 digest: {digest!r}")
-    return hexpart
+    try:
+        return sha256_hex(digest)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 _ENTRY_ID = re.compile(r"run_[0-9]{1,20}_[0-9a-f]{1,64}")

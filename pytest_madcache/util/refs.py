@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
-__all__ = ["RemoteRef", "is_loopback", "directory_of", "ImageRef", "split_image_reference", "split_reference",
+__all__ = ["RemoteRef", "is_loopback", "directory_of", "ImageRef", "sha256_hex",
+           "split_image_reference", "split_reference",
            "full_reference", "short_names", "OCI_MANIFEST", "OCI_INDEX", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST",
            "OCI_CONFIG", "OCI_LAYER", "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD", "DOCKER_LAYER", "DOCKER_CONFIG"]
 
@@ -114,6 +115,15 @@ class ImageRef:
         if self.host:
             return self.repository
         return f"{DEFAULT_DOMAIN}/{self.path}" if "/" in self.path else f"{DEFAULT_DOMAIN}/library/{self.path}"
+
+
+def sha256_hex(digest: str) -> str:
+    """The hex part of a `sha256:<64 lower-case hex>` digest; ValueError for anything else (the hex
+    becomes a file name, so nothing else may pass)."""
+    algo, _, hexpart = str(digest).partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return hexpart
 
 
 def split_image_reference(reference: str) -> Tuple[Optional[str], str, str]:
