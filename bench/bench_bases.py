@@ -41,6 +41,8 @@ from pytest_madcache.engine import Engine
 from pytest_madcache.key import KeySpec, key_for
 from pytest_madcache.localengine import busybox_path
 
+from benchlib import stamp  # bench/, the script's own directory
+
 
 def timed(fn: Callable[[], object], repeat: int) -> Dict[str, float]:
     times: List[float] = []
@@ -110,6 +112,7 @@ def main() -> int:
         path = "digest-direct" if engine.info.product == "podman" else "digest"  # Podman lacks the endpoint
         assert resolved.via == path and resolved.value == registry_digest(base), (resolved, registry_digest(base))
         report = {
+            "measured": stamp(),
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
             "engine": engine.info.name, "registry_path": path, "repeat": args.repeat, "bases_per_dockerfile": 1,

@@ -33,6 +33,8 @@ from pytest_madcache.engine import Engine
 from pytest_madcache.localengine import busybox_path
 from pytest_madcache.store import Store
 
+from benchlib import stamp  # bench/, the script's own directory
+
 MB = 1000 * 1000
 
 
@@ -138,6 +140,7 @@ def main() -> int:
         added_as_given = sum(other.sizes[d] for d in other.layers)
         med = {k: statistics.median(v) for k, v in samples.items()}
         data = {
+            "measured": stamp(),
             "containerd_engine": ctr.info.name, "classic_engine": cls.info.name, "repeat": args.repeat,
             "layers": len(entry.layers), "plain_layer_bytes": plain_bytes, "gzip_layer_bytes": gzip_bytes,
             "zstd_layer_bytes": zstd_bytes, "medians": med, "samples": samples,
