@@ -98,6 +98,7 @@ fi
 echo
 if [ "$record" = 1 ]; then
   python bench/summary.py --write-docs || failed+=(summary)
+  python bench/render_quoted.py || failed+=("quoted figures")
 else
   python bench/summary.py --results "$out" || failed+=(summary)
 fi
