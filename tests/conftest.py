@@ -31,19 +31,19 @@ pytest_plugins = ["pytester"]
 REAL_ENGINE_FIXTURES = frozenset({"docker_host", "engine", "images", "second_engine"})
 
 
-def engine_mark_errors(items) -> list:
-    """One line per test whose `engine` mark disagrees with the fixtures it asks for."""
-    errors = []
+def engine_mark_errors(items) -> dict:
+    """Test node id -> why its `engine` mark disagrees with the fixtures it asks for."""
+    errors = {}
     for item in items:
         used = sorted(REAL_ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
         marked = item.get_closest_marker("engine") is not None
         if used and not marked:
-            errors.append(f"{item.nodeid}: uses the real-engine fixture(s) {', '.join(used)} "
-                          "without the `engine` mark (it would run on one engine kind only)")
+            errors[item.nodeid] = (f"{item.nodeid}: uses the real-engine fixture(s) {', '.join(used)} "
+                                   "without the `engine` mark (it would run on one engine kind only)")
         elif marked and not used and item.get_closest_marker("own_engines") is None:
-            errors.append(f"{item.nodeid}: has the `engine` mark but uses no real-engine fixture "
-                          f"({', '.join(sorted(REAL_ENGINE_FIXTURES))}) and starts no engine "
-                          "(`own_engines`): it would run once per engine kind for nothing")
+            errors[item.nodeid] = (f"{item.nodeid}: has the `engine` mark but uses no real-engine fixture "
+                                   f"({', '.join(sorted(REAL_ENGINE_FIXTURES))}) and starts no engine "
+                                   "(`own_engines`): it would run once per engine kind for nothing")
     return errors
 
 
@@ -56,12 +56,12 @@ def pytest_collection_modifyitems(config, items):
     if not errors:
         return
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        raise pytest.UsageError("the engine mark and the real-engine fixtures disagree:\n  " + "\n  ".join(errors))
+        raise pytest.UsageError("the engine mark and the real-engine fixtures disagree:\n  "
+                                + "\n  ".join(errors.values()))
     # An xdist worker cannot stop collection without an INTERNALERROR: each such test errors instead.
-    by_id = {e.split(": ", 1)[0]: e for e in errors}
     for item in items:
-        if item.nodeid in by_id:
-            item.stash[_MARK_ERROR] = by_id[item.nodeid]
+        if item.nodeid in errors:
+            item.stash[_MARK_ERROR] = errors[item.nodeid]
 
 
 def pytest_runtest_setup(item):
