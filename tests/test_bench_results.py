@@ -60,8 +60,7 @@ MEASURES = {
 NOT_YET_REGENERATED = {
     "store-random.json", "store-compressible.json", "store-smallfiles.json",
     "realistic-debian12.json", "realistic-debian13.json", "realistic-debian13-containerd.json", "realistic-podman.json",
-    "bases-debian12.json", "bases-podman.json", "remote.json", "remote-faults.json", "fault-campaign.json",
-    "files-cost.json", "new-user-after.json", "main-job.txt",
+    "remote.json", "new-user-after.json", "main-job.txt",
 }
 # Records of a comparison between named checkouts, not figures of the current code.
 NOT_CURRENT_BY_DESIGN = {"new-user-before.json", "new-user-before.md", "compare-6be601a-506f0e3.txt"}
