@@ -2,8 +2,8 @@
 
     python -m pytest_madcache.localengine --engine KIND -- python bench/bench_engines.py --json FILE
 
-Builds a ~150 MB image (busybox, a large layer of random data, a 2 MB top
-layer) and two more variants on the same base, then measures side by side,
+Builds an image (busybox, a layer of --size-mb MB of random data, a 2 MB top layer; the
+table prints its measured size) and two more variants on the same base, then measures side by side,
 --repeat times each (medians):
 
 * P1 hit with the image present: `Store.load` (presence under every id the image goes by)

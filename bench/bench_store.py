@@ -344,6 +344,8 @@ class Bench(Measured):
         for i in range(self.repeat):
             contenders = ["raw", "ours"] + (["seed"] if seed else []) + (["rawfull"] if full_too else [])
             for who in rotate(contenders, i):
+                if state == "delta" and who != "rawfull":
+                    self.restore_base()  # a raw full load before removed it
                 self.ensure_state("none" if who == "rawfull" else state)
                 if who == "rawfull":
                     self.measure(f"load_{name}_raw_full", lambda: raw_load(self.engine, self.full_tar))

@@ -25,8 +25,9 @@ RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
 START, END = "<!-- summary-table:start -->", "<!-- summary-table:end -->"
 KEY_START, KEY_END = "<!-- key-table:start -->", "<!-- key-table:end -->"
-SHAPES = {"random": "one 280 MB file of random bytes", "compressible": "one 280 MB file of text-like bytes",
-          "smallfiles": "about 20,000 files of 1-30 kB"}
+# The data each store run measured; its size comes from the run's own record (info.size_mb).
+SHAPES = {"random": "one {mb} MB file of random bytes", "compressible": "one {mb} MB file of text-like bytes",
+          "smallfiles": "{mb} MB in files of 1-30 kB"}
 KINDS = ("debian12", "debian13", "debian13-containerd", "podman")
 MB = 1000 * 1000
 
@@ -74,7 +75,7 @@ def key_rows(data: Dict[str, Any]) -> List[str]:
 
 def store_rows(shape: str, data: Dict[str, Any]) -> List[str]:
     targets = {t["id"]: t for t in data["targets"]}
-    what = SHAPES.get(shape, shape)
+    what = SHAPES.get(shape, shape).format(mb=data.get("info", {}).get("size_mb", "?"))
     rows = []
     p1 = targets["P1"]
     rows.append(row("P1 hit", f"lookup with the image in the engine (key of its build context, index, presence); "
