@@ -259,7 +259,9 @@ def render() -> str:
     if first_store:
         m = first_store["info"]["machine"]
         lines.append(f"Machine: {m['vcpus']} vCPU ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}. "
-                     f"Store benchmarks on {first_store['info']['engine']}, {first_store['info']['date']}.")
+                     f"Store benchmarks on {first_store['info']['engine']}, {first_store['info']['date']}, load average at "
+                     f"the start of each: " + "; ".join(f"{shape} {load(f'store-{shape}.json')['info'].get('loadavg', '?')}"
+                                                       for shape in SHAPES if load(f"store-{shape}.json")) + ".")
         lines.append("")
     if engines:
         lines.append("Realistic models per engine kind:")

@@ -58,7 +58,6 @@ MEASURES = {
 # Measured before results carried their commit; each must be regenerated (then strict xfail fails
 # and the name comes off this list).  Companions (.md, .txt) are written with their JSON.
 NOT_YET_REGENERATED = {
-    "store-random.json", "store-compressible.json", "store-smallfiles.json",
     "realistic-debian12.json", "realistic-debian13.json", "realistic-debian13-containerd.json", "realistic-podman.json",
     "remote.json", "new-user-after.json", "main-job.txt",
 }
