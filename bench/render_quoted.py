@@ -79,7 +79,18 @@ def remote_faults_lines() -> List[str]:
     return [text]
 
 
-PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines}
+def remote_transfer_lines() -> List[str]:
+    """The transfer table (bench_remote.render), with when it was measured.  The bullets after it
+    in docs/remote.md discuss that record's figures in prose and are not rendered."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_remote import render
+
+    data = load("remote.json")
+    return [f"Measured {when(data)}:", "", *render(data).splitlines()]
+
+
+PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
+            ("remote.md", "remote-transfers"): remote_transfer_lines}
 
 
 def between(text: str, marker: str) -> str:
