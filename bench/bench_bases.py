@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from pytest_madcache.bases import BaseResolver, parse_bases, registry_digest
-from pytest_madcache.engine import Engine
-from pytest_madcache.key import KeySpec, key_for
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.core.bases import BaseResolver, parse_bases, registry_digest
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.key import KeySpec, key_for
+from pytest_madcache.devtools.localengine import busybox_path
 
 from benchlib import stamp  # bench/, the script's own directory
 

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 from benchlib import du, log, rotate  # noqa: E402
-from pytest_madcache.engine import Engine  # noqa: E402
-from pytest_madcache.localengine import busybox_path  # noqa: E402
+from pytest_madcache.engines.docker import Engine  # noqa: E402
+from pytest_madcache.devtools.localengine import busybox_path  # noqa: E402
 from pytest_madcache.store import Store  # noqa: E402
 
 

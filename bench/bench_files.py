@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchlib import stamp  # noqa: E402
-from pytest_madcache.key import KeySpec, key_files, key_for  # noqa: E402
+from pytest_madcache.core.key import KeySpec, key_files, key_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

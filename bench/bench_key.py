@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pytest_madcache.key import SETTLE_SECONDS  # noqa: E402
+from pytest_madcache.core.key import SETTLE_SECONDS  # noqa: E402
 
 MB = 1 << 20
 from benchlib import GOALS, stamp  # noqa: E402
@@ -43,7 +43,7 @@ t0 = time.perf_counter()
 import docker.utils.build  # noqa: F401  (the SDK: paid once per session)
 t1 = time.perf_counter()
 from pathlib import Path
-from pytest_madcache.key import KeySpec, key_for
+from pytest_madcache.core.key import KeySpec, key_for
 cache = Path(sys.argv[2]) if sys.argv[2] != "-" else None
 spec = KeySpec(image="ci-bench", context=Path(sys.argv[1]))
 t2 = time.perf_counter()

@@ -29,8 +29,8 @@ from typing import Dict, List
 
 import docker
 
-from pytest_madcache.engine import Engine
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.devtools.localengine import busybox_path
 from pytest_madcache.store import Store
 
 from benchlib import rotate, stamp  # bench/, the script's own directory

@@ -53,7 +53,7 @@ from benchlib import (MB, Measured, du, loadavg, log, machine, profile_top, raw_
 from seed_design import SeedDesignCache  # noqa: E402
 import prepare  # noqa: E402
 
-from pytest_madcache.engine import Engine  # noqa: E402
+from pytest_madcache.engines.docker import Engine  # noqa: E402
 from pytest_madcache.store import Store  # noqa: E402
 from pytest_madcache.store.entries import Entry  # noqa: E402
 

@@ -42,10 +42,10 @@ import docker
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_madcache.engine import Engine  # noqa: E402
-from pytest_madcache.key import KeySpec, key_for  # noqa: E402
-from pytest_madcache.localengine import busybox_path, install_packages, private_engine  # noqa: E402
-from pytest_madcache.remote import Registry, RemoteCache, RemoteRef, key_tag, parse_manifest  # noqa: E402
+from pytest_madcache.engines.docker import Engine  # noqa: E402
+from pytest_madcache.core.key import KeySpec, key_for  # noqa: E402
+from pytest_madcache.devtools.localengine import busybox_path, install_packages, private_engine  # noqa: E402
+from pytest_madcache.remote.oci import Registry, RemoteCache, RemoteRef, key_tag, parse_manifest  # noqa: E402
 from pytest_madcache.store import Store  # noqa: E402
 from tests.registries import LocalRegistry, make_pki  # noqa: E402
 

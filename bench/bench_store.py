@@ -45,9 +45,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pytest_madcache.engine import Engine
-from pytest_madcache.key import KeySpec, key_for
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.key import KeySpec, key_for
+from pytest_madcache.devtools.localengine import busybox_path
 from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
 

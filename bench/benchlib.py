@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 
 MB = 1000 * 1000  # figures are printed in decimal megabytes
 #: Every goal the benchmarks and the summary judge against, in one place (each is an upper bound

@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "remote-faults.json")
     args = parser.parse_args()
     if not shutil.which("docker-registry"):
-        from pytest_madcache.localengine import install_packages
+        from pytest_madcache.devtools.localengine import install_packages
 
         install_packages(["docker-registry"])
     t0 = time.time()

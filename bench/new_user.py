@@ -57,7 +57,7 @@ def test_m{n}(model_run):
 def make_base() -> None:
     """A busybox base image built here (no registry): FROM scratch, busybox installed."""
     sys.path.insert(0, str(HERE.parent))
-    from pytest_madcache.localengine import busybox_path
+    from pytest_madcache.devtools.localengine import busybox_path
 
     with tempfile.TemporaryDirectory() as d:
         ctx = Path(d)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from benchlib import raw_load, raw_save
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 
 
 class SeedDesignCache:

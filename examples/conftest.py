@@ -13,7 +13,7 @@ import random
 import shutil
 from pathlib import Path
 
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.devtools.localengine import busybox_path
 
 HERE = Path(__file__).parent
 MB = 1 << 20

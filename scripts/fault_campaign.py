@@ -67,7 +67,7 @@ for path in (ROOT, ROOT / "bench", Path(__file__).resolve().parent):
         sys.path.insert(0, str(path))
 
 from benchlib import stamp  # noqa: E402
-from pytest_madcache.engine import Engine  # noqa: E402
+from pytest_madcache.engines.docker import Engine  # noqa: E402
 from pytest_madcache.store import EntryCorrupt, Store  # noqa: E402
 from store_writes import UNREACHED_BY_DESIGN, Site, install_crash_points, store_write_sites  # noqa: E402
 

@@ -4,7 +4,7 @@ The engine is the one DOCKER_HOST (or the default socket) points at; when
 none answers, a private engine is installed and started for the session.
 Under pytest-xdist every worker starts a private engine of its own.  The kind
 of a private engine follows MADCACHE_ENGINE_KIND (debian12 by default; see
-pytest_madcache.localengine.ENGINE_KINDS), which `python -m
+pytest_madcache.devtools.localengine.ENGINE_KINDS), which `python -m
 pytest_madcache.localengine --engine KIND -- pytest ...` sets.  Under CI=true
 a missing engine fails the tests; elsewhere they are skipped with the reason.
 """
@@ -72,7 +72,7 @@ def pytest_runtest_setup(item):
 
 def _engine_kind() -> str:
     """The kind of private engine to start: $MADCACHE_ENGINE_KIND, else debian12."""
-    from pytest_madcache.localengine import ENGINE_KINDS
+    from pytest_madcache.devtools.localengine import ENGINE_KINDS
 
     kind = os.environ.get("MADCACHE_ENGINE_KIND", "").strip() or "debian12"
     if kind not in ENGINE_KINDS:
@@ -89,7 +89,7 @@ def _worker_engine(stack: contextlib.ExitStack, kind: str) -> str:
     which use the same busybox parent images as build cache ("unknown parent
     image ID").  Within one worker tests run one at a time.
     """
-    from pytest_madcache.localengine import _missing_packages, ensure_engine, install_packages, private_engine
+    from pytest_madcache.devtools.localengine import _missing_packages, ensure_engine, install_packages, private_engine
 
     if os.geteuid() != 0:  # no private engine without root: share the one there is
         return stack.enter_context(ensure_engine(kind=kind))
@@ -99,7 +99,7 @@ def _worker_engine(stack: contextlib.ExitStack, kind: str) -> str:
 
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
-    from pytest_madcache.localengine import EngineUnavailable, ensure_engine
+    from pytest_madcache.devtools.localengine import EngineUnavailable, ensure_engine
 
     kind = _engine_kind()
     stack = contextlib.ExitStack()
@@ -124,7 +124,7 @@ def docker_host() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def engine(docker_host: str):
-    from pytest_madcache.engine import Engine
+    from pytest_madcache.engines.docker import Engine
 
     return Engine()
 
@@ -158,7 +158,7 @@ def registry_factory(tmp_path_factory):
 
     import requests
 
-    from pytest_madcache.localengine import EngineUnavailable, install_packages
+    from pytest_madcache.devtools.localengine import EngineUnavailable, install_packages
 
     if not shutil.which("docker-registry"):
         try:
@@ -210,8 +210,8 @@ def second_engine(docker_host):
     """Another machine's engine: a second private engine (of the session's kind) with its own data root."""
     import docker
 
-    from pytest_madcache.engine import Engine
-    from pytest_madcache.localengine import EngineUnavailable, private_engine
+    from pytest_madcache.engines.docker import Engine
+    from pytest_madcache.devtools.localengine import EngineUnavailable, private_engine
 
     stack = contextlib.ExitStack()
     try:

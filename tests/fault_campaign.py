@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from pytest_madcache.remote import (Registry, RemoteCache, RemoteError, RemoteRef, RetryPolicy, key_tag,
+from pytest_madcache.remote.oci import (Registry, RemoteCache, RemoteError, RemoteRef, RetryPolicy, key_tag,
                                     parse_manifest)
 from pytest_madcache.store import Store, StoreError
 from tests.registries import LocalRegistry

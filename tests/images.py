@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from pytest_madcache.engine import BuildResult, Engine
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.engines.docker import BuildResult, Engine
+from pytest_madcache.devtools.localengine import busybox_path
 
 Content = Union[bytes, int]  # bytes, or a size in bytes of random data
 

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from pytest_madcache.localengine import busybox_path
+from pytest_madcache.devtools.localengine import busybox_path
 
 #: A conftest that replaces the build and the run (no engine needed) and adds key material.
 FAKE_HOOKS = '''
 import pytest
-from pytest_madcache.engine import BuildResult
-from pytest_madcache.runner import RunResult
+from pytest_madcache.engines.docker import BuildResult
+from pytest_madcache.engines.runner import RunResult
 
 BUILDS = []
 

@@ -12,9 +12,9 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from pytest_madcache.bases import (Base, BaseResolver, DistributionUnsupported, DockerfileError,
+from pytest_madcache.core.bases import (Base, BaseResolver, DistributionUnsupported, DockerfileError,
                                    key_bases, parse_bases, parse_froms, split_image_reference)
-from pytest_madcache.key import KeySpec, key_for
+from pytest_madcache.core.key import KeySpec, key_for
 
 
 def refs(text: str, **build_args: str) -> List[str]:
@@ -199,7 +199,7 @@ def test_bases_change_the_key_only_when_given(tmp_path: Path):
 
 
 def test_base_key_setting_precedence_and_errors():
-    from pytest_madcache.settings import SettingsError, resolve
+    from pytest_madcache.core.settings import SettingsError, resolve
 
     assert resolve({}, {}, {}).base_key == "tag"
     ini = {"madcache_base_key": "local"}
@@ -218,7 +218,7 @@ class Mark:
 
 
 def test_the_mark_keyword_wins_and_a_bad_one_names_the_test(tmp_path: Path):
-    from pytest_madcache.model import ModelMarkError, spec_from_marks
+    from pytest_madcache.core.model import ModelMarkError, spec_from_marks
 
     (tmp_path / "Dockerfile").write_text("FROM a:1\n")
     spec = spec_from_marks([Mark("m", base_key="local")], tmp_path, "t.py::test_x")

@@ -108,7 +108,7 @@ def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
     """An image manifest (a config, no layers) under `tag`, written straight to the registry; its digest."""
     import hashlib
 
-    from pytest_madcache.remote import CONFIG_TYPE, MANIFEST_TYPE, Registry, RemoteRef
+    from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE, Registry, RemoteRef
 
     reg = Registry(RemoteRef.parse(f"{registry}/{repository}"))
     config = json.dumps({"architecture": "amd64", "os": "linux", "comment": content.decode(),
@@ -122,7 +122,7 @@ def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
 
 def test_registry_mode_takes_the_engines_endpoint_or_asks_the_registry_directly(engine, registry):
     """Docker answers GET /distribution/{name}/json; Podman lacks it, so the registry itself is asked."""
-    from pytest_madcache.bases import Base, BaseResolver
+    from pytest_madcache.core.bases import Base, BaseResolver
 
     repository = f"direct-{secrets.token_hex(3)}"
     base = Base(f"{registry}/{repository}:1", None, "0")

@@ -22,13 +22,13 @@ from tests.needs import unavailable
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
-STORE = ["pytest_madcache/store", "pytest_madcache/engine.py"]
+STORE = ["pytest_madcache/store", "pytest_madcache/engines/docker.py"]
 # results file -> (the paths whose code it measures, the command that regenerates it)
 MEASURES = {
-    "key-cold-warm.json": (["pytest_madcache/key.py", "bench/bench_key.py"], "bash bench/run.sh --record (step key)"),
-    "plugin.json": (["pytest_madcache/plugin.py", "pytest_madcache/hooks.py", "pytest_madcache/options.py",
-                     "pytest_madcache/settings.py", "bench/bench_plugin.py"], "bash bench/run.sh --record (step plugin)"),
-    **{f"store-{shape}.json": ([*STORE, "pytest_madcache/key.py", "pytest_madcache/provide.py", "bench/bench_store.py",
+    "key-cold-warm.json": (["pytest_madcache/core/key.py", "bench/bench_key.py"], "bash bench/run.sh --record (step key)"),
+    "plugin.json": (["pytest_madcache/plugin.py", "pytest_madcache/pytest_glue/hooks.py", "pytest_madcache/pytest_glue/options.py",
+                     "pytest_madcache/core/settings.py", "bench/bench_plugin.py"], "bash bench/run.sh --record (step plugin)"),
+    **{f"store-{shape}.json": ([*STORE, "pytest_madcache/core/key.py", "pytest_madcache/provide.py", "bench/bench_store.py",
                                 "bench/seed_design.py"], "bash bench/run.sh --record (step store)")
        for shape in ("random", "compressible", "smallfiles")},
     **{f"realistic-{kind}.json": ([*STORE, "pytest_madcache/provide.py", "pytest_madcache/plugin.py",
@@ -38,19 +38,19 @@ MEASURES = {
     **{f"engines-{kind}.json": ([*STORE, "bench/bench_engines.py"], "bash bench/engines.sh")
        for kind in ("debian12", "debian13", "debian13-containerd", "podman")},
     "layer-form.json": ([*STORE, "bench/bench_layer_form.py"], "bash bench/engines.sh"),
-    **{f"bases-{kind}.json": (["pytest_madcache/bases.py", "pytest_madcache/key.py", "bench/bench_bases.py"],
+    **{f"bases-{kind}.json": (["pytest_madcache/core/bases.py", "pytest_madcache/core/key.py", "bench/bench_bases.py"],
                               "bash bench/run.sh --record (step bases)")
        for kind in ("debian12", "podman")},
-    "remote.json": ([*STORE, "pytest_madcache/remote.py", "pytest_madcache/registry.py", "pytest_madcache/transfer.py",
+    "remote.json": ([*STORE, "pytest_madcache/remote/oci.py", "pytest_madcache/remote/registry.py", "pytest_madcache/remote/transfer.py",
                      "bench/bench_remote.py"], "bash bench/run.sh --record (step remote)"),
-    "remote-faults.json": (["pytest_madcache/remote.py", "pytest_madcache/registry.py", "pytest_madcache/transfer.py",
+    "remote-faults.json": (["pytest_madcache/remote/oci.py", "pytest_madcache/remote/registry.py", "pytest_madcache/remote/transfer.py",
                             "tests/fault_campaign.py", "bench/fault_campaign.py"],
                            "PYTHONPATH=. python bench/fault_campaign.py --out bench/results/remote-faults.json"),
     "fault-campaign.json": (["pytest_madcache/store", "scripts/fault_campaign.py", "scripts/store_writes.py"],
                             "python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 300 --record"),
-    "files-cost.json": (["pytest_madcache/key.py", "bench/bench_files.py"], "python bench/bench_files.py --record"),
-    "new-user-after.json": (["pytest_madcache/plugin.py", "pytest_madcache/provide.py", "pytest_madcache/why.py",
-                             "pytest_madcache/key.py", "bench/new_user.py"],
+    "files-cost.json": (["pytest_madcache/core/key.py", "bench/bench_files.py"], "python bench/bench_files.py --record"),
+    "new-user-after.json": (["pytest_madcache/plugin.py", "pytest_madcache/provide.py", "pytest_madcache/core/why.py",
+                             "pytest_madcache/core/key.py", "bench/new_user.py"],
                             "python -m pytest_madcache.localengine -- python bench/new_user.py --label after --record"),
     "main-job.txt": ([*STORE, "pytest_madcache/provide.py", "pytest_madcache/plugin.py", "examples/realistic",
                       "examples/main_job.sh"], "python -m pytest_madcache.localengine -- bash examples/main_job.sh --record"),

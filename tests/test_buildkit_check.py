@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache import buildkit
-from pytest_madcache.buildkit_check import needs_buildkit
-from pytest_madcache.engine import BuildFailed, Engine, EngineError, EngineInfo
+from pytest_madcache.engines import buildkit
+from pytest_madcache.engines.buildkit_check import needs_buildkit
+from pytest_madcache.engines.docker import BuildFailed, Engine, EngineError, EngineInfo
 from tests.plugin_helpers import remove_images, tiny_context
 
 DOCKER_20 = EngineInfo("docker", "20.10.24+dfsg1", "1.41", "classic")

@@ -134,8 +134,8 @@ def test_the_job_summary_carries_the_plugins_performance_table(tmp_path, pyteste
                         'bench,{},200,samples/s,SUCCESS,test_one.py::test_bench\n')
     pytester.makeconftest("""
         import pytest
-        from pytest_madcache.engine import BuildResult
-        from pytest_madcache.runner import RunResult
+        from pytest_madcache.engines.docker import BuildResult
+        from pytest_madcache.engines.runner import RunResult
 
         @pytest.hookimpl
         def pytest_madcache_build_image(config, model, tag, build_args, labels, on_line):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from pytest_madcache.cli import main
-from pytest_madcache.key import KeySpec, key_files, key_for
+from pytest_madcache.core.key import KeySpec, key_files, key_for
 from pytest_madcache.store import Store
 
 
@@ -229,8 +229,8 @@ def test_the_core_needs_no_pytest(tmp_path):
     code = (
         "import sys\n"
         "sys.modules['pytest'] = sys.modules['_pytest'] = sys.modules['pluggy'] = None\n"
-        "import pytest_madcache.store, pytest_madcache.key, pytest_madcache.remote, pytest_madcache.engine\n"
-        "import pytest_madcache.provide, pytest_madcache.runner, pytest_madcache.model\n"
+        "import pytest_madcache.store, pytest_madcache.core.key, pytest_madcache.remote.oci, pytest_madcache.engines.docker\n"
+        "import pytest_madcache.provide, pytest_madcache.engines.runner, pytest_madcache.core.model\n"
         "from pytest_madcache.cli import main\n"
         f"sys.exit(main(['stats', '--json', '--cache-dir', {str(tmp_path / 'c')!r}]))\n"
     )

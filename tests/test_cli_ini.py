@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache import cli
-from pytest_madcache.settings import SettingsError, read_ini_file
+from pytest_madcache.core.settings import SettingsError, read_ini_file
 from pytest_madcache.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

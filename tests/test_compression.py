@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from pytest_madcache.key import CacheKey
-from pytest_madcache.remote import Registry, RemoteCache, RemoteRef
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.remote.oci import Registry, RemoteCache, RemoteRef
 from pytest_madcache.store import EntryCorrupt, Store, StoreError, ZSTD_SUFFIX
 from pytest_madcache.provide import get_or_build
 from tests.remote_helpers import text_like

@@ -17,7 +17,7 @@ from typing import Iterator, List, Set
 
 import pytest
 
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 from pytest_madcache.store import Store
 from tests.images import ImageFactory, write_context
 
@@ -146,7 +146,7 @@ def test_eviction_and_gc_racing_with_saves_leave_a_loadable_cache(
 
 SAVE_SCRIPT = """
 import sys
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 from pytest_madcache.store import Store
 Store(sys.argv[1], engine=Engine(), max_entries=50).save(sys.argv[2], sys.argv[3], image_name="madcache-big")
 """

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_madcache.credentials import CredentialsError, find_credentials
+from pytest_madcache.remote.credentials import CredentialsError, find_credentials
 from tests.registries import credential_helper, docker_login
 
 HOST = "127.0.0.1:5999"

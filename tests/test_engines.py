@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.buildkit import buildx_binary
+from pytest_madcache.engines.buildkit import buildx_binary
 from tests.needs import unavailable
 from tests.plugin_helpers import remove_images, tiny_context
 

@@ -19,7 +19,7 @@ from typing import List
 
 import pytest
 
-from pytest_madcache.engine import Engine
+from pytest_madcache.engines.docker import Engine
 from pytest_madcache.store import Store
 from tests.images import ImageFactory, write_context
 from tests.needs import unavailable
@@ -142,8 +142,8 @@ def test_xdist_4_workers_sharing_one_key_build_once(pytester: pytest.Pytester, e
 POD = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from pytest_madcache.engine import Engine
-    from pytest_madcache.key import CacheKey
+    from pytest_madcache.engines.docker import Engine
+    from pytest_madcache.core.key import CacheKey
     from pytest_madcache.store import Store
     from pytest_madcache.provide import get_or_build
 
@@ -166,7 +166,7 @@ POD = textwrap.dedent("""
 
 
 def test_two_pods_with_separate_engines_share_one_cache_dir(engine: Engine, docker_host: str, tmp_path: Path) -> None:
-    from pytest_madcache.localengine import EngineUnavailable, private_engine
+    from pytest_madcache.devtools.localengine import EngineUnavailable, private_engine
 
     ctx = tiny_context(tmp_path / "ctx", ["COPY data.bin /data.bin", "RUN echo built > /built"],
                        files={"data.bin": "x" * 100000})

@@ -24,8 +24,8 @@ from typing import Iterator
 
 import pytest
 
-from pytest_madcache.engine import Engine
-from pytest_madcache.key import CacheKey
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.key import CacheKey
 from pytest_madcache.store import Store, StoreError
 from pytest_madcache.provide import get_or_build
 from tests.images import ImageFactory
@@ -367,7 +367,7 @@ def test_corruption_is_detected_dropped_and_rebuilt_never_loaded(saved, engine, 
 def test_engine_killed_mid_load_gives_a_clear_error_and_no_half_written_entry(engine, tmp_path) -> None:
     import docker
 
-    from pytest_madcache.localengine import EngineUnavailable, private_engine
+    from pytest_madcache.devtools.localengine import EngineUnavailable, private_engine
 
     factory = ImageFactory(engine, tmp_path / "imgs")
     big = factory.make({"big.bin": 100 * MB})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.engine import EngineInfo, ImageInfo
+from pytest_madcache.engines.docker import EngineInfo, ImageInfo
 from pytest_madcache.store import Store, StoreError
 from tests.plugin_helpers import remove_images, tiny_context
 
@@ -77,7 +77,7 @@ def test_new_caches_are_private_by_default(tmp_path: Path) -> None:
 def test_shared_cache_is_group_writable_with_setgid(tmp_path: Path, monkeypatch) -> None:
     old = os.umask(0o022)
     try:
-        from pytest_madcache.settings import resolve
+        from pytest_madcache.core.settings import resolve
 
         monkeypatch.setenv("MADCACHE_SHARED", "1")
         settings = resolve({}, dict(os.environ, MADCACHE_DIR=str(tmp_path / "shared")), {})

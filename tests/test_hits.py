@@ -11,11 +11,11 @@ from typing import Any, Dict
 
 import pytest
 
-from pytest_madcache.key import KeyFiles, KeySpec, key_files, key_for
-from pytest_madcache.model import ModelMarkError, excluding, resolve_build_args, select_params, spec_from_marks
+from pytest_madcache.core.key import KeyFiles, KeySpec, key_files, key_for
+from pytest_madcache.core.model import ModelMarkError, excluding, resolve_build_args, select_params, spec_from_marks
 from pytest_madcache.store import Entry, Limits, Session
 from pytest_madcache.store.evict import choose_evictions
-from pytest_madcache.why import explain
+from pytest_madcache.core.why import explain
 from tests.plugin_helpers import FAKE_HOOKS
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.key import KeyError_, KeySpec, key_for, context_digest
-from pytest_madcache.model import ModelSpec, run_config
+from pytest_madcache.core.key import KeyError_, KeySpec, key_for, context_digest
+from pytest_madcache.core.model import ModelSpec, run_config
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_key_is_stable_across_processes(ctx: Path) -> None:
     """Another interpreter (another hash seed) computes the same key: nothing depends on set/dict order."""
     spec = dict(params={"b": 2, "a": {"y": [1, 2], "x": None}}, model_tags=["z", "a"], build_args={"V": "1"})
     code = (
-        "import sys; from pathlib import Path; from pytest_madcache.key import KeySpec, key_for;"
+        "import sys; from pathlib import Path; from pytest_madcache.core.key import KeySpec, key_for;"
         f"print(key_for(KeySpec(image='ci-model', context=Path(sys.argv[1]), **{spec!r})).digest)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(ctx)], capture_output=True, text=True, check=True,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache import key as keymod
-from pytest_madcache.key import DIGESTS_FILE, KeySpec, key_for
+from pytest_madcache.core import key as keymod
+from pytest_madcache.core.key import DIGESTS_FILE, KeySpec, key_for
 
 
 @pytest.fixture

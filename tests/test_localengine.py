@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache import enginepkgs
-from pytest_madcache.localengine import (
+from pytest_madcache.devtools import enginepkgs
+from pytest_madcache.devtools.localengine import (
     DOCKER_KINDS,
     ENGINE_KINDS,
     EngineUnavailable,
@@ -35,7 +35,7 @@ from tests.images import write_context
 
 SCRIPT = """
 import sys, time
-from pytest_madcache.localengine import private_engine
+from pytest_madcache.devtools.localengine import private_engine
 with private_engine(kind=sys.argv[1]) as host:
     print(host, flush=True)
     time.sleep(300)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.engine import Engine, EngineError, engine_socket
+from pytest_madcache.engines.docker import Engine, EngineError, engine_socket
 from tests.plugin_helpers import FAKE_HOOKS
 
 SUITE = """

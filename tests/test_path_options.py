@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache import options
+from pytest_madcache.pytest_glue import options
 
 USAGE_ERROR = 4
 

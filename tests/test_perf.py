@@ -9,12 +9,12 @@ from typing import List
 
 import pytest
 
-from pytest_madcache.perf import (BETTER, HIGHER, INCOMPARABLE, LOWER, NEW, NO_RESULT, REGRESSED, UNCHANGED, WORSE,
+from pytest_madcache.perf.compare import (BETTER, HIGHER, INCOMPARABLE, LOWER, NEW, NO_RESULT, REGRESSED, UNCHANGED, WORSE,
                                   AMBIGUOUS, BaselineError, PerfSpec, build_report, compare_runs, default_direction,
                                   load_baseline, perf_spec, run_repeated)
-from pytest_madcache.perftable import markdown, report_json, terminal_lines
-from pytest_madcache.report import run_row, write_csv
-from pytest_madcache.runner import RunResult
+from pytest_madcache.perf.table import markdown, report_json, terminal_lines
+from pytest_madcache.pytest_glue.summary import run_row, write_csv
+from pytest_madcache.engines.runner import RunResult
 
 
 def run(model="m", perf=100.0, metric="samples/s", nodeid="t.py::test", params=None, seq=0.0, threshold=None,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.model import ModelMarkError, select_params, spec_from_marks
-from pytest_madcache.runner import RunOptions, container_kwargs, model_command, normalise_volumes, \
+from pytest_madcache.core.model import ModelMarkError, select_params, spec_from_marks
+from pytest_madcache.engines.runner import RunOptions, container_kwargs, model_command, normalise_volumes, \
     parse_performance
-from pytest_madcache.settings import SettingsError, parse_additional_context
+from pytest_madcache.core.settings import SettingsError, parse_additional_context
 from tests.plugin_helpers import FAKE_HOOKS, read_csv
 
 USAGE_ERROR = 4
@@ -463,7 +463,7 @@ def test_performance_is_the_last_matching_line() -> None:
 
 def test_image_service_messages_and_a_save_that_cannot_be_written(tmp_path: Path) -> None:
     """Outcome.warning (cache unwritable at save time): said, warned once, the built image is used."""
-    from pytest_madcache.key import KeySpec, key_for
+    from pytest_madcache.core.key import KeySpec, key_for
     from pytest_madcache.provide import ImageService
     from pytest_madcache.provide import Outcome
     from pytest_madcache.store import Entry, LoadResult

@@ -193,7 +193,7 @@ def test_run_options_env_volumes_timeout_and_live_output(pytester, tiny_model, t
 
 
 def test_containers_are_removed_also_on_keyboard_interrupt(engine, tmp_path) -> None:
-    from pytest_madcache.runner import RunOptions, run_container
+    from pytest_madcache.engines.runner import RunOptions, run_container
 
     ctx = tiny_context(tmp_path / "ctx")
     tag = f"madcache-kbd-{secrets.token_hex(3)}:latest"

@@ -29,8 +29,8 @@ except ImportError:
 #: come from the container environment the test passes to model_run().
 PERF_HOOKS = '''
 import pytest
-from pytest_madcache.engine import BuildResult
-from pytest_madcache.runner import RunResult
+from pytest_madcache.engines.docker import BuildResult
+from pytest_madcache.engines.runner import RunResult
 
 CALLS = {}
 

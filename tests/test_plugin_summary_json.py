@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from pytest_madcache.events import ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
-from pytest_madcache.report import Summary, run_row
+from pytest_madcache.core.events import ImageEvent, MessageEvent, WarningEvent, from_wire, to_wire
+from pytest_madcache.pytest_glue.summary import Summary, run_row
 from tests.plugin_helpers import FAKE_HOOKS
 
 SUITE = """

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from pytest_madcache.progress import Progress, human_bytes
+from pytest_madcache.util.progress import Progress, human_bytes
 from pytest_madcache.store import Store
 
 

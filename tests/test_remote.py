@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from pytest_madcache.key import KeySpec, key_for
-from pytest_madcache.remote import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
+from pytest_madcache.core.key import KeySpec, key_for
+from pytest_madcache.remote.oci import (MANIFEST_TYPE, Registry, RemoteCache, RemoteRef, RemoteUnavailable, key_tag)
 from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
 
@@ -160,10 +160,10 @@ NODE_SCRIPT = r"""
 import json, os, sys, time
 import docker
 from pathlib import Path
-from pytest_madcache.engine import Engine
-from pytest_madcache.key import CacheKey
-from pytest_madcache.localengine import private_engine
-from pytest_madcache.remote import RemoteCache
+from pytest_madcache.engines.docker import Engine
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.devtools.localengine import private_engine
+from pytest_madcache.remote.oci import RemoteCache
 from pytest_madcache.store import Store
 from pytest_madcache.provide import get_or_build
 

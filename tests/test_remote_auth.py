@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pytest_madcache.remote import Registry, RemoteError, RemoteRef
+from pytest_madcache.remote.oci import Registry, RemoteError, RemoteRef
 
 USER, PASSWORD = "ci-bot", "s3cret-" + secrets.token_hex(4)
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from pytest_madcache.cli import main
-from pytest_madcache.remote import RemoteCache
-from pytest_madcache.settings import resolve
+from pytest_madcache.remote.oci import RemoteCache
+from pytest_madcache.core.settings import resolve
 from pytest_madcache.store import Store
 from tests.registries import LocalRegistry
 from tests.remote_helpers import put_entry, text_like

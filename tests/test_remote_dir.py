@@ -12,11 +12,11 @@ import io
 import pytest
 
 from pytest_madcache.cli import main
-from pytest_madcache.key import KeySpec, key_for
+from pytest_madcache.core.key import KeySpec, key_for
 from pytest_madcache.provide import get_or_build
-from pytest_madcache.remote import RemoteCache
-from pytest_madcache.remotes import DirectoryRemote, open_remote
-from pytest_madcache.settings import SettingsError, resolve
+from pytest_madcache.remote.oci import RemoteCache
+from pytest_madcache.remote.directory import DirectoryRemote, open_remote
+from pytest_madcache.core.settings import SettingsError, resolve
 from pytest_madcache.store import Store
 
 

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from pytest_madcache.remote import Registry, RemoteCache, RemoteError, RemoteRef
+from pytest_madcache.remote.oci import Registry, RemoteCache, RemoteError, RemoteRef
 from pytest_madcache.store import Store
 from tests.registries import LocalRegistry, credential_helper, docker_login, make_pki
 from tests.remote_helpers import put_entry, text_like

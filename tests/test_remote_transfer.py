@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pytest_madcache.remote import (LAYER_TYPE, Registry, RemoteCache, RemoteError, RemoteRef, RemoteUnavailable,
+from pytest_madcache.remote.oci import (LAYER_TYPE, Registry, RemoteCache, RemoteError, RemoteRef, RemoteUnavailable,
                                     RetryPolicy, key_tag, parse_manifest)
 from pytest_madcache.store import Store
 from tests.faultproxy import Fault, FaultProxy

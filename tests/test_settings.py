@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.settings import (
+from pytest_madcache.core.settings import (
     SettingsError,
     default_cache_dir,
     format_ttl,

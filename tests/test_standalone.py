@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madcache.key import KeySpec, key_for
+from pytest_madcache.core.key import KeySpec, key_for
 from pytest_madcache.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

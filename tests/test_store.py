@@ -18,8 +18,8 @@ from typing import Iterator, List
 
 import pytest
 
-from pytest_madcache.engine import BuildResult, Engine
-from pytest_madcache.key import CacheKey
+from pytest_madcache.engines.docker import BuildResult, Engine
+from pytest_madcache.core.key import CacheKey
 from pytest_madcache.store import EntryCorrupt, EntryNotFound, Store
 from pytest_madcache.provide import get_or_build
 from tests.images import ImageFactory, write_context

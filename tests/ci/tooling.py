@@ -149,7 +149,7 @@ def own_engine() -> Iterator[str]:
     engine of their own they neither see nor disturb the images and
     containers of tests running beside them (pytest-xdist).
     """
-    from pytest_madcache.localengine import EngineUnavailable, ensure_engine, private_engine
+    from pytest_madcache.devtools.localengine import EngineUnavailable, ensure_engine, private_engine
 
     try:
         with ensure_engine():  # installs docker.io and busybox-static when missing
