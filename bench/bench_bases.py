@@ -41,6 +41,7 @@ from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.core.key import KeySpec, key_for
 from pytest_madcache.devtools.localengine import busybox_path
+from benchlib import stamp
 
 
 def timed(fn: Callable[[], object], repeat: int) -> Dict[str, float]:
@@ -111,6 +112,7 @@ def main() -> int:
         path = "digest-direct" if engine.info.product == "podman" else "digest"  # Podman lacks the endpoint
         assert resolved.via == path and resolved.value == registry_digest(base), (resolved, registry_digest(base))
         report = {
+            "measured": stamp(),
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}",
             "engine": engine.info.name, "registry_path": path, "repeat": args.repeat, "bases_per_dockerfile": 1,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import stamp
 from pytest_madcache.core.key import KeySpec, key_files, key_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -56,9 +57,10 @@ def main(argv: list) -> int:
               f"| {r['list_ms']} ms |" for r in rows]
     text = "\n".join(lines) + "\n\nMedians of 5. A hit reads no file list (Store.lookup reads index.json only).\n"
     print(text)
-    if "--record" in argv:
-        (HERE / "results" / "files-cost.json").write_text(json.dumps(rows, indent=1) + "\n")
-        (HERE / "results" / "files-cost.md").write_text(text)
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else HERE / "results" if "--record" in argv else None
+    if out is not None:  # --record: bench/results; --out DIR: there (bench/run.sh)
+        (out / "files-cost.json").write_text(json.dumps({"measured": stamp(), "rows": rows}, indent=1) + "\n")
+        (out / "files-cost.md").write_text(text)
     return 0
 
 

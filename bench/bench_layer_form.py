@@ -33,6 +33,8 @@ from pytest_madcache.engines.docker import Engine
 from pytest_madcache.devtools.localengine import busybox_path
 from pytest_madcache.store import Store
 
+from benchlib import rotate, stamp  # bench/, the script's own directory
+
 MB = 1000 * 1000
 
 
@@ -92,14 +94,18 @@ def main() -> int:
                 for chunk in ctr.api.get_image(image_id, chunk_size=1 << 20):
                     fh.write(chunk)
 
+        # Every ratio: both sides in one loop, on one clock, in an order that rotates run by run.
         for i in range(args.repeat):
-            start = time.perf_counter()
-            raw_save()
-            add("save_as_given", time.perf_counter() - start)
-            store = Store(work / f"s{i}", engine=ctr, progress=False)
-            start = time.perf_counter()
-            entry = store.save(image_id, "ab" * 32, image_name="madcache-layer-form", image_tag="1")
-            add("save_ours", time.perf_counter() - start)
+            for who in rotate(["as_given", "ours"], i):
+                if who == "as_given":
+                    start = time.perf_counter()
+                    raw_save()
+                    add("save_as_given", time.perf_counter() - start)
+                else:
+                    store = Store(work / f"s{i}", engine=ctr, progress=False)
+                    start = time.perf_counter()
+                    entry = store.save(image_id, "ab" * 32, image_name="madcache-layer-form", image_tag="1")
+                    add("save_ours", time.perf_counter() - start)
             if i < args.repeat - 1:
                 shutil.rmtree(work / f"s{i}")
         store = Store(work / f"s{args.repeat - 1}", engine=ctr, progress=False)
@@ -114,19 +120,19 @@ def main() -> int:
         zentry = zstd_store.save(image_id, "cd" * 32, image_name="madcache-layer-form", image_tag="1")
         zstd_bytes = sum(zentry.disk_bytes(d) for d in zentry.layers)
         # Loads with nothing in the engine: the as-given tar against ours, on both engines.
-        for _ in range(args.repeat):
+        for i in range(args.repeat):
             for eng, name in ((ctr, "ctr"), (cls, "classic")):
-                for ref in (tag, image_id, classic_id, *entry.engine_ids):
-                    eng.remove(ref, prune_parents=True)
-                start = time.perf_counter()
-                with open(raw_tar, "rb") as fh:
-                    eng.load(iter(lambda: fh.read(1 << 20), b""))
-                add(f"load_{name}_as_given", time.perf_counter() - start)
-                for ref in (tag, image_id, *entry.engine_ids):
-                    eng.remove(ref, prune_parents=True)
-                result = Store(store.dir, engine=eng, progress=False).load(entry)
-                assert result.how == "full", result
-                add(f"load_{name}_ours", result.seconds)
+                for who in rotate(["as_given", "ours"], i):
+                    for ref in (tag, image_id, classic_id, *entry.engine_ids):
+                        eng.remove(ref, prune_parents=True)
+                    start = time.perf_counter()
+                    if who == "as_given":
+                        with open(raw_tar, "rb") as fh:
+                            eng.load(iter(lambda: fh.read(1 << 20), b""))
+                    else:
+                        result = Store(store.dir, engine=eng, progress=False).load(entry)
+                        assert result.how == "full", result
+                    add(f"load_{name}_{who}", time.perf_counter() - start)
         # The same Dockerfile built on the classic engine, saved into the same cache.
         before = sum(p.stat().st_size for p in store.blob_dir.iterdir())
         cls.remove(tag)
@@ -138,6 +144,7 @@ def main() -> int:
         added_as_given = sum(other.sizes[d] for d in other.layers)
         med = {k: statistics.median(v) for k, v in samples.items()}
         data = {
+            "measured": stamp(),
             "containerd_engine": ctr.info.name, "classic_engine": cls.info.name, "repeat": args.repeat,
             "layers": len(entry.layers), "plain_layer_bytes": plain_bytes, "gzip_layer_bytes": gzip_bytes,
             "zstd_layer_bytes": zstd_bytes, "medians": med, "samples": samples,

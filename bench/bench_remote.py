@@ -50,6 +50,8 @@ from pytest_madcache.util.refs import RemoteRef
 from pytest_madcache.store import Store  # noqa: E402
 from tests.registries import LocalRegistry, make_pki  # noqa: E402
 
+from benchlib import stamp  # noqa: E402 - bench/, the script's own directory
+
 NS, HOST_IF, NS_IF = "mcbench", "mcb0", "mcb1"
 HOST_IP, NS_IP = "10.213.0.1", "10.213.0.2"
 RATES = {"1gbit": ("1gbit", "1mb"), "100mbit": ("100mbit", "256kb")}
@@ -246,7 +248,7 @@ def main() -> int:
         "build_s": round(built.duration, 2), "save_s": round(save_s, 2), "runs": results,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    args.json.write_text(json.dumps({"measured": stamp(), **out}, indent=1, default=str) + "\n")
     print(render(out))
     return 0
 

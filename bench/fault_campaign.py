@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchlib import stamp  # noqa: E402
 from tests.fault_campaign import run_campaign  # noqa: E402
 
 
@@ -43,6 +44,7 @@ def main() -> int:
               flush=True)
 
     result = run_campaign(args.trials, args.seed, progress=show)
+    result["measured"] = stamp()
     result["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0))
     result["machine"] = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
     result["command"] = "PYTHONPATH=. python bench/fault_campaign.py " + " ".join(sys.argv[1:])

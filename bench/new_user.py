@@ -134,7 +134,9 @@ def main(argv: List[str]) -> int:
     out_dir = HERE / "results" if args.record else Path.home() / ".cache" / "pytest-madcache" / "bench-results"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"new-user-{args.label}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    from benchlib import stamp  # bench/: the commit of this checkout, whichever --source ran
+
+    stem.with_suffix(".json").write_text(json.dumps({"measured": stamp(), **results}, indent=1) + "\n")
     stem.with_suffix(".md").write_text(render(results))
     print(f"written: {stem}.json and .md")
     return 0

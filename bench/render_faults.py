@@ -16,6 +16,11 @@ DOCS_PAGE = ROOT / "docs" / "cache.md"
 MARKER = "fault-campaign"
 
 
+def measured(data: Dict[str, Any]) -> str:
+    m = data.get("measured")
+    return f"measured at commit {m['commit'][:12]}, {m['date']}" if m else "measured before results recorded their commit"
+
+
 def table_lines(data: Dict[str, Any]) -> List[str]:
     """The result table the docs quote, from the record."""
     cols = ("trials", "killed", "lost", "corrupt_served", "orphans", "unrepaired_index", "errors")
@@ -31,7 +36,7 @@ def table_lines(data: Dict[str, Any]) -> List[str]:
               f"cleanups of a process's own temp file, where a kill leaves what a kill just before leaves, and "
               f"what only a shared cache runs; {len(sites['unreached'])} left out otherwise). "
               f"{data['loads_checked']} survivors were loaded into the engine and checked. Seed {data['seed']}, "
-              f"{data['seconds']} s on {data['engine']}. Source: `bench/results/fault-campaign.json`, regenerated "
+              f"{data['seconds']} s on {data['engine']}, {measured(data)}. Source: `bench/results/fault-campaign.json`, regenerated "
               f"by `{data['command']}{'' if '--record' in data['command'] else ' --record'}` (without --record "
               "a run prints its figures and changes no tracked file)."]
     return lines

@@ -82,6 +82,8 @@ main_job() {
     cache="$work/cache"
 
     echo "=== main job: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (load average $(cut -d' ' -f1-3 /proc/loadavg) at the start), suite $shown ==="
+    # the commit measured (tests/test_bench_results.py reads this line)
+    echo "measured: commit $(git -C "$here/.." rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$here/.." status --porcelain --untracked-files=no -- pytest_madcache examples 2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
     "$python" - <<'PY'
 import platform, docker
 v = docker.from_env().version()
@@ -118,8 +120,10 @@ first, second = float(sys.argv[1]), float(sys.argv[2])
 def setup_seconds(path):
     return sum(float(m.group(1)) for m in re.finditer(r"^([\d.]+)s setup ", open(path).read(), re.M))
 built, loaded = setup_seconds(sys.argv[3]), setup_seconds(sys.argv[4])
+if built <= 0 or loaded <= 0:  # no --durations setup lines: a ratio over nothing would read as any speed-up
+    sys.exit(f"main job: no test setup time in pytest's --durations output of run {1 if built <= 0 else 2}")
 print(f"image acquisition (test setup): run 1 build + save {built:.1f} s, run 2 load {loaded:.1f} s "
-      f"({built / max(loaded, 0.05):.1f}x)")
+      f"({built / loaded:.1f}x)")
 print(f"run 1 (cache miss: build + save): {first:.1f} s")
 print(f"run 2 (cache hit: load from cache): {second:.1f} s")
 print(f"the second run was {first / second:.1f}x faster ({first - second:.1f} s saved, "

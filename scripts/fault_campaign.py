@@ -62,10 +62,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, Path(__file__).resolve().parent):
+for path in (ROOT, ROOT / "bench", Path(__file__).resolve().parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from benchlib import stamp
 from pytest_madcache.engines.docker import Engine  # noqa: E402
 from pytest_madcache.store import EntryCorrupt, Store  # noqa: E402
 from store_writes import UNREACHED_BY_DESIGN, Site, install_crash_points, store_write_sites  # noqa: E402
@@ -503,7 +504,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"not recorded ({RESULTS.relative_to(ROOT)} stays as committed; --record writes it)")
     elif not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(record(campaign, args.trials, args.seed, seconds), indent=1) + "\n")
+        RESULTS.write_text(json.dumps({"measured": stamp(), **record(campaign, args.trials, args.seed, seconds)},
+                                      indent=1) + "\n")
         spec = importlib.util.spec_from_file_location("render_faults", ROOT / "bench" / "render_faults.py")
         render = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(render)

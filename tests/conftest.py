@@ -24,6 +24,52 @@ from tests.needs import unavailable
 pytest_plugins = ["pytester"]
 
 
+# The fixtures that talk to a real engine.  A test that asks for one (directly or through another
+# fixture) must carry the `engine` mark, so scripts/test_matrix.sh runs it on every engine kind;
+# a test with the mark must ask for one, or start engines of its own (`own_engines`), so no test
+# runs four times for nothing.  Checked before -m deselects anything, so every run checks every test.
+REAL_ENGINE_FIXTURES = frozenset({"docker_host", "engine", "images", "second_engine"})
+
+
+def engine_mark_errors(items) -> dict:
+    """Test node id -> why its `engine` mark disagrees with the fixtures it asks for."""
+    errors = {}
+    for item in items:
+        used = sorted(REAL_ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        marked = item.get_closest_marker("engine") is not None
+        if used and not marked:
+            errors[item.nodeid] = (f"{item.nodeid}: uses the real-engine fixture(s) {', '.join(used)} "
+                                   "without the `engine` mark (it would run on one engine kind only)")
+        elif marked and not used and item.get_closest_marker("own_engines") is None:
+            errors[item.nodeid] = (f"{item.nodeid}: has the `engine` mark but uses no real-engine fixture "
+                                   f"({', '.join(sorted(REAL_ENGINE_FIXTURES))}) and starts no engine "
+                                   "(`own_engines`): it would run once per engine kind for nothing")
+    return errors
+
+
+_MARK_ERROR = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    errors = engine_mark_errors(items)
+    if not errors:
+        return
+    if not hasattr(config, "workerinput"):  # not an xdist worker (its env var leaks into subprocesses)
+        raise pytest.UsageError("the engine mark and the real-engine fixtures disagree:\n  "
+                                + "\n  ".join(errors.values()))
+    # An xdist worker cannot stop collection without an INTERNALERROR: each such test errors instead.
+    for item in items:
+        if item.nodeid in errors:
+            item.stash[_MARK_ERROR] = errors[item.nodeid]
+
+
+def pytest_runtest_setup(item):
+    error = item.stash.get(_MARK_ERROR, None)
+    if error:
+        pytest.fail(error, pytrace=False)
+
+
 def _engine_kind() -> str:
     """The kind of private engine to start: $MADCACHE_ENGINE_KIND, else debian12."""
     from pytest_madcache.devtools.localengine import ENGINE_KINDS

@@ -137,3 +137,24 @@ def test_registry_mode_takes_the_engines_endpoint_or_asks_the_registry_directly(
     (again,) = BaseResolver(engine, direct=registry_digest).resolve([base], "registry")  # a new session
     assert second != first and (again.via, again.value) == (expected_path, second)
     assert engine.image_id(base.reference) is None  # asked, never pulled
+
+
+def test_registry_mode_when_the_registry_cannot_be_asked_warns_once_and_keys_on_the_tag(pytester, engine, images,
+                                                                                        tmp_path):
+    """docs/cache.md: `registry` where the registry cannot be asked: one warning, the tag, and the
+    tests go on (a miss, then a hit on the tag).  The base is in the engine; its registry is not there."""
+    name = f"bases{secrets.token_hex(3)}"
+    base = f"127.0.0.1:9/base-{secrets.token_hex(3)}:1"  # nothing listens on port 9
+    images.make({"version.txt": b"1"}, tag=base)
+    _model(pytester, name, base)
+    try:
+        for expected in (MISS, HIT):
+            result = _run(pytester, tmp_path / "c", "--cache-base-key", "registry")
+            result.stdout.fnmatch_lines([expected])
+            out = result.stdout.str()  # one warning, which madcache's summary repeats once
+            assert "1 passed, 1 warning in" in out, out
+            assert out.count(f"MadcacheWarning: madcache: base image {base}: the registry could not be asked") == 1, out
+            assert out.count(f"\nwarning: madcache: base image {base}: the registry could not be asked") == 1, out
+        assert engine.image_id(base) is not None
+    finally:
+        remove_images(engine, f"madcache.model={name}")

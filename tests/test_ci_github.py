@@ -23,7 +23,6 @@ import pytest
 
 from tests.ci import tooling as t
 
-pytestmark = [pytest.mark.engine, pytest.mark.own_engines]
 
 ACTION_DIR = t.ROOT / "github_action"
 WORKFLOWS = t.CI_DIR / "github"
@@ -108,6 +107,8 @@ class ActRun:
         return self.log[-n:]
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs act on engines of its own: once, not per engine kind
 def test_example_workflow_misses_then_hits(gh_env):
     token = t.new_token()
     ws = make_workspace(gh_env, "madcache-example.yml", token)
@@ -146,6 +147,8 @@ def test_example_workflow_misses_then_hits(gh_env):
         t.forget_images(token, gh_env["docker_host"])
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs act on engines of its own: once, not per engine kind
 def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
     """Only `uses: org/madcache-action@v1`, no save step: the second run hits.
 
@@ -194,6 +197,8 @@ def test_the_action_alone_saves_at_the_end_of_the_job(gh_env):
         t.forget_images(token, gh_env["docker_host"])
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs act on engines of its own: once, not per engine kind
 def test_the_default_branchs_results_are_the_next_runs_performance_baseline(gh_env):
     """perf-results: run 1 on main has no baseline and keeps its results; run 2 restores them as
     MADCACHE_PERF_BASELINE, compares every model run with them, and keeps its own."""
@@ -226,6 +231,8 @@ def test_the_default_branchs_results_are_the_next_runs_performance_baseline(gh_e
         t.forget_images(token, gh_env["docker_host"])
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs act on engines of its own: once, not per engine kind
 def test_pull_request_restores_without_saving(gh_env):
     """A pull_request run restores and hits, builds a new image, yet saves nothing by default;
     save-pull-requests: 'true' saves it."""
@@ -262,6 +269,8 @@ def test_pull_request_restores_without_saving(gh_env):
         t.forget_images(token, gh_env["docker_host"])
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs act on engines of its own: once, not per engine kind
 def test_save_policy_when_the_job_fails(gh_env):
     token = t.new_token()
     ws = make_workspace(gh_env, "madcache-on-failure.yml", token)

@@ -21,7 +21,6 @@ import yaml
 
 from tests.ci import tooling as t
 
-pytestmark = [pytest.mark.engine, pytest.mark.own_engines]
 
 TEMPLATES = t.ROOT / "gitlab_templates"
 PIPELINES = t.CI_DIR / "gitlab"
@@ -94,6 +93,8 @@ def run_twice(exe: str, ws: Path, docker_host: str, token: str, cache_key: str, 
     return first, second, s1, s2
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs gitlab-ci-local on engines of its own: once, not per engine kind
 def test_included_template_misses_then_hits(gitlab_ci_local, gl_docker_host, tmp_path):
     token = t.new_token()
     ws = make_project(tmp_path, "include", token)
@@ -106,6 +107,8 @@ def test_included_template_misses_then_hits(gitlab_ci_local, gl_docker_host, tmp
         t.forget_images(token, gl_docker_host)
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs gitlab-ci-local on engines of its own: once, not per engine kind
 def test_component_with_inputs_misses_then_hits(gitlab_ci_local, gl_docker_host, tmp_path):
     token = t.new_token()
     ws = make_project(tmp_path, "component", token)
@@ -120,6 +123,8 @@ def test_component_with_inputs_misses_then_hits(gitlab_ci_local, gl_docker_host,
         t.forget_images(token, gl_docker_host)
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # runs gitlab-ci-local on engines of its own: once, not per engine kind
 def test_shared_cache_key_variable(gitlab_ci_local, gl_docker_host, tmp_path):
     """MADCACHE_CACHE_KEY (here a project-level variable) replaces the per-ref key in both forms."""
     token = t.new_token()

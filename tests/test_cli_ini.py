@@ -47,13 +47,31 @@ def no_engine(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
 
 
+def _pytest_9_only(path: Path) -> bool:
+    """A config file pytest 7.4 and 8 do not read: pytest.toml, .pytest.toml, pyproject's [tool.pytest]."""
+    return path.name in ("pytest.toml", ".pytest.toml") or (
+        path.name == "pyproject.toml" and "[tool.pytest]" in path.read_text())
+
+
 def assert_pytest_agrees(directory: Path, expected: Path) -> None:
-    """The installed pytest, if 9 or later, picks the same file (its internal locate_config, tests only)."""
-    if int(pytest.__version__.split(".")[0]) < 9:
-        return  # 7.4/8 know neither pytest.toml nor [tool.pytest]; madcache follows pytest 9
+    """The installed pytest picks the same file (its internal locate_config, tests only).  madcache
+    follows pytest 9; under pytest 7.4 and 8, which know neither pytest.toml nor [tool.pytest], the
+    installed pytest must not read such a file's settings (it picks another file, or that one
+    without keys), and agrees on every other."""
+    import inspect
+
     from _pytest.config.findpaths import locate_config
 
-    assert locate_config(directory, [directory])[1] == expected
+    if len(inspect.signature(locate_config).parameters) == 1:  # pytest 7.4: locate_config(args)
+        found = locate_config([directory])
+    else:
+        found = locate_config(directory, [directory])
+    if pytest.version_tuple < (9,) and _pytest_9_only(expected):
+        assert found[1] != expected or not found[2], (pytest.__version__, found[:2])
+    elif pytest.version_tuple < (8, 1) and expected.name == "pyproject.toml" and "[tool.pytest" not in expected.read_text():
+        assert found[1] is None, (pytest.__version__, found[:2])  # a keyless pyproject is pytest 8.1's fallback
+    else:
+        assert found[1] == expected, (pytest.__version__, found[:2])
 
 
 def stats(cwd: Path, cache: Path, monkeypatch) -> tuple:

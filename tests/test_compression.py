@@ -15,7 +15,6 @@ from pytest_madcache.provide import get_or_build
 from tests.remote_helpers import text_like
 
 import zstandard  # noqa: E402,F401 - the test extra installs it
-pytestmark = pytest.mark.engine
 
 
 def key(name: str) -> CacheKey:
@@ -28,6 +27,7 @@ def mixed(images):
     return images.make({"weights.bin": os.urandom(3_000_000), "vocab.txt": text_like(6_000_000)})
 
 
+@pytest.mark.engine
 def test_compressible_layers_are_stored_compressed_random_ones_raw(engine, mixed, cache_dir):
     store = Store(cache_dir, engine=engine, compress="zstd")
     entry = store.save(mixed.image_id, key("zstd-a"), image_name="zstd-a")
@@ -46,6 +46,7 @@ def test_compressible_layers_are_stored_compressed_random_ones_raw(engine, mixed
     assert engine.inspect(result.image_id).diff_ids == entry.layers  # the id is new on the containerd store
 
 
+@pytest.mark.engine
 def test_a_damaged_compressed_blob_is_never_loaded(engine, mixed, cache_dir):
     store = Store(cache_dir, engine=engine, compress="zstd")
     entry = store.save(mixed.image_id, key("zstd-bad"), image_name="zstd-bad")
@@ -61,6 +62,7 @@ def test_a_damaged_compressed_blob_is_never_loaded(engine, mixed, cache_dir):
     assert not engine.has_image(mixed.image_id)
 
 
+@pytest.mark.engine
 def test_compressed_and_raw_stores_share_through_a_registry(engine, second_engine, mixed, registry, tmp_path):
     remote_a = RemoteCache(Registry(RemoteRef.parse(f"{registry}/zstd-share")))
     a = Store(tmp_path / "a", engine=engine, compress="zstd")
@@ -74,6 +76,7 @@ def test_compressed_and_raw_stores_share_through_a_registry(engine, second_engin
     assert not any(p.name.endswith(ZSTD_SUFFIX) for p in b.blob_dir.iterdir())
 
 
+@pytest.mark.engine
 def test_one_directory_can_mix_compressed_and_raw_blobs(engine, mixed, cache_dir):
     Store(cache_dir, engine=engine, compress="zstd").save(mixed.image_id, key("mix-1"), image_name="mix")
     raw_store = Store(cache_dir, engine=engine)

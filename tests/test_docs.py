@@ -62,9 +62,12 @@ def test_the_matrix_runs_every_stage_and_fails_on_any(tmp_path):
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     calls = log.read_text().splitlines()
-    assert len(calls) == 5 and "tox -e lint" in calls[0] and "podman" in calls[-1], calls  # every stage ran
+    assert len(calls) == 6 and "tox -e lint" in calls[0] and "podman" in calls[-1], calls  # every stage ran
     assert "(tox -e lint) (exit status 1)" in proc.stderr
     assert "tox -e py-pytest9 (the newest pytest) (exit status 1)" in proc.stderr
+    # the older pytest versions, on the tests that use no engine, started with no engine
+    assert "-m tox -e py-pytest74-noengine,py-pytest8-noengine" in calls[2] and "localengine" not in calls[2], calls
+    assert "pytest 7.4 and 8 (tox -e py-pytest74-noengine,py-pytest8-noengine) (exit status 1)" in proc.stderr
     assert "real-engine tests on debian13-containerd (exit status 5)" in proc.stderr
     assert "no tests collected" in proc.stderr
     assert "real-engine tests on podman (exit" not in proc.stderr and "debian13 (exit" not in proc.stderr

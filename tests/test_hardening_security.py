@@ -269,24 +269,49 @@ def test_a_planted_lease_lock_symlink_is_not_followed_by_gc(tmp_path: Path) -> N
 
 
 @pytest.mark.engine
-def test_plugin_builds_keep_their_context_tar_in_the_cache(pytester, engine, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("builder", ["legacy", "auto"])  # auto: BuildKit on Docker kinds (buildx is there)
+def test_plugin_builds_keep_their_context_tar_in_the_cache(pytester, engine, tmp_path, monkeypatch, builder) -> None:
+    """The build context is packed into an unnamed file in the cache's tmp/, never in TMPDIR, with
+    either builder: every file the build opens through `tempfile` is found by its open descriptor
+    (/proc/self/fd), and TMPDIR (an empty directory of its own here) stays empty."""
+    import tempfile
+
     import docker.utils.build as dub
 
     def refuse(*a, **k):
         raise AssertionError("docker-py wrote the build context to TMPDIR")
 
     monkeypatch.setattr(dub.tempfile, "NamedTemporaryFile", refuse)
+    opened = []  # (prefix, where the file is) for every TemporaryFile made during the run
+    real_temporary_file = tempfile.TemporaryFile
+
+    def spy(*a, **k):
+        fh = real_temporary_file(*a, **k)
+        opened.append((k.get("prefix"), os.readlink(f"/proc/self/fd/{fh.fileno()}")))
+        return fh
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", spy)
+    tmpdir = tmp_path / "TMPDIR"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))  # buildx and any other child process
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))  # this process
     name = f"tmpd{secrets.token_hex(3)}"
     tiny_context(pytester.path, ["COPY data.txt /data.txt"], files={"data.txt": "x"})
     pytester.makepyfile(f"""
         import pytest
 
-        @pytest.mark.model("{name}")
+        @pytest.mark.model("{name}", builder="{builder}")
         def test_m(model_image):
             pass
     """)
+    cache = tmp_path / "c"
     try:
-        result = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "c"))
+        result = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(cache))
         result.assert_outcomes(passed=1)
     finally:
         remove_images(engine, f"madcache.model={name}")
+    contexts = [where for prefix, where in opened if prefix == "build-context-"]
+    assert len(contexts) == 1, opened  # one build, one context tar
+    assert contexts[0].startswith(str(cache.resolve()) + "/"), (contexts, str(cache))
+    assert [p for p in tmpdir.rglob("*")] == []
+    assert [p for p in (cache / "tmp").rglob("*") if p.is_file()] == []  # and nothing left behind

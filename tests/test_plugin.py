@@ -7,6 +7,7 @@ which at the same time shows that users' implementations win over the plugin's t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -399,7 +400,7 @@ def test_xdist_workers_get_the_controllers_settings_and_the_summary_is_aggregate
         import pytest
         from pytest_madcache.plugin import STATE
 
-        @pytest.mark.model("dist")
+        @pytest.mark.model("dist", ignore_params=["i"])  # one key for all six (a custom build hook keys on params)
         @pytest.mark.parametrize("i", range(6))
         def test_dist(model_run, request, i):
             wire = request.config.workerinput["madcache"]
@@ -414,8 +415,13 @@ def test_xdist_workers_get_the_controllers_settings_and_the_summary_is_aggregate
     result.stdout.fnmatch_lines(["model runs: 6 (6 SUCCESS, 0 FAILURE)", "results written to *dist.csv (6 rows)"])
     rows = read_csv(suite.path / "dist.csv")
     assert sorted(float(r["performance"]) for r in rows) == [0, 1, 2, 3, 4, 5]
-    # one build per worker process at most (images are remembered per process)
-    assert "Building Docker image..." in result.stdout.str()
+    # one build per worker process at most (images are remembered per process): six tests of one
+    # key on two workers build once or twice, each worker at most once
+    out = result.stdout.str()
+    builds = re.findall(r"\[(gw\d+)\] Building Docker image\.\.\.", out)
+    assert out.count("Building Docker image...") == len(builds) >= 1, out
+    assert len(builds) == len(set(builds)) <= 2, builds
+    assert f"cache disabled (use --enable-cache): {len(builds)} builds in " in out
 
 
 # -- runner, pure -----------------------------------------------------------------------------

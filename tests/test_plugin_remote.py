@@ -10,11 +10,11 @@ import pytest
 from pytest_madcache.store import Store
 from tests.plugin_helpers import remove_images, tiny_context
 
-pytestmark = pytest.mark.engine
 
 SUITE = """
 import pytest
 
+@pytest.mark.engine
 @pytest.mark.model("{name}", context="ctx")
 def test_model(model_run):
     result = model_run()
@@ -32,6 +32,7 @@ def remote_model(engine, pytester):
     remove_images(engine, f"madcache.model={name}")
 
 
+@pytest.mark.engine
 def test_second_machine_hits_through_the_registry(pytester, remote_model, engine, registry, tmp_path):
     remote = f"{registry}/plugin-{secrets.token_hex(3)}"
     first = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "a"),
@@ -49,6 +50,7 @@ def test_second_machine_hits_through_the_registry(pytester, remote_model, engine
     assert [e.id for e in Store(tmp_path / "b").entries()] == [e.id for e in Store(tmp_path / "a").entries()]
 
 
+@pytest.mark.engine
 def test_unreachable_registry_warns_once_and_tests_go_on(pytester, remote_model, tmp_path, monkeypatch):
     monkeypatch.setenv("MADCACHE_REMOTE", "127.0.0.1:9/nowhere")
     result = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "c"))
@@ -78,6 +80,7 @@ def tls_registry(registry_factory, tmp_path_factory):
     reg.stop()
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("login", ["docker-login", "credential-helper"])
 def test_second_machine_hits_through_https_with_only_docker_credentials(pytester, remote_model, engine, tls_registry,
                                                                         tmp_path, monkeypatch, login):

@@ -39,6 +39,7 @@ def test_human_bytes(n, text):
     assert human_bytes(n) == text
 
 
+@pytest.mark.engine
 def test_a_store_save_draws_progress_only_when_asked(engine, images, cache_dir, capfd):
     built = images.make({"w.bin": 3_000_000})
     Store(cache_dir, engine=engine, progress=False).save(built.image_id, "a" * 64, image_name="quiet")

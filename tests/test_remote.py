@@ -59,6 +59,7 @@ def test_blob_and_manifest_round_trip(registry):
     assert reg.get_manifest("t1") is None
 
 
+@pytest.mark.engine
 def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
     """One warning, then the local cache works as if no remote were set."""
     messages = []
@@ -78,6 +79,7 @@ def test_unreachable_registry_degrades_to_local_only(engine, images, cache_dir):
         remote.registry.ping()
 
 
+@pytest.mark.engine
 def test_second_machine_hits_through_the_registry(engine, second_engine, images, registry, tmp_path):
     """Machine A builds and pushes; machine B's first run hits and gets an identical image."""
     ctx = images.context({"weights.bin": 8_000_000, "model.py": b"print('hi')\n"})
@@ -118,6 +120,7 @@ def test_second_machine_hits_through_the_registry(engine, second_engine, images,
     assert got2.hit and got2.fetched_bytes < 1_000_000, "machine B fetched only the blobs it lacked"
 
 
+@pytest.mark.engine
 def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, registry, tmp_path):
     ctx = images.context({"a.bin": 100_000})
     key = key_for(KeySpec(image="pullable", context=ctx))
@@ -133,6 +136,7 @@ def test_entries_are_real_images_docker_can_pull(engine, second_engine, images, 
     second_engine.remove(ref)
 
 
+@pytest.mark.engine
 def test_prune_remote_by_count_and_ttl(engine, images, registry, tmp_path):
     remote = _remote(registry, "prune")
     store = Store(tmp_path / "p", engine=engine, max_entries=10)
@@ -179,6 +183,7 @@ with private_engine(kind=os.environ.get("MADCACHE_ENGINE_KIND") or "debian12") a
 """
 
 
+@pytest.mark.engine
 def test_every_node_gets_the_image_through_the_remote(engine, images, registry, tmp_path):
     """nodes=2 is recorded; each node (own process, engine, cache dir) loads without building."""
     import subprocess
@@ -202,6 +207,7 @@ def test_every_node_gets_the_image_through_the_remote(engine, images, registry, 
         assert r["image_id"] in built.entry.engine_ids  # a containerd store names a load by our manifest
 
 
+@pytest.mark.engine
 def test_madcache_list_and_prune_remote(engine, images, registry, tmp_path, capsys):
     from pytest_madcache.cli import main
 

@@ -34,6 +34,7 @@ def test_a_directory_remote_must_be_absolute(value):
         resolve({}, {"MADCACHE_REMOTE": value}, {})
 
 
+@pytest.mark.engine
 def test_second_machine_hits_through_a_shared_directory(engine, second_engine, images, tmp_path):
     """Machine A builds and pushes into the shared directory; machine B's first run copies only what it lacks."""
     far = f"file://{tmp_path / 'shared'}"

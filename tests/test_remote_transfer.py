@@ -271,10 +271,48 @@ def test_a_registry_killed_mid_fetch_leaves_no_local_entry(crashy, tmp_path):
     assert got.id == entry.id and b.verify().ok
 
 
-def test_an_unreachable_registry_is_given_up_at_once_on_first_contact(tmp_path):
+def test_an_unreachable_registry_is_given_up_at_once_on_first_contact(tmp_path, monkeypatch):
+    """At once: no back-off wait and no request sent twice (counted, not timed: a shared machine
+    may be slow), though the policy would retry 6 times."""
+    import requests
+
+    sleeps, requests_sent = [], []
+    monkeypatch.setattr(RetryPolicy, "wait", lambda self, attempt, retry_after=None: sleeps.append(attempt) or 0.0)
+    real_request = requests.Session.request
+
+    def counting(self, method, url, *a, **k):
+        requests_sent.append((method, url))
+        return real_request(self, method, url, *a, **k)
+
+    monkeypatch.setattr(requests.Session, "request", counting)
     rc = remote("127.0.0.1:9", "nothing", retry=RetryPolicy(attempts=6, base=1.0, cap=5.0))
-    t0 = time.monotonic()
     assert rc.find("0" * 64) is None
-    assert rc.disabled and time.monotonic() - t0 < 1.0
+    assert rc.disabled
+    assert requests_sent and len(set(requests_sent)) == len(requests_sent) and sleeps == [], (requests_sent, sleeps)
+    monkeypatch.undo()
     with pytest.raises(RemoteUnavailable):
         rc.registry.ping()
+
+
+def test_a_registry_that_refuses_pushes_as_to_a_fork_warns_and_still_serves_fetches(registry, proxy, tmp_path):
+    """A fork's pull request: its token can read the registry and not write it (403 on every
+    write).  Each refused push is one warning, nothing is left half-pushed, the cache goes on,
+    and fetches of what the registry holds still work (docs/github.md, docs/gitlab.md)."""
+    a = Store(tmp_path / "a")
+    held = put_entry(a, "held", [os.urandom(300_000)])
+    remote(registry, "fork").push(held, a.open_blob)  # pushed earlier from the main branch
+    for method in ("POST", "PUT", "PATCH"):
+        proxy.faults.append(Fault(method, r"/v2/", "status", status=403, times=10_000))
+    messages: list = []
+    rc = remote(proxy.address, "fork", tmp_path / "fork", messages=messages)
+    mine = [put_entry(a, f"mine{i}", [os.urandom(200_000), f"top {i}".encode()]) for i in range(2)]
+    assert [rc.push(entry, a.open_blob) for entry in mine] == [0, 0]
+    warnings = [m for m in messages if m.startswith("Warning:")]
+    assert len(warnings) == len(mine), messages  # one per refused push, nothing more
+    assert all("could not push" in w and "403" in w for w in warnings), warnings
+    assert not rc.disabled, "a refused push does not turn fetches off"
+    assert all(remote(registry, "fork").registry.get_manifest(key_tag(e.key)) is None for e in mine)
+    b = Store(tmp_path / "b")
+    got, _ = fetch(rc, b, held.key)
+    assert got.id == held.id and b.verify().ok
+    assert {r.method for r in proxy.records if r.status == 403} <= {"POST", "PUT", "PATCH"}

@@ -395,37 +395,53 @@ def test_force_rebuild_replaces_the_entry(store: Store, imgs: Images) -> None:
 
 
 def _single_flight_worker(directory: str, image_id: str, digest: str, log: str, out: "multiprocessing.Queue") -> None:
-    """Child process: get_or_build with a slow build that records that it ran."""
-    store = Store(directory, engine=Engine(), max_entries=50)
+    """Child process: get_or_build with a build that records that it ran and then holds the key
+    until both other processes have said they wait for it (events in `log`, not a timer)."""
+    def note(line: str) -> None:
+        with open(log, "a") as fh:
+            fh.write(f"{line} {os.getpid()}\n")
+
+    store = Store(directory, engine=Engine(), max_entries=50,
+                  log=lambda message: note("waiting") if message.startswith("Waiting for another process") else None)
 
     def build() -> str:
-        with open(log, "a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        time.sleep(2.0)
+        note("build")
+        deadline = time.monotonic() + 120
+        while sum(line.startswith("waiting ") for line in open(log)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        note("built")
         return image_id
 
     outcome = get_or_build(store, CacheKey(digest, {}), build, image_name="single")
-    out.put((outcome.hit, outcome.waited, outcome.entry.id))
+    out.put((outcome.hit, outcome.waited, outcome.entry.id, os.getpid()))
 
 
 def test_get_or_build_is_single_flight(store: Store, imgs: Images, tmp_path: Path) -> None:
     """Three processes asking for the same key at once: one builds, the others wait and hit."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    log = tmp_path / "builds.log"
+    log = tmp_path / "events.log"
     procs = [ctx.Process(target=_single_flight_worker,
                          args=(str(store.dir), imgs.variants[1].image_id, key("single"), str(log), queue))
              for _ in range(3)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=120) for _ in procs]
+    results = [queue.get(timeout=180) for _ in procs]
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
-    assert len(log.read_text().splitlines()) == 1
-    assert sorted(hit for hit, _, _ in results) == [False, True, True]
-    assert all(waited > 1.0 for hit, waited, _ in results if hit)
-    assert len({entry_id for _, _, entry_id in results}) == 1
+    events = [line.split() for line in log.read_text().splitlines()]
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("build") == 1 and kinds.count("built") == 1, events
+    builder = next(pid for kind, pid in events if kind == "build")
+    waiters = sorted(pid for kind, pid in events if kind == "waiting")
+    # the order: the build began, both others waited for it, and only then did it end
+    assert kinds.index("build") < kinds.index("built") and kinds[-1] == "built", events
+    assert len(waiters) == 2 and builder not in waiters, events
+    assert sorted(str(pid) for hit, _, _, pid in results if hit) == waiters
+    assert [str(pid) for hit, _, _, pid in results if not hit] == [builder]
+    assert all(waited > 0 for hit, waited, _, _ in results if hit)
+    assert len({entry_id for _, _, entry_id, _ in results}) == 1
     assert len(store.entries()) == 1
 
 

@@ -1,0 +1,125 @@
+"""The figures docs/cache.md (base resolution costs) and docs/remote.md (the remote's fault
+campaign) quote, rendered from their JSON between <!-- NAME:start --> and <!-- NAME:end -->.
+
+    python bench/render_quoted.py            # rewrite both passages from bench/results/
+    python bench/render_quoted.py --check    # exit 1 when a page differs from its JSON
+
+tests/test_bench_results.py checks that the pages hold what this renders.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+
+
+def load(name: str) -> Dict[str, Any]:
+    return json.loads((RESULTS / name).read_text())
+
+
+def when(data: Dict[str, Any]) -> str:
+    m = data.get("measured")
+    if m:
+        return f"commit {m['commit'][:12]}, {m['date']}"
+    return f"{data.get('when', 'date unknown')}, before results recorded their commit"
+
+
+def about_ms(ms: float) -> str:
+    if ms < 0.1:
+        return f"{ms:.2f} ms"
+    if ms < 1:
+        return f"{ms:.1f} ms"
+    return f"{ms:.0f} ms"
+
+
+def bases_lines() -> List[str]:
+    docker, podman = load("bases-debian12.json"), load("bases-podman.json")
+    d = {k: v["median_ms"] for k, v in docker["results"].items()}
+    p = {k: v["median_ms"] for k, v in podman["results"].items()}
+    measured = when(docker) if when(docker) == when(podman) else f"{when(docker)} and {when(podman)}"
+    text = (
+        "Measured on this project's bench machine against a loopback registry "
+        "(`bench/bench_bases.py`, figures in `bench/results/bases-debian12.json` and "
+        f"`bench/results/bases-podman.json`, medians of {docker['repeat']}; measured {measured}): "
+        f"parsing the `FROM` lines costs about {about_ms(d['parse_bases'])} per Dockerfile (the rest of the key "
+        f"about {about_ms(d['key_for'])}); `local` about {about_ms(d['local_image_id'])} per base on "
+        f"{docker['engine']} and {about_ms(p['local_image_id'])} on {podman['engine']}; `registry` about "
+        f"{about_ms(d['registry_first_ask_engine'])} per base for the first ask through Docker's endpoint, about "
+        f"{about_ms(d['registry_first_ask_direct'])} asking the registry directly "
+        f"({about_ms(p['registry_first_ask_engine'])} on Podman, which takes that path), and "
+        f"{'nothing' if d['registry_later_asks'] < 0.01 else about_ms(d['registry_later_asks'])} for later asks "
+        "in the same session. A remote registry adds its round trip, once per base and session.")
+    return [text]
+
+
+def remote_faults_lines() -> List[str]:
+    data = load("remote-faults.json")
+    s = data["summary"]
+    trials, first = s["trials"], s["first_run"]
+    killed = "every one" if s["killed_mid_transfer"] == trials else f"{s['killed_mid_transfer']} of them"
+    half_remote = "none" if s["remote_half_entries"] == 0 else str(s["remote_half_entries"])
+    half_local = "none" if s["local_half_entries"] == 0 else str(s["local_half_entries"])
+    completed = f"in all {trials}" if s["next_run_completed"] == trials else f"in {s['next_run_completed']} of {trials}"
+    text = (
+        "Both are held by a campaign that kills the registry (`SIGKILL`) at random points of pushes and "
+        f"fetches: `{data['command']}` (results in `bench/results/remote-faults.json`, measured {when(data)}). "
+        f"In {trials} trials ({s['push_trials']} pushes, {s['fetch_trials']} fetches, {killed} killed "
+        f"mid-transfer, the registry back after 0.1 to 3 s), {first['survived']} transfers rode the kill out on "
+        f"retries and {first['failed']} gave up with one warning"
+        + (f" ({first['completed']} completed before the kill)" if first["completed"] else "")
+        + f"; {half_remote} left a manifest naming a missing or bad blob, {half_local} left an entry in the "
+        f"fetching cache that was not whole, and {completed} the next run (a push from the same cache, or a "
+        "fetch) completed the entry.")
+    return [text]
+
+
+def remote_transfer_lines() -> List[str]:
+    """The transfer table (bench_remote.render), with when it was measured.  The bullets after it
+    in docs/remote.md discuss that record's figures in prose and are not rendered."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_remote import render
+
+    data = load("remote.json")
+    return [f"Measured {when(data)}:", "", *render(data).splitlines()]
+
+
+PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
+            ("remote.md", "remote-transfers"): remote_transfer_lines}
+
+
+def between(text: str, marker: str) -> str:
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
+
+
+def fill(path: Path, marker: str, lines: List[str]) -> None:
+    text = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+
+
+def main(argv: List[str]) -> int:
+    differ = []
+    for (page, marker), render in PASSAGES.items():
+        lines = render()
+        if "--check" in argv:
+            if between((DOCS / page).read_text(), marker) != "\n".join(lines):
+                differ.append(f"docs/{page} ({marker})")
+        else:
+            fill(DOCS / page, marker, lines)
+    if differ:
+        print("differ from their JSON: " + ", ".join(differ) + " (python bench/render_quoted.py rewrites them)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
