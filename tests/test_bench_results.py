@@ -62,6 +62,9 @@ MEASURES = {
 NOT_YET_REGENERATED = {
     "realistic-debian12.json", "realistic-debian13.json", "realistic-debian13-containerd.json", "realistic-podman.json",
     "remote.json", "new-user-after.json", "main-job.txt",
+    # measured on the flat package, before the layering moved every path they measure (issue 22)
+    "engines-debian12.json", "engines-debian13.json", "engines-debian13-containerd.json", "engines-podman.json",
+    "layer-form.json", "remote-faults.json",
 }
 # Records of a comparison between named checkouts, not figures of the current code.
 NOT_CURRENT_BY_DESIGN = {"new-user-before.json", "new-user-before.md", "compare-6be601a-506f0e3.txt",
