@@ -2,6 +2,6 @@
 parser and dispatch in `app.py`, the commands on entries in `entries.py`, `madcache key` in
 `keys.py`, what they share in `common.py`."""
 
-from pytest_madcache.cli.app import main
+from pytest_madcache.cli.app import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
