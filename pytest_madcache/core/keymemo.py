@@ -181,7 +181,7 @@ class DigestMemo:
         trees = {k: v for k, v in self._trees.items() if os.path.isdir(json.loads(k)[0])}
         with contextlib.suppress(OSError):  # a read-only cache directory only costs the hashing
             atomic_write(self.path, json.dumps({"version": self.VERSION, "files": files, "trees": trees},
-                                               separators=(",", ":")))
+                                               separators=(",", ":")), durable=False)
 
 
 #: The memo's file name inside the cache directory.

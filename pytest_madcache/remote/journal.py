@@ -32,7 +32,7 @@ class RemoteState:
 
     def _write(self, path: Path, data: Mapping[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(data, sort_keys=True))
+        atomic_write(path, json.dumps(data, sort_keys=True), durable=False)
 
     def _pending_file(self, ref: RemoteRef, key: str) -> Path:
         assert self.dir is not None

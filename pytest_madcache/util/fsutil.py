@@ -27,9 +27,9 @@ def _temp_beside(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _replaced(path: Path, text: bool, mode: Optional[int]) -> Iterator[IO[Any]]:
-    """A temp file beside `path`, flushed, fsynced and renamed over it when the block ends; removed
-    when the block fails."""
+def _replaced(path: Path, text: bool, mode: Optional[int], durable: bool) -> Iterator[IO[Any]]:
+    """A temp file beside `path`, flushed (and with `durable`, fsynced) and renamed over it when the
+    block ends; removed when the block fails."""
     tmp = _temp_beside(path)
     try:
         fh: IO[Any]
@@ -38,7 +38,8 @@ def _replaced(path: Path, text: bool, mode: Optional[int]) -> Iterator[IO[Any]]:
                 os.fchmod(fh.fileno(), mode)
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -46,22 +47,26 @@ def _replaced(path: Path, text: bool, mode: Optional[int]) -> Iterator[IO[Any]]:
         raise
 
 
-def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional[int] = None) -> None:
+def atomic_write(path: Union[str, Path], data: Union[bytes, str], mode: Optional[int] = None,
+                 durable: bool = True) -> None:
     """Write via a temp file in the same directory, fsync, rename, fsync the directory.  `mode`: the
-    file's permissions exactly (not masked by the umask), e.g. group-writable in a shared cache."""
+    file's permissions exactly (not masked by the umask), e.g. group-writable in a shared cache.
+    `durable=False` leaves out both fsyncs, for files whose loss in a crash costs only time (a memo,
+    a journal of work to redo): readers still never see half a file."""
     path = Path(path)
-    with _replaced(path, False, mode) as fh:
+    with _replaced(path, False, mode, durable) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
 def replacing(path: Union[str, Path]) -> Iterator[TextIO]:
-    """A text file that replaces `path` in one rename when the block ends (a report, a CSV): the
-    same guarantee as `atomic_write` for writers that stream."""
+    """A text file that replaces `path` in one rename when the block ends (a report, a CSV): readers
+    never see half a file, as with `atomic_write(durable=False)`, for writers that stream."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _replaced(path, True, None) as fh:
+    with _replaced(path, True, None, durable=False) as fh:
         yield fh  # type: ignore[misc]  # opened in text mode
 
 
@@ -70,5 +75,5 @@ def replacing_bytes(path: Union[str, Path]) -> Iterator[BinaryIO]:
     """`replacing` for binary writers (a plot)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _replaced(path, False, None) as fh:
+    with _replaced(path, False, None, durable=False) as fh:
         yield fh  # type: ignore[misc]  # opened in binary mode
