@@ -29,7 +29,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 # Install only what is missing (a run from another worktree with PYTHONPATH set must not repoint
 # the environment's editable install).
-python -c 'import zstandard, os, sys, pytest_madcache as m; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))) != os.path.realpath("."))' 2>/dev/null \
+# Asked from / so that the checkout itself is not on the path: the bench scripts run from bench/.
+repo="$(pwd -P)"
+(cd / && python -c 'import zstandard, os, sys, pytest_madcache as m; sys.exit(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))) != sys.argv[1])' "$repo") 2>/dev/null \
   || pip install -q -e ".[zstd]" || exit 1
 le="python -m pytest_madcache.localengine"
 record="${MADCACHE_BENCH_RECORD:-0}"
