@@ -16,7 +16,7 @@ from typing import List
 
 import pytest
 
-from pytest_madcache.core.model import MARK_HELP
+from pytest_madcache.core.marks import MARK_HELP
 from pytest_madcache.core.settings import describe
 from pytest_madcache.pytest_glue import defaults, hooks
 from pytest_madcache.pytest_glue.fixtures import model_image, model_run

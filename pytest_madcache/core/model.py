@@ -19,28 +19,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pytest_madcache.core.images import BUILDERS
 from pytest_madcache.core.key import KeySpec, exclude_patterns
-from pytest_madcache.core.perfspec import PERF_KWARGS, PerfSpec, perf_spec
+from pytest_madcache.core.marks import MARK_KWARGS
+from pytest_madcache.core.perfspec import PerfSpec, perf_spec
 from pytest_madcache.core.run import RunOptions, normalise_volumes
 from pytest_madcache.util.refs import ImageRef
 
 __all__ = ["ModelSpec", "ModelMarkError", "MARK_KWARGS", "spec_from_marks", "select_params", "resolve_build_args",
            "default_image_name"]
-
-#: Keyword arguments the mark accepts; anything else is an error naming the test.
-BUILD_KWARGS = ("dockerfile", "context", "image", "tags", "build_args", "nodes", "secrets",
-                "key_params", "ignore_params", "builder", "base_key")
-RUN_KWARGS = ("command", "env", "timeout", "gpus", "rocm", "devices", "shm_size", "ipc_mode", "volumes",
-              "network_mode")
-MARK_KWARGS = ("name",) + BUILD_KWARGS + RUN_KWARGS + PERF_KWARGS
-
-MARK_HELP = (
-    "model(name, dockerfile=None, context=None, image=None, tags=None, build_args=None, nodes=1, "
-    "command=None, env=None, timeout=None, gpus=None, rocm=False, devices=None, shm_size=None, "
-    "ipc_mode=None, volumes=None, key_params=None, ignore_params=None, secrets=None, builder='auto', base_key=None, "
-    "perf_direction=None, perf_repeats=1, perf_warmup=0, perf_threshold=None): "
-    "the Docker image a model test builds (or loads from the madcache cache), how its container runs, "
-    "and how its performance is compared with a baseline"
-)
 
 
 class ModelMarkError(ValueError):

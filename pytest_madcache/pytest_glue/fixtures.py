@@ -1,152 +1,25 @@
-"""The fixtures: `model_image` (this test's image, from the cache or built) and `model_run` (a
-container run from it, a row of `--output`).  What to do for an image is provide.py's; the fixtures
-turn a test item into its inputs and the answers into test failures and events."""
+"""The fixtures, declared here and done in obtain.py: a suite that never asks for them never
+imports what reads a model mark, computes a key or runs a container (bench P6)."""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
-from pytest_madcache.core.events import ImageEvent
-from pytest_madcache.core.model import (
-    RUN_KWARGS,
-    ModelMarkError,
-    ModelSpec,
-    excluding,
-    resolve_build_args,
-    run_config,
-    run_options,
-    select_params,
-    spec_from_marks,
-)
-from pytest_madcache.core.perfspec import PerfSpec
-from pytest_madcache.core.run import RunResult, parse_performance
-from pytest_madcache.perf.compare import run_repeated
-from pytest_madcache.pytest_glue import defaults
-from pytest_madcache.pytest_glue.state import State, emit, failed, flush_warning, get_state, live
-from pytest_madcache.pytest_glue.summary import kept_line, run_row
-
 if TYPE_CHECKING:
-    from pytest_madcache.core.bases import ResolvedBase
-    from pytest_madcache.core.key import CacheKey
+    from pytest_madcache.core.run import RunResult
     from pytest_madcache.provide import ModelImage
 
 __all__ = ["model_image", "model_run"]
-
-_RUN_ONLY = [k for k in RUN_KWARGS if k not in ("command", "env", "timeout")]  # model_run()'s other keywords
-
-
-def _spec(item: pytest.Item) -> ModelSpec:
-    marks = list(item.iter_markers("model"))
-    try:
-        return spec_from_marks(marks, Path(str(item.path)).parent, item.nodeid, root=item.config.rootpath)
-    except ModelMarkError as exc:
-        raise failed(str(exc)) from None
-
-
-def _with_context(spec: ModelSpec, context: Mapping[str, Any]) -> ModelSpec:
-    """madengine's context keys that act: docker_build_arg (build) and docker_env_vars (run)."""
-    from dataclasses import replace
-
-    build_args = context.get("docker_build_arg")
-    if isinstance(build_args, Mapping):
-        spec = spec.with_build_args({str(k): str(v) for k, v in build_args.items()})
-    env_vars = context.get("docker_env_vars")
-    if isinstance(env_vars, Mapping):
-        spec = replace(spec, run=replace(spec.run, env={**{str(k): str(v) for k, v in env_vars.items()},
-                                                         **dict(spec.run.env)}))
-    return spec
 
 
 @pytest.fixture
 def model_image(request: pytest.FixtureRequest) -> ModelImage:
     """The Docker image of this test's model: loaded from the cache or built (and saved)."""
-    from pytest_madcache.core.images import BuildFailed
-    from pytest_madcache.provide import ImageError
+    from pytest_madcache.pytest_glue.obtain import obtain_image
 
-    item = request.node
-    config = request.config
-    state = get_state(config)
-    marked = _spec(item)
-    spec = _with_context(marked, state.additional_context)
-    params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
-    service = state.service
-    state.reporter.item = item
-    try:
-        if state.from_cache_entry is not None:
-            image, event = service.from_entry(spec, state.from_cache_entry, params)
-            emit(item, event)
-            return image
-        spec, key, bases = _keyed(item, marked, params, state)
-        remembered = service.remembered(key)
-        if remembered is not None:
-            emit(item, ImageEvent(model=spec.name, key=key.digest, reused=True))
-            return dataclasses.replace(remembered, model=spec, params=params)
-        ref = f"{spec.image}:{spec.image_tag or key.digest[:12]}"
-        on_line = live(item) if state.live_output else None
-
-        def build() -> Any:
-            return config.hook.pytest_madcache_build_image(
-                config=config, model=spec, tag=ref, build_args=dict(spec.build_args),
-                labels={"madcache.model": spec.name, "madcache.key": key.digest}, on_line=on_line)
-
-        image, event = service.obtain(spec, key, ref, params,
-                                      dict(run_config(spec, params, state.additional_context),
-                                           bases=[dataclasses.asdict(b) for b in bases]), build)
-        emit(item, event)
-        return image
-    except BuildFailed as exc:
-        raise failed(f"{item.nodeid}: the Docker build of model {spec.name!r} failed: {exc}\n"
-                      f"--- last lines of the build log ---\n{exc.tail()}") from None
-    except ImageError as exc:
-        raise failed(f"{item.nodeid}: no image for model {spec.name!r}: {exc}") from None
-    finally:
-        flush_warning(item)
-
-
-def _keyed(item: pytest.Item, marked: ModelSpec, params: Dict[str, Any],
-           state: State) -> Tuple[ModelSpec, "CacheKey", List["ResolvedBase"]]:
-    """The test's spec as it builds (build args filled from its parameters, the session's files left
-    out of its context), its key and its resolved bases; a bad mark or Dockerfile fails the test."""
-    from pytest_madcache.core.bases import DockerfileError, key_bases
-    from pytest_madcache.core.key import KeyError_
-
-    config = item.config
-    try:
-        # the mark's build args are filled from the parameters; --additional-context's are taken as given
-        spec = _with_context(resolve_build_args(marked, params, item.nodeid), state.additional_context)
-        spec = excluding(spec, state.outputs)
-        selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
-    except ModelMarkError as exc:
-        raise failed(str(exc)) from None
-    material: Dict[str, Any] = {}
-    for result in reversed(config.hook.pytest_madcache_key_material(item=item, model=spec)):
-        if result:
-            material.update(result)
-    try:
-        bases = state.service.resolve_bases(spec, spec.base_key or state.settings.base_key)
-        key = state.service.key(spec.key_spec(selected, state.additional_context, material, key_bases(bases)),
-                                state.settings.dir if state.settings.enabled else None)
-    except DockerfileError as exc:
-        raise failed(f"{item.nodeid}: cannot read the FROM lines of {spec.dockerfile}: {exc}") from None
-    except KeyError_ as exc:
-        raise failed(f"{item.nodeid}: cannot compute the cache key of model {spec.name!r}: {exc} "
-                     "(use key_params=[...] or ignore_params=[...] in the model mark to leave such "
-                     "parameters out)") from None
-    return spec, key, bases
-
-
-def _custom_build(state: State, config: pytest.Config) -> bool:
-    """Whether a conftest or another plugin builds images (`pytest_madcache_build_image`): such a
-    build may read any test parameter, so they all join the key (model.select_params)."""
-    if state.custom_build is None:
-        impls = config.pluginmanager.hook.pytest_madcache_build_image.get_hookimpls()
-        state.custom_build = any(impl.plugin is not defaults for impl in impls)
-    return state.custom_build
+    return obtain_image(request)
 
 
 @pytest.fixture
@@ -156,50 +29,6 @@ def model_run(request: pytest.FixtureRequest, model_image: ModelImage) -> Callab
     Runs a container from `model_image`; the mark's run options are the
     defaults, the call's win.  Every run becomes a row of `--output`.
     """
-    item = request.node
-    config = request.config
-    state = get_state(config)
-    spec = model_image.model
-    base_dir = Path(str(item.path)).parent
+    from pytest_madcache.pytest_glue.obtain import model_runner
 
-    def run(command: Any = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
-            **overrides: Any) -> RunResult:
-        unknown = sorted(set(overrides) - set(RUN_KWARGS))
-        if unknown:
-            raise TypeError(f"model_run() got unknown keyword argument(s) {', '.join(unknown)}; "
-                            f"known: command, env, timeout, {', '.join(_RUN_ONLY)}")
-        try:
-            options = run_options(dict(overrides, command=command, env=env, timeout=timeout), base_dir,
-                                  f"{item.nodeid}: model_run()", defaults=spec.run)
-        except ModelMarkError as exc:
-            raise ValueError(str(exc)) from None
-        if state.settings.keep_alive:
-            options = dataclasses.replace(options, keep_alive=True)
-
-        def once() -> RunResult:
-            result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
-                                                           on_line=live(item) if state.live_output else None)
-            if result is None:
-                raise RuntimeError("no pytest_madcache_run_model implementation returned a result")
-            if result.performance is None and result.logs:  # a replacement run may leave parsing to us
-                result.performance, result.metric = parse_performance(result.logs)
-            return result
-
-        start = time.time()
-        # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into, so runs once
-        result = run_repeated(once, PerfSpec() if options.keep_alive else spec.perf)
-        result.cache_hit = model_image.cache_hit
-        emit(item, run_row(
-            model=spec.name, tags=spec.tags, params=model_image.params, dockerfile=str(spec.dockerfile),
-            image=model_image.tag, image_id=model_image.image_id, performance=result.performance,
-            metric=result.metric, status=result.status, build_duration=model_image.build_duration,
-            duration=result.duration, cache_hit=model_image.cache_hit if state.summary.enabled else None,
-            cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start,
-            kept_container=result.container_id, direction=spec.perf.direction or "",
-            threshold=state.perf.threshold_for(spec.perf), samples=result.samples))
-        if result.container_id:
-            state.reporter.item = item
-            state.reporter.say(kept_line(result.container_id))
-        return result
-
-    return run
+    return model_runner(request, model_image)

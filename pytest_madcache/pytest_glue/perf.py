@@ -16,15 +16,17 @@ It must not run containers or compute a key; it reads the run events the
 from __future__ import annotations
 
 import warnings
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import pytest
 
 from pytest_madcache.core.events import PROPERTY, RunEvent, from_wire
 from pytest_madcache.core.perfspec import PerfSpec
 from pytest_madcache.core.settings import Settings
-from pytest_madcache.perf.compare import Baseline, BaselineError, PerfReport, build_report, compare_runs, load_baseline
 from pytest_madcache.pytest_glue.summary import Summary
+
+if TYPE_CHECKING:  # perf.compare loads when a baseline or a report is asked for
+    from pytest_madcache.perf.compare import Baseline, PerfReport
 
 __all__ = ["PerfSession"]
 
@@ -51,6 +53,8 @@ class PerfSession:
     def baseline(self) -> Optional[Baseline]:
         """The baseline, read once per process; a file that is not a results CSV is a usage error."""
         if self._baseline is None and self.settings.perf_baseline is not None:
+            from pytest_madcache.perf.compare import BaselineError, load_baseline
+
             try:
                 self._baseline = load_baseline(self.settings.perf_baseline)
             except BaselineError as exc:
@@ -67,6 +71,8 @@ class PerfSession:
         if self.is_worker or not self.active:
             return None
         if self._report is None:
+            from pytest_madcache.perf.compare import build_report
+
             s = self.settings
             self._report = build_report(self.summary.runs, self.baseline(), threshold=s.perf_fail_threshold,
                                         baseline_source=s.source("perf_baseline"),
@@ -97,6 +103,10 @@ class PerfSession:
         if baseline is None or not baseline.exists:
             return
         runs = [event for event in _run_events(item) if event.threshold is not None]
+        if not runs:
+            return
+        from pytest_madcache.perf.compare import compare_runs
+
         failing = [c for c in compare_runs(runs, baseline) if c.fails]
         if failing:
             raise pytest.fail.Exception("\n".join(c.failure() for c in failing), pytrace=False)

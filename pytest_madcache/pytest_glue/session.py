@@ -13,7 +13,6 @@ from typing import Any, List, Optional
 import pytest
 
 from pytest_madcache.core.events import PROPERTY, MessageEvent, from_wire
-from pytest_madcache.core.model import ModelMarkError, merge_marks
 from pytest_madcache.pytest_glue.state import MadcacheWarning, State, failed, get_state, write_line
 from pytest_madcache.pytest_glue.summary import summary_lines, write_csv, write_summary_json
 
@@ -41,6 +40,8 @@ class SessionPlugin:
         entry = self.state.from_cache_entry
         if entry is None:
             return
+        from pytest_madcache.core.model import ModelMarkError, merge_marks
+
         wanted = set(entry.model_tags)
         keep, drop = [], []
         for item in items:
@@ -65,12 +66,16 @@ class SessionPlugin:
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item.get_closest_marker("model") is not None:
+            from pytest_madcache.core.model import ModelMarkError, merge_marks
+
             try:
                 merge_marks(list(item.iter_markers("model")), item.nodeid)
             except ModelMarkError as exc:
                 raise failed(str(exc)) from None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not report.user_properties and not (report.when == "call" and report.failed):
+            return  # nothing of ours (most tests of a suite without models)
         state = self.state
         if state.is_worker:
             return

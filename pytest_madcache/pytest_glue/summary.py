@@ -15,12 +15,13 @@ import csv
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional
 
 from pytest_madcache.core.events import Event, ImageEvent, RunEvent, WarningEvent
-from pytest_madcache.perf.compare import Comparison, PerfReport
-from pytest_madcache.util.fsutil import replacing
 from pytest_madcache.util.progress import human_bytes
+
+if TYPE_CHECKING:  # what a comparison found is read, never computed, here
+    from pytest_madcache.perf.compare import Comparison, PerfReport
 
 __all__ = ["Summary", "CSV_COLUMNS", "write_csv", "summary_lines", "write_summary_json", "kept_line", "kept_lines"]
 
@@ -195,6 +196,8 @@ def write_summary_json(path: Path, s: Summary, perf: Optional[PerfReport] = None
         from pytest_madcache.perf.table import report_json
 
         data["perf"] = report_json(perf)
+    from pytest_madcache.util.fsutil import replacing
+
     with replacing(path) as fh:
         fh.write(json.dumps(data, indent=2) + "\n")
 
@@ -228,6 +231,8 @@ def write_csv(path: Path, runs: Iterable[RunEvent], comparisons: Iterable[Compar
     by_run = {(c.nodeid, c.seq_time): c for c in comparisons}
     rows = [{**r.row(), **_perf_cells(r, by_run.get((r.nodeid, r.seq_time)))}
             for r in sorted(runs, key=lambda r: (r.nodeid, r.seq_time))]
+    from pytest_madcache.util.fsutil import replacing
+
     with replacing(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
         writer.writeheader()
