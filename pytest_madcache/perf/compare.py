@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from pytest_madcache.core.events import RunEvent
 from pytest_madcache.core.perfspec import HIGHER, LOWER, PERF_KWARGS, PerfSpec, perf_spec
 from pytest_madcache.core.run import RunResult
+from pytest_madcache.perf.stats import BETTER, REGRESSED, UNCHANGED, WORSE
 
 __all__ = [
     "HIGHER", "LOWER", "PERF_KWARGS", "PerfSpec", "perf_spec", "default_direction", "run_repeated",
@@ -37,11 +38,8 @@ __all__ = [
 
 
 # What a comparison found (the table's status column).
+# REGRESSED, WORSE, UNCHANGED and BETTER are the verdicts of perf/stats.py.
 NEW = "new"  # no baseline row for this run
-BETTER = "better"
-WORSE = "worse"  # the wrong way, within the threshold (or no threshold)
-UNCHANGED = "unchanged"
-REGRESSED = "REGRESSED"  # the wrong way by more than the threshold: the test fails
 NO_RESULT = "no result"  # the run printed no performance (it failed, or never said)
 AMBIGUOUS = "ambiguous"  # several baseline rows fit and none is from this test
 INCOMPARABLE = "incomparable"  # another metric in the baseline, or a baseline of 0
