@@ -108,3 +108,33 @@ def test_the_order_is_balanced() -> None:
     assert balanced_order(1) == [("A", "B")]
     with pytest.raises(ValueError, match="at least 1 pair"):
         balanced_order(0)
+
+
+def test_a_fractional_welch_df_interpolates_the_t_quantile() -> None:
+    """Welch's df for these runs lies between 2 and 3: t is interpolated between t(2) = 4.303 and t(3) = 3.182."""
+    assert t_quantile(0.95, 2.5) == pytest.approx((4.303 + 3.182) / 2, abs=0.001)
+    base = [100.0, 101.0, 99.0]
+    cand = [80.0, 84.0, 76.0]
+    est = independent(base, cand)
+    la = [math.log(v) for v in base]
+    lb = [math.log(v) for v in cand]
+    import statistics
+    va, vb = statistics.variance(la) / 3, statistics.variance(lb) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert 2 < df < 3
+    half = t_quantile(0.95, df) * math.sqrt(va + vb)
+    mean = statistics.fmean(lb) - statistics.fmean(la)
+    assert est.low == pytest.approx(math.expm1(mean - half) * 100)
+
+
+def test_identical_runs_with_a_threshold_of_0_are_unchanged() -> None:
+    assert judge(paired([100.0] * 4, [100.0] * 4), HIGHER, 0.0).status == UNCHANGED
+    assert judge(independent([100.0] * 3, [100.0] * 3), LOWER, 0.0).status == UNCHANGED
+
+
+def test_more_pairs_near_the_threshold_and_none_for_two_sets_of_repeats() -> None:
+    est = paired([100.0] * 6, [89.9, 90.1, 89.8, 90.2, 89.95, 90.05])  # -10.0%, right on a 10% threshold
+    verdict = judge(est, HIGHER, 10.0)
+    assert verdict.status == INCONCLUSIVE and (verdict.more is None or verdict.more > 100)
+    verdict = judge(independent([100.0, 101.0, 99.0], [80.0, 92.0, 86.0]), HIGHER, 10.0)
+    assert verdict.status == INCONCLUSIVE and verdict.more is None

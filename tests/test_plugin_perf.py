@@ -332,7 +332,7 @@ def test_bad_perf_keywords_in_the_mark_fail_the_test_naming_it(suite) -> None:
 # -- repeats --------------------------------------------------------------------------------------------
 
 
-def test_repeats_record_the_median_and_the_spread_and_compare_the_median(suite, monkeypatch) -> None:
+def test_repeats_record_the_median_and_the_spread_and_judge_the_change_by_its_interval(suite, monkeypatch) -> None:
     suite.makepyfile(test_rep="""
         import os
         import pytest
@@ -343,17 +343,33 @@ def test_repeats_record_the_median_and_the_spread_and_compare_the_median(suite, 
             assert len(result.samples) == 3  # the measured runs: the warm-up run is discarded
             assert result.performance == sorted(result.samples)[1]  # their median
     """)
-    monkeypatch.setenv("SEQ", "1000,10,30,20")
+    monkeypatch.setenv("SEQ", "1000,19,21,20")
     run(suite, "--output", "base.csv").assert_outcomes(passed=1)
     row = read_csv(suite.path / "base.csv")[0]  # 1000 was the warm-up
-    assert (row["performance"], row["performance_min"], row["performance_max"], row["repeats"]) == ("20", "10", "30", "3")
+    assert (row["performance"], row["performance_min"], row["performance_max"], row["repeats"]) == ("20", "19", "21", "3")
+    assert row["samples"] == "19.0,21.0,20.0"
 
-    monkeypatch.setenv("SEQ", "1,16,0.5,50")  # median 16: -20% against 20, although the best run is faster
+    # Repeats on both sides: Welch's t on the logs.  16 +- 0.5 against 20 +- 1 is 20% lower, surely.
+    monkeypatch.setenv("SEQ", "1,16,15.5,16.5")
     result = run(suite, "--perf-baseline", "base.csv", "--perf-fail-threshold", "10", "--output", "now.csv")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["rep (higher is better; median of 3 runs (min-max))",
-                                 "  (no parameters)  16.00 (0.5-50.00)  samples/s * 20.00  -20.0%  REGRESSED"])
-    assert read_csv(suite.path / "now.csv")[0]["relative_change"] == "-20"
+                                 "  (no parameters)  16.00 (15.50-16.50)  samples/s * 20.00  -20.0% [[]-2*, -1*[]]  REGRESSED",
+                                 "*performance regression: rep *-20.0% (higher is better; 95% interval -2*% to -1*%, "
+                                 "3 runs each), beyond the threshold of 10%"])
+    now = read_csv(suite.path / "now.csv")[0]
+    assert now["perf_method"] == "Welch t on logs"
+    assert float(now["change_low"]) < float(now["relative_change"]) < float(now["change_high"]) < -10
+
+    # A noisy run whose median is 20% lower, but whose runs spread from 0.5 to 50: not decided, and said so.
+    monkeypatch.setenv("SEQ", "1,16,0.5,50")
+    result = run(suite, "--perf-baseline", "base.csv", "--perf-fail-threshold", "10", "--output", "now.csv")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*: 1 inconclusive",
+                                 "*test_rep: inconclusive: rep [[](no parameters)[]]: *% (95% interval *, 3 runs each) "
+                                 "straddles the threshold of 10%; the baseline's repeats are fixed: --perf-ab, which "
+                                 "runs the baseline's image beside this one in pairs, may decide it"])
+    assert read_csv(suite.path / "now.csv")[0]["perf_status"] == "inconclusive"
 
 
 # -- the table elsewhere: summary JSON, Markdown, plot ------------------------------------------------------

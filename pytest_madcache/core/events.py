@@ -67,6 +67,9 @@ class RunEvent:
     direction: str = ""  # "higher" or "lower" is better; "" leaves it to the metric (perf.default_direction)
     threshold: Optional[float] = None  # percent: a regression beyond it fails the test; None fails nothing
     samples: Tuple[float, ...] = ()  # the measured runs when the mark asked for repeats (performance: their median)
+    cache_key: Optional[str] = None  # the key of the image that ran: an A/B run finds the baseline's image by it
+    baseline_samples: Tuple[float, ...] = ()  # --perf-ab: the baseline image's runs, each paired with samples[i]
+    ab_note: str = ""  # --perf-ab: why the run was not compared side by side (same image, baseline image gone...)
 
     def row(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +100,7 @@ def to_wire(event: Event, event_id: str) -> Dict[str, Any]:
     if isinstance(event, RunEvent):
         data["tags"] = list(event.tags)
         data["samples"] = list(event.samples)
+        data["baseline_samples"] = list(event.baseline_samples)
     return {"kind": _KIND_OF[type(event)], "id": event_id, **data}
 
 
@@ -110,4 +114,5 @@ def from_wire(data: Mapping[str, Any]) -> Tuple[Optional[str], Optional[Event]]:
     if cls is RunEvent:
         values["tags"] = tuple(values.get("tags") or ())
         values["samples"] = tuple(values.get("samples") or ())
+        values["baseline_samples"] = tuple(values.get("baseline_samples") or ())
     return (str(data["id"]) if data.get("id") is not None else None), cls(**values)

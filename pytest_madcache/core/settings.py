@@ -189,6 +189,17 @@ OPTIONS: Tuple[Option, ...] = (
         ".png or .svg file (needs matplotlib: pip install 'pytest-madcache[plot]')", "FILE",
         scope="plugin", label="--perf-plot",
     ),
+    Option(
+        "perf_ab", "--perf-ab", ("MADCACHE_PERF_AB",), "madcache_perf_ab", parse_bool, False,
+        "when a test's image differs from the one its baseline row ran, run both, alternately, on this "
+        "machine (the baseline's image from the cache) and judge the change from the pairs", is_switch=True,
+        scope="plugin", label="--perf-ab",
+    ),
+    Option(
+        "perf_ab_pairs", "--perf-ab-pairs", ("MADCACHE_PERF_AB_PAIRS",), "madcache_perf_ab_pairs",
+        parse_positive_int, 10, "baseline/candidate pairs per model run with --perf-ab, unless the mark's "
+        "perf_repeats says (default 10)", "N", scope="plugin", label="--perf-ab-pairs",
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -216,6 +227,8 @@ class Settings:
     perf_fail_threshold: Optional[float] = None
     perf_report: Optional[Path] = None
     perf_plot: Optional[Path] = None
+    perf_ab: bool = False
+    perf_ab_pairs: int = 10
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property

@@ -27,13 +27,24 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from pytest_madcache.core.events import RunEvent
 from pytest_madcache.core.perfspec import HIGHER, LOWER, PERF_KWARGS, PerfSpec, perf_spec
 from pytest_madcache.core.run import RunResult
-from pytest_madcache.perf.stats import BETTER, REGRESSED, UNCHANGED, WORSE
+from pytest_madcache.perf.stats import (
+    BETTER,
+    INCONCLUSIVE,
+    PAIRED,
+    REGRESSED,
+    UNCHANGED,
+    WORSE,
+    Estimate,
+    independent,
+    judge,
+    paired,
+)
 
 __all__ = [
     "HIGHER", "LOWER", "PERF_KWARGS", "PerfSpec", "perf_spec", "default_direction", "run_repeated",
     "Baseline", "BaselineRow", "BaselineError", "load_baseline", "params_key",
     "Comparison", "compare_runs", "PerfReport", "build_report",
-    "NEW", "BETTER", "WORSE", "UNCHANGED", "REGRESSED", "NO_RESULT", "AMBIGUOUS", "INCOMPARABLE",
+    "NEW", "BETTER", "WORSE", "UNCHANGED", "REGRESSED", "INCONCLUSIVE", "NO_RESULT", "AMBIGUOUS", "INCOMPARABLE",
 ]
 
 
@@ -43,7 +54,7 @@ NEW = "new"  # no baseline row for this run
 NO_RESULT = "no result"  # the run printed no performance (it failed, or never said)
 AMBIGUOUS = "ambiguous"  # several baseline rows fit and none is from this test
 INCOMPARABLE = "incomparable"  # another metric in the baseline, or a baseline of 0
-STATUSES = (REGRESSED, WORSE, BETTER, UNCHANGED, NEW, AMBIGUOUS, INCOMPARABLE, NO_RESULT)
+STATUSES = (REGRESSED, INCONCLUSIVE, WORSE, BETTER, UNCHANGED, NEW, AMBIGUOUS, INCOMPARABLE, NO_RESULT)
 
 _TIME_UNITS = frozenset({
     "ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes",
@@ -123,6 +134,9 @@ class BaselineRow:
     nodeid: str
     performance: float
     metric: str
+    samples: Tuple[float, ...] = ()  # every measured run (a CSV from before has none)
+    cache_key: str = ""  # the image that ran: --perf-ab runs it again, from the cache
+    image_id: str = ""
 
 
 REQUIRED_COLUMNS = ("model", "params", "performance", "metric", "status")
@@ -180,10 +194,21 @@ def load_baseline(path: Path) -> Baseline:
                     continue
                 rows.append(BaselineRow(model=raw.get("model") or "", params=_canonical_params(raw.get("params") or ""),
                                         nodeid=raw.get("nodeid") or "", performance=value,
-                                        metric=(raw.get("metric") or "").strip()))
+                                        metric=(raw.get("metric") or "").strip(),
+                                        samples=_samples(raw.get("samples") or ""),
+                                        cache_key=(raw.get("cache_key") or "").strip(),
+                                        image_id=(raw.get("docker_sha") or "").strip()))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise BaselineError(f"cannot read {path}: {exc}") from None
     return Baseline(path=path, rows=tuple(rows))
+
+
+def _samples(text: str) -> Tuple[float, ...]:
+    """The `samples` cell (`12.5,13.1,...`); a cell that is not all numbers counts as none."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        return ()
 
 
 # -- comparing ----------------------------------------------------------------------------
@@ -204,8 +229,17 @@ class Comparison:
     threshold: Optional[float]  # percent; None: regressions fail nothing
     status: str
     baseline: Optional[float] = None
-    change: Optional[float] = None  # signed percent: (performance - baseline) / |baseline| * 100
+    # signed percent: (performance - baseline) / |baseline| * 100 for one difference; with an interval,
+    # the change of the geometric means (perf/stats.py), and `baseline` is then the baseline image's
+    # median in this job (A/B) or the row's median (repeats on both sides)
+    change: Optional[float] = None
     note: str = ""  # why there is no baseline value
+    low_change: Optional[float] = None  # the change's interval (perf/stats.py), percent; None: a single difference
+    high_change: Optional[float] = None
+    method: str = ""  # stats.PAIRED (an A/B run), stats.INDEPENDENT (repeats on both sides), "" (one difference)
+    pairs: int = 0  # the samples behind the interval: pairs, or the fewer repeats of either side
+    more: Optional[int] = None  # inconclusive: pairs (or runs each) that would likely decide it
+    confidence: float = 0.95
 
     @property
     def low(self) -> Optional[float]:
@@ -224,11 +258,21 @@ class Comparison:
         """The parameters as the table shows them: `batch_size=16, precision=fp16`."""
         return ", ".join(f"{k}={v}" for k, v in self.params.items()) or "(no parameters)"
 
+    @property
+    def interval(self) -> str:
+        """`95% interval -15.0% to -9.6%, 10 pairs side by side`, or "" for a single difference."""
+        if self.low_change is None or self.high_change is None:
+            return ""
+        how = "pairs side by side" if self.method == PAIRED else "runs each"
+        return (f"{self.confidence:.0%} interval {self.low_change:+.1f}% to {self.high_change:+.1f}%, "
+                f"{self.pairs} {how}")
+
     def failure(self) -> str:
-        """The message a regressed test fails with: value, baseline, change and threshold."""
+        """The message a regressed test fails with: value, baseline, change (its interval) and threshold."""
         better = "higher" if self.direction == HIGHER else "lower"
+        interval = f"; {self.interval}" if self.interval else ""
         return (f"performance regression: {self.model} [{self.label}]: {self.performance:.6g} {self.metric or ''}"
-                f" against a baseline of {self.baseline:.6g}, {self.change:+.1f}% ({better} is better), "
+                f" against a baseline of {self.baseline:.6g}, {self.change:+.1f}% ({better} is better{interval}), "
                 f"beyond the threshold of {self.threshold:g}%")
 
 
@@ -236,7 +280,7 @@ def _compare(run: RunEvent, baseline: Optional[Baseline], index: int) -> Compari
     direction = run.direction or default_direction(run.metric)
     base = Comparison(model=run.model, params=dict(run.params), nodeid=run.nodeid, seq_time=run.seq_time,
                       metric=run.metric, performance=run.performance, samples=tuple(run.samples),
-                      direction=direction, threshold=run.threshold, status=NEW)
+                      direction=direction, threshold=run.threshold, status=NEW, note=run.ab_note)
     if run.performance is None:
         return replace(base, status=NO_RESULT, note="the run printed no 'performance: <value> <metric>' line")
     if baseline is None or not baseline.exists:
@@ -249,15 +293,41 @@ def _compare(run: RunEvent, baseline: Optional[Baseline], index: int) -> Compari
         return replace(base, status=INCOMPARABLE, note=f"the baseline's metric is {row.metric!r}")
     if row.performance == 0:
         return replace(base, status=INCOMPARABLE, note="the baseline is 0")
-    change = (run.performance - row.performance) / abs(row.performance) * 100.0
-    worse_by = round(-change if direction == HIGHER else change, 9)
-    if worse_by > 0:
-        status = REGRESSED if run.threshold is not None and worse_by > run.threshold else WORSE
-    elif worse_by < 0:
-        status = BETTER
-    else:
-        status = UNCHANGED
-    return replace(base, change=round(change, 2), status=status)
+    estimate, why = _estimate(run, row)
+    if why:
+        base = replace(base, note=why)
+    if estimate is None:  # a single difference: judged as one
+        change = (run.performance - row.performance) / abs(row.performance) * 100.0
+        worse_by = round(-change if direction == HIGHER else change, 9)
+        if worse_by > 0:
+            status = REGRESSED if run.threshold is not None and worse_by > run.threshold else WORSE
+        elif worse_by < 0:
+            status = BETTER
+        else:
+            status = UNCHANGED
+        return replace(base, change=round(change, 2), status=status)
+    verdict = judge(estimate, direction, run.threshold)
+    against = statistics.median(run.baseline_samples) if estimate.method == PAIRED else row.performance
+    return replace(base, baseline=against, change=round(estimate.change, 2), status=verdict.status,
+                   low_change=_rounded(estimate.low), high_change=_rounded(estimate.high), method=estimate.method,
+                   pairs=estimate.n, more=verdict.more, confidence=estimate.confidence)
+
+
+def _estimate(run: RunEvent, row: BaselineRow) -> Tuple[Optional[Estimate], str]:
+    """The change with its interval: from an A/B run's pairs, else from both sides' repeats (two or
+    more each); None when there is only one difference to judge, with why when there were more."""
+    try:
+        if run.baseline_samples and len(run.baseline_samples) == len(run.samples):
+            return paired(run.baseline_samples, run.samples), ""
+        if len(run.samples) >= 2 and len(row.samples) >= 2:
+            return independent(row.samples, run.samples), ""
+    except ValueError as exc:  # a value <= 0 has no logarithm: the medians are compared, as without repeats
+        return None, f"{exc}; the medians are compared"
+    return None, ""
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)
 
 
 def compare_runs(runs: Sequence[RunEvent], baseline: Optional[Baseline]) -> List[Comparison]:
@@ -291,6 +361,11 @@ class PerfReport:
     def regressions(self) -> List[Comparison]:
         """The runs that regressed beyond the threshold, in the table's order."""
         return [c for rows in self.by_model().values() for c in rows if c.fails]
+
+    @property
+    def undecided(self) -> List[Comparison]:
+        """The runs whose interval straddles the threshold (perf/stats.py), in the table's order."""
+        return [c for rows in self.by_model().values() for c in rows if c.status == INCONCLUSIVE]
 
     def by_model(self) -> Dict[str, List[Comparison]]:
         """The comparisons per model (models in order of appearance), each model's rows sorted by parameters."""

@@ -3,8 +3,8 @@
 A one-row comparison on a shared runner mistakes the runner's noise for a change.  Here the change
 of a candidate against its baseline is estimated with a confidence interval, and a test regresses
 only when the whole interval lies beyond the threshold the wrong way.  When the interval straddles
-the threshold the verdict is `inconclusive`, with how many more pairs (or runs each) would likely
-decide it.
+the threshold the verdict is `inconclusive`, with how many more A/B pairs would decide it if the
+spread stays the same.
 
 Two designs:
 - **paired** (A/B: baseline and candidate run alternately on one runner, `balanced_order`): the
@@ -19,6 +19,7 @@ exp(log ratio) - 1.  Pure functions: no engine, no pytest, nothing printed.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class Estimate:
 @dataclass(frozen=True)
 class Verdict:
     status: str
-    more: Optional[int] = None  # inconclusive: pairs (or runs each) to add so that the interval would likely decide
+    more: Optional[int] = None  # inconclusive A/B: pairs to add for the interval to decide, at the same spread
 
 
 def _logs(values: Sequence[float], what: str) -> List[float]:
@@ -114,11 +115,11 @@ def independent(baseline: Sequence[float], candidate: Sequence[float], confidenc
                     spread)
 
 
-def _welch_df(va: float, vb: float, na: int, nb: int) -> int:
-    """Welch-Satterthwaite's degrees of freedom, rounded down (the wider, safer interval)."""
+def _welch_df(va: float, vb: float, na: int, nb: int) -> float:
+    """Welch-Satterthwaite's degrees of freedom (fractional: t_quantile interpolates)."""
     if va + vb == 0:
-        return na + nb - 2
-    return max(1, int((va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) + 1e-9))  # 1.9999... is 2
+        return float(na + nb - 2)
+    return max(1.0, (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)))
 
 
 def judge(estimate: Estimate, direction: str, threshold: Optional[float]) -> Verdict:
@@ -136,7 +137,7 @@ def judge(estimate: Estimate, direction: str, threshold: Optional[float]) -> Ver
     if threshold is not None:
         if lo > threshold:
             return Verdict(REGRESSED)
-        if hi >= threshold:
+        if hi > threshold:
             return Verdict(INCONCLUSIVE, _more(estimate, sign * threshold))
     if lo > 0:
         return Verdict(WORSE)
@@ -144,29 +145,44 @@ def judge(estimate: Estimate, direction: str, threshold: Optional[float]) -> Ver
 
 
 def _more(estimate: Estimate, boundary: float) -> Optional[int]:
-    """How many more pairs (runs each) would shrink the interval, at the same spread, to clear the
-    boundary (a change in percent); None when no reasonable number would."""
-    if boundary <= -100.0 or estimate.spread <= 0:
+    """How many more pairs would shrink the interval, at the same spread, to clear the boundary (a
+    change in percent); None for two sets of repeats (the baseline's are fixed: only `--perf-ab`
+    can add pairs) and when no reasonable number would."""
+    if estimate.method != PAIRED or boundary <= -100.0 or estimate.spread <= 0:
         return None
     distance = abs(math.log1p(estimate.change / 100.0) - math.log1p(boundary / 100.0))
-    if distance == 0:
+
+    def clears(n: int) -> bool:
+        return _half_width(estimate.spread, n, n - 1, estimate.confidence) < distance
+
+    if distance == 0 or not clears(_MOST_PAIRS):
         return None
-    for n in range(estimate.n + 1, _MOST_PAIRS + 1):
-        df = n - 1 if estimate.method == PAIRED else 2 * n - 2
-        if _half_width(estimate.spread, n, df, estimate.confidence) < distance:
-            return n - estimate.n
-    return None
+    low, high = estimate.n, _MOST_PAIRS  # the half width shrinks as n grows: bisect for the first n that clears
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if clears(mid) else (mid, high)
+    return high - estimate.n
 
 
-def t_quantile(confidence: float, df: int) -> float:
-    """The two-sided Student t quantile: P(|T| <= t) = confidence with `df` degrees of freedom."""
+def t_quantile(confidence: float, df: float) -> float:
+    """The two-sided Student t quantile: P(|T| <= t) = confidence with `df` degrees of freedom; a
+    fractional df (Welch's) is interpolated between its whole neighbours."""
     if not 0 < confidence < 1 or df < 1:
         raise ValueError(f"t_quantile needs 0 < confidence < 1 and df >= 1 (got {confidence}, {df})")
-    df = min(int(df), 1000)  # beyond, t is the normal quantile to 3 decimals
+    low = math.floor(df)
+    if df == low:
+        return _t_whole(confidence, int(low))
+    frac = df - low
+    return (1 - frac) * _t_whole(confidence, int(low)) + frac * _t_whole(confidence, int(low) + 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _t_whole(confidence: float, df: int) -> float:
+    df = min(df, 1000)  # beyond, t is the normal quantile to 3 decimals
     low, high = 0.0, 1.0
     while _t_within(high, df) < confidence:
         high *= 2
-    for _ in range(80):
+    for _ in range(60):
         mid = (low + high) / 2
         low, high = (mid, high) if _t_within(mid, df) < confidence else (low, mid)
     return (low + high) / 2

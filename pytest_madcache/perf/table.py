@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from pytest_madcache.perf.compare import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
+from pytest_madcache.perf.stats import PAIRED
 from pytest_madcache.util.fsutil import replacing, replacing_bytes
 
 __all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
-           "PlotUnavailable", "headline"]
+           "PlotUnavailable", "headline", "undecided"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,26 @@ def _performance(c: Comparison) -> str:
 
 
 def _change(c: Comparison) -> str:
-    return "" if c.change is None else f"{c.change:+.1f}%"
+    """`-12.0%`, or with an interval `-12.0% [-15.1, -8.8]` (perf/stats.py)."""
+    if c.change is None:
+        return ""
+    if c.low_change is None or c.high_change is None:
+        return f"{c.change:+.1f}%"
+    return f"{c.change:+.1f}% [{c.low_change:+.1f}, {c.high_change:+.1f}]"
+
+
+def undecided(c: Comparison) -> str:
+    """Why an inconclusive run is not judged, and what would judge it."""
+    if c.method != PAIRED:
+        more = ("the baseline's repeats are fixed: --perf-ab, which runs the baseline's image beside this one in "
+                "pairs, may")
+    elif c.more:
+        more = (f"at the same spread, about {c.pairs + c.more} pairs in all (--perf-ab-pairs, or the mark's "
+                "perf_repeats) would")
+    else:
+        more = "the change sits on the threshold: no reasonable number of pairs would"
+    return (f"inconclusive: {c.model} [{c.label}]: {c.change:+.1f}% ({c.interval}) straddles the threshold of "
+            f"{c.threshold:g}%; {more} decide it")
 
 
 def _param_columns(rows: Sequence[Comparison]) -> List[str]:
@@ -124,6 +144,8 @@ def terminal_lines(report: PerfReport) -> List[TableLine]:
             lines.append(TableLine("  " + fmt(cells), _tone(c)))
     for c in report.regressions:
         lines.append(TableLine(f"{c.nodeid}: {c.failure()}", "bad"))
+    for c in report.undecided:
+        lines.append(TableLine(f"{c.nodeid}: {undecided(c)}"))
     return lines
 
 
@@ -153,6 +175,11 @@ def markdown(report: PerfReport, title: str = "Performance") -> str:
         out.append("")
         out += [f"- `{c.nodeid}`: {_md_escape(c.failure())}" for c in report.regressions]
         out.append("")
+    if report.undecided:
+        out.append("Not decided (these tests passed):")
+        out.append("")
+        out += [f"- `{c.nodeid}`: {_md_escape(undecided(c))}" for c in report.undecided]
+        out.append("")
     return "\n".join(out)
 
 
@@ -161,7 +188,8 @@ def _row_json(c: Comparison) -> Dict[str, Any]:
         "params": dict(c.params), "nodeid": c.nodeid, "performance": c.performance, "metric": c.metric,
         "samples": list(c.samples), "min": c.low, "max": c.high, "baseline": c.baseline,
         "relative_change": c.change, "direction": c.direction, "threshold": c.threshold, "status": c.status,
-        "note": c.note,
+        "note": c.note, "change_low": c.low_change, "change_high": c.high_change, "method": c.method,
+        "pairs": c.pairs, "more": c.more, "confidence": c.confidence if c.method else None,
     }
 
 
@@ -175,6 +203,7 @@ def report_json(report: PerfReport) -> Dict[str, Any]:
         "threshold": report.threshold,
         "counts": {s: report.count(s) for s in statuses},
         "regressions": len(report.regressions),
+        "inconclusive": len(report.undecided),
         "models": {m: [_row_json(c) for c in rows] for m, rows in report.by_model().items()},
         "markdown": markdown(report),
     }
@@ -264,7 +293,7 @@ def _panel(ax: Any, model: str, rows: Sequence[Comparison]) -> None:
                     yerr=[[_spread(c)[0] for _, c in spread], [_spread(c)[1] for _, c in spread]],
                     fmt="none", capsize=3, ecolor=INK, elinewidth=1)
     for x, c in zip(now_x, rows):
-        text = f"{c.change:+.1f}%" if c.change is not None else (c.status if has_baseline else "")
+        text = _change(c).replace(" [", "\n[") if c.change is not None else (c.status if has_baseline else "")
         if text:
             ax.annotate(text, (x, c.high if len(c.samples) > 1 else c.performance), textcoords="offset points",
                         xytext=(0, 3), ha="center", va="bottom", fontsize=8,

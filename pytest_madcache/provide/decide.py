@@ -13,7 +13,7 @@ from pytest_madcache.core.key import CacheKey
 from pytest_madcache.remote.base import RemoteBackend, RemoteError
 from pytest_madcache.store import CacheUnwritable, Entry, EntryCorrupt, LoadResult, Store, StoreError
 
-__all__ = ["Outcome", "get_or_build", "run_build", "build_output"]
+__all__ = ["Outcome", "get_or_build", "get_cached", "run_build", "build_output"]
 
 
 @dataclass
@@ -108,23 +108,30 @@ def _secrets_in(recorded: Optional[Callable[[str], str]], image_id: str,
     return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
 
 
-def _try_hit(store: Store, key: CacheKey) -> Optional[Outcome]:
+def get_cached(store: Store, key: CacheKey, remote: Optional[RemoteBackend] = None) -> Optional[Outcome]:
+    """The image of `key` from the cache, else from the remote; None when neither has it.  Never
+    builds: an A/B run wants the baseline's own image, not a new build of what made it."""
+    return _try_hit(store, key, "not using it") or _try_remote(store, remote, key, "not using it")
+
+
+def _try_hit(store: Store, key: CacheKey, instead: str = "building instead") -> Optional[Outcome]:
     entry = store.lookup(key)
     if entry is None:
         return None
     try:
         load = store.load(entry)
     except EntryCorrupt as exc:
-        store.log(f"{exc}; building instead")
+        store.log(f"{exc}; {instead}")
         return None
     except StoreError as exc:
-        store.log(f"Failed to load {entry.id} from cache ({exc}); building instead")
+        store.log(f"Failed to load {entry.id} from cache ({exc}); {instead}")
         return None
     return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load,
                    build_duration=entry.build_duration)
 
 
-def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) -> Optional[Outcome]:
+def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
+                instead: str = "building instead") -> Optional[Outcome]:
     """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
     if remote is None:
         return None
@@ -140,7 +147,7 @@ def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey) ->
         remote.failed(key.digest, exc)
         return None
     remote.mark_used(entry)
-    hit = _try_hit(store, key)
+    hit = _try_hit(store, key, instead)
     if hit:
         hit.fetched_bytes = fetched
     return hit

@@ -24,7 +24,7 @@ from pytest_madcache.core.keymemo import KeyCaches
 from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
-from pytest_madcache.provide.decide import Outcome, build_output, get_or_build, run_build
+from pytest_madcache.provide.decide import Outcome, build_output, get_cached, get_or_build, run_build
 from pytest_madcache.remote.base import RemoteBackend
 from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, LoadResult, Store, StoreError
@@ -97,6 +97,7 @@ class ImageService:
         self._store: Optional[Store] = None
         self._store_failed = False
         self._memo: Dict[str, ModelImage] = {}
+        self._gone: set = set()  # baseline images looked for in vain (--perf-ab): asked once a session
         self._bases: Optional[BaseResolver] = None
         self._said_bases: set = set()
         self.key_caches = KeyCaches()  # file and context digests this session has seen
@@ -298,6 +299,49 @@ class ImageService:
         image_id, duration = run_build(build)
         self.say(f"Build Duration: {duration:.1f} seconds")
         return image_id, duration
+
+    def baseline_image(self, image: ModelImage, key: str, image_id: str) -> Optional[ModelImage]:
+        """`--perf-ab`: the image a baseline row ran (its key and image id), to run beside `image`:
+        the engine's copy while it has one, else the cache's (by key, else by image id), else the
+        remote's.  None when it is gone; never built again: a new build is not the baseline's image."""
+        memo_key = "baseline:" + (key or image_id)
+        if memo_key in self._memo:
+            return replace(self._memo[memo_key], model=image.model, params=image.params)
+        if memo_key in self._gone:
+            return None
+        found: Optional[ModelImage] = None
+        try:
+            if image_id and self.engine.has_image(image_id):
+                found = replace(image, tag=image_id, image_id=image_id, key=key, cache_hit=False, cache_id=None,
+                                load="present")
+            store = self.store() if found is None and self.enabled else None
+            if store is not None:
+                found = self._baseline_from_cache(store, image, key, image_id)
+        except (ImageError, EngineError, StoreError) as exc:
+            self.say(f"A/B: cannot get the baseline's image ({exc})")
+            found = None
+        if found is None:
+            self._gone.add(memo_key)
+            return None
+        if found.cache_id:
+            rebuilt = (f"; the baseline ran {image_id[:19]}: the same inputs, built again or on another engine kind"
+                       if image_id and found.image_id != image_id else "")
+            self.say(f"A/B: the baseline's image {found.tag} (from cache entry {found.cache_id}{rebuilt})")
+            self._ensure_tag(image.image_id, image.tag)  # a mark's fixed tag stays on this test's image
+        else:
+            self.say(f"A/B: the baseline's image {found.image_id[:19]} (present in the engine)")
+        return self._remember(memo_key, found)
+
+    def _baseline_from_cache(self, store: Store, image: ModelImage, key: str,
+                             image_id: str) -> Optional[ModelImage]:
+        if not key:  # a row written before rows recorded their key: its entry by the image it holds
+            entry = next((e for e in store.entries() if e.image_id == image_id), None)
+            key = entry.key if entry is not None else ""
+        outcome = get_cached(store, CacheKey(key, {}), self.remote) if key else None
+        if outcome is None or outcome.entry is None:
+            return None
+        return replace(image, tag=outcome.entry.image_ref, image_id=outcome.image_id, key=key, cache_hit=True,
+                       cache_id=outcome.entry.id, load=outcome.load.how if outcome.load else None)
 
     def from_entry(self, spec: ModelSpec, entry: Entry, params: Mapping[str, Any]) -> Tuple[ModelImage, ImageEvent]:
         """`--from-cache ID`: the entry's image, loaded when the engine lacks it."""

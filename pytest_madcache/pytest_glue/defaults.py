@@ -1,6 +1,7 @@
-"""The plugin's own implementations of its hooks: build with the engine, run a container.  `trylast`,
-so a conftest's or another plugin's implementation wins; registered by plugin.py as a plugin of its
-own, so the fixtures can tell a suite's builder from this one (`obtain._custom_build`)."""
+"""The plugin's own implementations of its hooks: build with the engine, run a container, find the
+image a baseline ran.  `trylast`, so a conftest's or another plugin's implementation wins; registered
+by plugin.py as a plugin of its own, so the fixtures can tell a suite's builder from this one
+(`obtain._custom_build`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # loaded when a test first builds or runs (a suite without mo
     from pytest_madcache.core.run import RunOptions, RunResult
     from pytest_madcache.provide import ModelImage
 
-__all__ = ["pytest_madcache_build_image", "pytest_madcache_run_model"]
+__all__ = ["pytest_madcache_build_image", "pytest_madcache_run_model", "pytest_madcache_baseline_image"]
 
 
 @pytest.hookimpl(trylast=True)
@@ -34,3 +35,9 @@ def pytest_madcache_run_model(config: pytest.Config, image: ModelImage, options:
     from pytest_madcache.engines.runner import run_container
 
     return run_container(get_state(config).service.engine.client, image.image_id, options, on_line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_madcache_baseline_image(config: pytest.Config, image: ModelImage, key: str,
+                                   image_id: str) -> Optional[ModelImage]:
+    return get_state(config).service.baseline_image(image, key, image_id)

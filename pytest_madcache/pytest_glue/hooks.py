@@ -65,3 +65,14 @@ def pytest_madcache_run_model(
     plugin then says how to enter it and lists it in the summary).  Stops at
     the first non-None result.
     """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_madcache_baseline_image(config: pytest.Config, image: Any, key: str, image_id: str) -> Optional[Any]:
+    """With `--perf-ab`: the image the baseline row ran, to run beside `image` (this test's `ModelImage`).
+
+    `key` and `image_id` are the baseline row's `cache_key` and `docker_sha`.  Return a `ModelImage`
+    (`dataclasses.replace(image, image_id=..., key=...)`), or None when it cannot be had: the run is
+    then compared with the row, as without `--perf-ab`.  The plugin's own implementation runs last:
+    the engine's copy when it still has the image, else the cache, else the remote cache.
+    """

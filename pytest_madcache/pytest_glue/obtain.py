@@ -171,8 +171,8 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
         if state.settings.keep_alive:
             options = dataclasses.replace(options, keep_alive=True)
 
-        def once() -> RunResult:
-            result = config.hook.pytest_madcache_run_model(config=config, image=model_image, options=options,
+        def on(image: ModelImage) -> RunResult:
+            result = config.hook.pytest_madcache_run_model(config=config, image=image, options=options,
                                                            on_line=live(item) if state.live_output else None)
             if result is None:
                 raise RuntimeError("no pytest_madcache_run_model implementation returned a result")
@@ -181,8 +181,11 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
             return result
 
         start = time.time()
-        # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into, so runs once
-        result = run_repeated(once, PerfSpec() if options.keep_alive else spec.perf)
+        result, baseline_runs, note = _side_by_side(item, state, model_image, on) if not options.keep_alive \
+            else (None, (), "")
+        if result is None:
+            # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into, so runs once
+            result = run_repeated(lambda: on(model_image), PerfSpec() if options.keep_alive else spec.perf)
         result.cache_hit = model_image.cache_hit
         emit(item, run_row(
             model=spec.name, tags=spec.tags, params=model_image.params, dockerfile=str(spec.dockerfile),
@@ -191,10 +194,30 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
             duration=result.duration, cache_hit=model_image.cache_hit if state.summary.enabled else None,
             cache_id=model_image.cache_id, nodeid=item.nodeid, seq_time=start,
             kept_container=result.container_id, direction=spec.perf.direction or "",
-            threshold=state.perf.threshold_for(spec.perf), samples=result.samples))
+            threshold=state.perf.threshold_for(spec.perf), samples=result.samples, cache_key=model_image.key,
+            baseline_samples=baseline_runs, ab_note=note))
         if result.container_id:
             state.reporter.item = item
             state.reporter.say(kept_line(result.container_id))
         return result
 
     return run
+
+
+def _side_by_side(item: pytest.Item, state: State, image: ModelImage, on: Callable[[ModelImage], RunResult]
+                  ) -> Tuple[Optional[RunResult], Tuple[float, ...], str]:
+    """--perf-ab (ab.py): the run beside its baseline's image, or (None, (), why not) to run as usual."""
+    if not state.settings.perf_ab:
+        return None, (), ""
+    from pytest_madcache.pytest_glue import ab
+
+    state.reporter.item = item
+    plan, note = ab.plan(item, state, image)
+    result: Optional[RunResult] = None
+    baseline_runs: Tuple[float, ...] = ()
+    if plan is not None:
+        state.reporter.say(f"A/B: {image.name}: {plan.pairs} pairs beside the baseline's image {plan.baseline.tag}")
+        result, baseline_runs, note = ab.run_pairs(plan, image, on)
+    if note:
+        state.reporter.say(f"A/B: {image.name}: {note}; compared with the baseline's row")
+    return result, baseline_runs, note

@@ -48,7 +48,8 @@ class PerfSession:
     def active(self) -> bool:
         """A baseline, a threshold, a report or a plot was asked for: then the table is shown."""
         s = self.settings
-        return any(v is not None for v in (s.perf_baseline, s.perf_fail_threshold, s.perf_report, s.perf_plot))
+        return s.perf_ab or any(v is not None for v in (s.perf_baseline, s.perf_fail_threshold, s.perf_report,
+                                                         s.perf_plot))
 
     def baseline(self) -> Optional[Baseline]:
         """The baseline, read once per process; a file that is not a results CSV is a usage error."""
@@ -93,6 +94,12 @@ class PerfSession:
             parts.append(f"baseline {s.perf_baseline} ({rows}; {s.source('perf_baseline')})")
         if s.perf_fail_threshold is not None:
             parts.append(f"fail threshold {s.perf_fail_threshold:g}% ({s.source('perf_fail_threshold')})")
+        if s.perf_ab:
+            parts.append(f"A/B side by side, {s.perf_ab_pairs} pairs ({s.source('perf_ab')})" if s.perf_baseline
+                         and not s.keep_alive else
+                         f"--perf-ab ({s.source('perf_ab')}) does nothing "
+                         + ("with --keep-alive (one container is kept to look into)" if s.keep_alive
+                            else "without a baseline (--perf-baseline)"))
         return [f"madcache perf: {'; '.join(parts) or 'no baseline'}"]
 
     @pytest.hookimpl(trylast=True)

@@ -29,10 +29,13 @@ CSV_COLUMNS = (
     "model", "tags", "args", "docker_file", "docker_image", "docker_sha",
     "performance", "metric", "status", "build_duration", "test_duration",
     "cache_hit", "cache_id", "params", "nodeid",
-    # performance tracking (perf.py): the signed change in percent against --perf-baseline, the
+    # performance tracking (perf/compare.py): the signed change in percent against --perf-baseline, the
     # baseline's value, the spread of repeated runs (the mark's perf_repeats), and what it means
     "relative_change", "baseline_performance", "performance_min", "performance_max", "repeats", "direction",
     "perf_status",
+    # the image that ran (a later --perf-ab finds it by its key), every measured run, and the change's
+    # interval (perf/stats.py): from the pairs of an A/B run, else from both sides' repeats
+    "cache_key", "samples", "baseline_samples", "change_low", "change_high", "perf_method",
 )
 
 
@@ -219,10 +222,13 @@ def _perf_cells(run: RunEvent, comparison: Optional[Comparison]) -> Dict[str, An
         "performance_min": min(run.samples) if run.samples else None,
         "performance_max": max(run.samples) if run.samples else None,
         "repeats": len(run.samples) or (1 if run.performance is not None else None),
+        "samples": run.samples or ((run.performance,) if run.performance is not None else ()),  # one run: itself
     }
     if comparison is not None:
         cells.update(relative_change=comparison.change, baseline_performance=comparison.baseline,
-                     direction=comparison.direction, perf_status=comparison.status)
+                     direction=comparison.direction, perf_status=comparison.status,
+                     change_low=comparison.low_change, change_high=comparison.high_change,
+                     perf_method=comparison.method)
     return cells
 
 
@@ -246,7 +252,8 @@ def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], docke
             build_duration: Optional[float], duration: float, cache_hit: Optional[bool],
             cache_id: Optional[str], nodeid: str, seq_time: float,
             kept_container: Optional[str] = None, direction: str = "",
-            threshold: Optional[float] = None, samples: Iterable[float] = ()) -> RunEvent:
+            threshold: Optional[float] = None, samples: Iterable[float] = (), cache_key: Optional[str] = None,
+            baseline_samples: Iterable[float] = (), ab_note: str = "") -> RunEvent:
     """The run event of one model run (plain values only: it crosses process boundaries)."""
     return RunEvent(
         model=model, tags=tuple(tags),
@@ -258,5 +265,6 @@ def run_row(*, model: str, tags: Iterable[str], params: Mapping[str, Any], docke
         build_duration=build_duration, test_duration=duration,
         cache_hit="" if cache_hit is None else ("yes" if cache_hit else "no"),
         cache_id=cache_id, nodeid=nodeid, seq_time=seq_time, kept_container=kept_container,
-        direction=direction, threshold=threshold, samples=tuple(samples),
+        direction=direction, threshold=threshold, samples=tuple(samples), cache_key=cache_key,
+        baseline_samples=tuple(baseline_samples), ab_note=ab_note,
     )

@@ -1,0 +1,106 @@
+"""`--perf-ab`: a model run beside the image its baseline ran, on this machine, in this job.
+
+A baseline row made on another runner at another time differs from this run by the runners' noise
+as well as by the change.  When a test's image differs from the one its baseline row ran, the
+baseline's image (found by the row's key and image id: the engine, the cache, the remote cache; the
+`pytest_madcache_baseline_image` hook) and this test's image run alternately, A B, B A...
+(`perf.stats.balanced_order`), with the same command, environment and run options, so the noise
+weighs on both alike; perf/compare.py judges the pairs (`perf.stats.paired`).
+
+The same image, a row from before the results recorded images, or a baseline image that is gone:
+one line says so, and the run is compared with the row as it is without `--perf-ab`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+from pytest_madcache.perf.stats import balanced_order
+from pytest_madcache.pytest_glue.state import State
+
+if TYPE_CHECKING:
+    from pytest_madcache.core.run import RunResult
+    from pytest_madcache.provide import ModelImage
+
+__all__ = ["Plan", "plan", "run_pairs", "RUNS"]
+
+RUNS = pytest.StashKey[int]()  # model runs so far in a test: the n-th is matched with the n-th baseline row
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run side by side for one model run."""
+
+    baseline: "ModelImage"
+    pairs: int
+    warmup: int  # runs of each image before the pairs, discarded
+
+
+def plan(item: pytest.Item, state: State, image: "ModelImage") -> Tuple[Optional[Plan], str]:
+    """(a plan, "") to run beside the baseline's image; (None, why not) otherwise ("" when there is
+    nothing to say: no --perf-ab, no baseline, no row for this run)."""
+    index = item.stash.get(RUNS, 0)
+    item.stash[RUNS] = index + 1
+    baseline = state.perf.baseline() if state.settings.perf_ab else None
+    if baseline is None or not baseline.exists:
+        return None, ""
+    from pytest_madcache.perf.compare import params_key
+
+    row, _ = baseline.match(image.model.name, params_key(image.params), item.nodeid, index)
+    if row is None:
+        return None, ""
+    if not row.cache_key and not row.image_id:
+        return None, "the baseline row records no image (written before results carried one)"
+    if (row.image_id and row.image_id == image.image_id) or (row.cache_key and row.cache_key == image.key):
+        return None, f"the baseline ran this same image ({image.image_id[:19]}): nothing to run side by side"
+    other = item.config.hook.pytest_madcache_baseline_image(config=item.config, image=image, key=row.cache_key,
+                                                            image_id=row.image_id)
+    if other is None:
+        s = state.settings
+        where = ("the engine, the cache" + (" or the remote cache" if s.remote else "") if s.enabled
+                 else "the engine (the cache is off)")
+        return None, (f"the baseline's image (key {row.cache_key[:12] or 'not recorded'}, "
+                      f"{row.image_id[:19] or 'no image id'}) is not in {where}")
+    perf = image.model.perf
+    pairs = perf.repeats if perf.repeats > 1 else state.settings.perf_ab_pairs
+    return Plan(other, pairs, perf.warmup), ""
+
+
+def run_pairs(plan: Plan, candidate: "ModelImage",
+              run_on: Callable[["ModelImage"], "RunResult"]) -> Tuple[Optional["RunResult"], Tuple[float, ...], str]:
+    """The warm-up runs of each image, then the pairs in balanced order.  Returns the candidate's
+    last result (its performance the median of its paired runs, its `samples` those runs, its
+    `duration` its own runs'), and the baseline's runs, paired in order.  A candidate run that fails
+    (or, measured, prints no performance) ends the series: its result is returned as it is.  A
+    baseline run that does gives (None, (), why): the test then runs as it would without --perf-ab."""
+    images = {"A": plan.baseline, "B": candidate}
+    samples: Dict[str, List[float]] = {"A": [], "B": []}
+    duration = 0.0  # the candidate's runs: what the row's test_duration means without --perf-ab
+    last: Optional["RunResult"] = None
+    order = [("A", "B")] * plan.warmup + balanced_order(plan.pairs)
+    for i, pair in enumerate(order):
+        measured = i >= plan.warmup
+        for name in pair:
+            result = run_on(images[name])
+            if name == "B":
+                duration += result.duration
+            if not result.ok or (measured and result.performance is None):
+                if name == "A":
+                    failed = "timed out" if result.timed_out else f"exited with {result.exit_code}"
+                    return None, (), (f"the baseline's image {plan.baseline.tag} "
+                                      + (failed if not result.ok else "printed no performance"))
+                result.duration = duration
+                return result, (), ""
+            if measured and result.performance is not None:
+                samples[name].append(float(result.performance))
+                if name == "B":
+                    last = result
+    assert last is not None
+    last.duration = duration
+    last.performance = statistics.median(samples["B"])
+    last.samples = tuple(samples["B"])
+    return last, tuple(samples["A"]), ""
