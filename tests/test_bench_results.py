@@ -57,15 +57,10 @@ MEASURES = {
     "main-job.txt": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "examples/main_job.sh"],
                      "python -m pytest_madcache.localengine -- bash examples/main_job.sh --record"),
 }
-# Measured before results carried their commit; each must be regenerated (then strict xfail fails
-# and the name comes off this list).  Companions (.md, .txt) are written with their JSON.
-NOT_YET_REGENERATED = {
-    "realistic-debian12.json", "realistic-debian13.json", "realistic-debian13-containerd.json", "realistic-podman.json",
-    "remote.json", "new-user-after.json", "main-job.txt",
-    # measured on the flat package, before the layering moved every path they measure (issue 22)
-    "engines-debian12.json", "engines-debian13.json", "engines-debian13-containerd.json", "engines-podman.json",
-    "layer-form.json", "remote-faults.json",
-}
+# Measured before results carried their commit, each marked a strict xfail until regenerated (then the
+# name comes off this list); empty since every result was regenerated on the layered code (issue 25).
+# Companions (.md, .txt) are written with their JSON.
+NOT_YET_REGENERATED: set = set()
 # Records of a comparison between named checkouts, not figures of the current code.
 NOT_CURRENT_BY_DESIGN = {"new-user-before.json", "new-user-before.md", "architecture-before.md", "architecture-after.md"}
 COMPARISONS = re.compile(r"compare-[0-9a-f]+-[0-9a-f]+\.txt")  # bench/compare_commits.sh OLD NEW
