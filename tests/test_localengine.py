@@ -33,8 +33,13 @@ from pytest_madcache.devtools.localengine import (
 from tests.needs import in_ci, unavailable
 from tests.images import write_context
 
+# The owner of a private engine, as a user runs it in a terminal.  Ctrl-C reaches a foreground
+# program whose SIGINT has its default action; a suite started in the background by a script
+# (`cmd &` in a non-interactive shell, as some CI runners do) hands its children SIGINT ignored,
+# and Python then never raises KeyboardInterrupt.  So the owner puts the terminal's action back.
 SCRIPT = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pytest_madcache.devtools.localengine import private_engine
 with private_engine(kind=sys.argv[1]) as host:
     print(host, flush=True)
