@@ -1,0 +1,191 @@
+"""Benchmark: the A/B performance gate against today's one-row comparison, over repeated trials.
+
+    python -m pytest_madcache.localengine -- python bench/bench_ab.py [--trials 20] [--pairs 10] --json FILE
+
+The realistic MLP (examples/realistic/models/mlp, copied into a temp dir) swept over batch sizes
+1, 16 and 64.  A first session writes the baseline CSV.  Then each trial builds a new image and
+runs the sweep with `--perf-baseline --perf-fail-threshold 5 --perf-ab`, under one of two
+conditions:
+
+* **rebuilt**: the same model with a new `LABEL` (a new image id, the same work): any REGRESSED
+  is a false alarm;
+* **slower**: the model's `infer.py` spins for a ninth of each forward pass's time after it (1/9
+  more work: its throughput falls by 10%): a REGRESSED is a detection.
+
+A trial counts as flagged when any of its 3 tests is REGRESSED.  On the same data, the one-row
+comparison (what `--perf-baseline` does without `--perf-ab`): the candidate's first measured run
+against the baseline row, at the same threshold.  Trials alternate between the conditions, so both
+see the machine alike.  Run time per model run is SECONDS_PER_RUN (0.25 s of work plus the
+container's start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "examples" / "realistic"))
+
+import prepare  # noqa: E402
+from benchlib import loadavg, log, machine, stamp  # noqa: E402
+
+THRESHOLD = 5.0
+SUITE = '''
+import os
+import pytest
+
+
+@pytest.mark.model("abmlp", context="models/mlp", timeout=600)
+@pytest.mark.parametrize("batch_size", [1, 16, 64])
+def test_mlp(model_run, batch_size):
+    result = model_run(env={"BATCH_SIZE": str(batch_size), "SECONDS_PER_RUN": os.environ["SECONDS_PER_RUN"]})
+    assert result.ok, result.logs
+'''
+SLOWER = ("        model.forward(params, x)\n        done += batch\n",
+          "        t0 = time.perf_counter()\n"
+          "        model.forward(params, x)\n        done += batch\n"
+          "        spin = time.perf_counter() + (time.perf_counter() - t0) / 9  # bench_ab.py: 1/9 more work,\n"
+          "        while time.perf_counter() < spin:  # so 10% less throughput\n"
+          "            pass\n")
+
+
+def make_suite(work: Path) -> Path:
+    """A copy of the MLP's context (with the wheels prepare.py fetched) and a sweep over it."""
+    suite = work / "suite"
+    shutil.copytree(ROOT / "examples" / "realistic" / "models" / "mlp", suite / "models" / "mlp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (suite / "test_ab.py").write_text(SUITE)
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    return suite
+
+
+def set_condition(suite: Path, condition: str, trial: int) -> None:
+    model = suite / "models" / "mlp"
+    original = (ROOT / "examples" / "realistic" / "models" / "mlp" / "infer.py").read_text()
+    if condition == "slower":
+        assert SLOWER[0] in original, "infer.py's loop changed: update bench_ab.py's SLOWER"
+        original = original.replace(*SLOWER)
+    (model / "infer.py").write_text(original)
+    dockerfile = (ROOT / "examples" / "realistic" / "models" / "mlp" / "Dockerfile").read_text()
+    (model / "Dockerfile").write_text(dockerfile + (f'LABEL bench.trial="{trial}"\n' if trial else ""))
+
+
+def session(suite: Path, cache: Path, out: str, *args: str) -> float:
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider", "--enable-cache",
+           f"--cache-dir={cache}", "--cache-max-entries=100", f"--output={suite / out}", *args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=suite,
+                          env={**os.environ, "SECONDS_PER_RUN": "0.25"})
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 1) or not (suite / out).exists():
+        raise RuntimeError(f"pytest {' '.join(args)} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    return seconds
+
+
+def rows(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def one_row(row: Dict[str, str], baseline: Dict[str, float]) -> bool:
+    """Today's comparison on the same data: the first measured run against the baseline row."""
+    first = float(row["samples"].split(",")[0])
+    base = baseline[row["params"]]
+    return -(first - base) / base * 100.0 > THRESHOLD
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20, help="trials per condition (default 20)")
+    parser.add_argument("--pairs", type=int, default=10, help="A/B pairs per model run (default 10)")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+    prepare.prepare(log=sys.stderr)
+    result: Dict[str, Any] = {"measured": stamp(), "machine": machine(), "trials_per_condition": args.trials,
+                              "pairs": args.pairs, "threshold": THRESHOLD, "load_average_start": loadavg(),
+                              "trials": []}
+    with tempfile.TemporaryDirectory(prefix="madcache-ab-") as tmp:
+        work = Path(tmp)
+        suite = make_suite(work)
+        cache = work / "cache"
+        set_condition(suite, "rebuilt", 0)
+        seconds = session(suite, cache, "base.csv")
+        baseline = {r["params"]: float(r["performance"]) for r in rows(suite / "base.csv")}
+        result["baseline_seconds"] = seconds
+        log(f"baseline: {baseline} in {seconds:.1f} s")
+        for n in range(1, 2 * args.trials + 1):
+            condition = "rebuilt" if n % 2 else "slower"
+            set_condition(suite, condition, n)
+            seconds = session(suite, cache, "now.csv", "--perf-baseline=base.csv",
+                              f"--perf-fail-threshold={THRESHOLD:g}", "--perf-ab", f"--perf-ab-pairs={args.pairs}")
+            now = rows(suite / "now.csv")
+            paired = [r for r in now if r["perf_method"] == "paired t on log ratios"]
+            if len(paired) != len(now):
+                raise RuntimeError(f"trial {n}: {len(now) - len(paired)} runs were not compared side by side")
+            trial = {"n": n, "condition": condition, "seconds": seconds,
+                     "ab": [r["perf_status"] for r in now],
+                     "one_row": ["REGRESSED" if one_row(r, baseline) else "-" for r in now],
+                     "change": [float(r["relative_change"]) for r in now],
+                     "low": [float(r["change_low"]) for r in now], "high": [float(r["change_high"]) for r in now]}
+            result["trials"].append(trial)
+            log(f"trial {n} ({condition}): A/B {trial['ab']}, one row {trial['one_row']}, {seconds:.1f} s")
+    result["summary"] = summarize(result["trials"])
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).with_suffix(".md").write_text(table(result) + "\n")
+    return 0
+
+
+def summarize(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for condition in ("rebuilt", "slower"):
+        these = [t for t in trials if t["condition"] == condition]
+        out[condition] = {
+            "trials": len(these),
+            "ab_flagged": sum(1 for t in these if "REGRESSED" in t["ab"]),
+            "one_row_flagged": sum(1 for t in these if "REGRESSED" in t["one_row"]),
+            "ab_inconclusive": sum(1 for t in these if "inconclusive" in t["ab"]),
+            "seconds_median": sorted(t["seconds"] for t in these)[len(these) // 2] if these else None,
+        }
+    return out
+
+
+def table(result: Dict[str, Any]) -> str:
+    s = result["summary"]
+    m = result["measured"]
+    lines = [
+        f"A/B gate against the one-row comparison: the realistic MLP swept over batch sizes 1, 16, 64; "
+        f"{result['trials_per_condition']} trials per condition, {result['pairs']} pairs per model run, "
+        f"threshold {result['threshold']:g}%; a trial is flagged when any of its 3 tests is REGRESSED.",
+        "",
+        "| condition | trials | A/B: flagged REGRESSED | A/B: trials with an inconclusive test "
+        "| one-row comparison: flagged REGRESSED | session (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {"rebuilt": "unchanged, rebuilt (false alarms)", "slower": "10% slower (detections)"}
+    for condition in ("rebuilt", "slower"):
+        c = s[condition]
+        lines.append(f"| {names[condition]} | {c['trials']} | {c['ab_flagged']} | {c['ab_inconclusive']} | "
+                     f"{c['one_row_flagged']} | {c['seconds_median']:.1f} s |")
+    lines += ["", f"Baseline session (one run per test): {result['baseline_seconds']:.1f} s. Measured at commit "
+              f"{m['commit'][:12]}, {m['date']}; `bench/results/ab-trials.json`, regenerated by "
+              "`python -m pytest_madcache.localengine -- python bench/bench_ab.py "
+              "--json bench/results/ab-trials.json`."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
