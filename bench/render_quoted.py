@@ -1,5 +1,6 @@
-"""The figures docs/cache.md (base resolution costs) and docs/remote.md (the remote's fault
-campaign) quote, rendered from their JSON between <!-- NAME:start --> and <!-- NAME:end -->.
+"""The figures docs/cache.md (base resolution costs), docs/remote.md (the remote's fault campaign
+and transfers) and docs/perf-tracking.md (the A/B gate's trials) quote, rendered from their JSON
+between <!-- NAME:start --> and <!-- NAME:end -->.
 
     python bench/render_quoted.py            # rewrite both passages from bench/results/
     python bench/render_quoted.py --check    # exit 1 when a page differs from its JSON
@@ -89,8 +90,17 @@ def remote_transfer_lines() -> List[str]:
     return [f"Measured {when(data)}:", "", *render(data).splitlines()]
 
 
+def ab_trials_lines() -> List[str]:
+    """The A/B gate's trial table (bench_ab.table)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_ab import table
+
+    return table(load("ab-trials.json")).splitlines()
+
+
 PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
-            ("remote.md", "remote-transfers"): remote_transfer_lines}
+            ("remote.md", "remote-transfers"): remote_transfer_lines,
+            ("perf-tracking.md", "ab-trials"): ab_trials_lines}
 
 
 def between(text: str, marker: str) -> str:

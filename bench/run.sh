@@ -11,8 +11,8 @@
 #    campaign (bench/fault_campaign.py);
 # 5. every engine kind's P1-P5 and the stored-form study (bench/engines.sh), base resolution costs
 #    (bench_bases.py on Debian 12's dockerd and Podman), the file list's cost (bench_files.py), the
-#    store's kill -9 campaign (scripts/fault_campaign.py), the new-user suites (bench/new_user.py)
-#    and the main job (examples/main_job.sh);
+#    store's kill -9 campaign (scripts/fault_campaign.py), the new-user suites (bench/new_user.py),
+#    the A/B gate's trials (bench/bench_ab.py) and the main job (examples/main_job.sh);
 # then prints the goals table (bench/summary.py).  Every results file records the commit it
 # measured; tests/test_bench_results.py fails on one older than the code it measures.
 # Each engine is a private one started for its step and stopped after it.
@@ -93,6 +93,9 @@ if step faults; then  # the store's kill -9 campaign: recorded only with --recor
 fi
 if step newuser; then  # without --record it writes to ~/.cache/pytest-madcache/bench-results
   $le -- python bench/new_user.py --label after $([ "$record" = 1 ] && echo --record) || failed+=(newuser)
+fi
+if step ab; then  # the A/B gate against the one-row comparison, 20 trials per condition
+  $le -- python bench/bench_ab.py --json "$out/ab-trials.json" || failed+=(ab)
 fi
 if step mainjob; then
   MADCACHE_MAIN_JOB_RECORD="$out/main-job.txt" $le -- bash examples/main_job.sh || failed+=(mainjob)

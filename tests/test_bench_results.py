@@ -54,6 +54,9 @@ MEASURES = {
     "new-user-after.json": ([*GLUE, "pytest_madcache/provide", "pytest_madcache/core/why.py", *KEY,
                              "bench/new_user.py"],
                             "python -m pytest_madcache.localengine -- python bench/new_user.py --label after --record"),
+    "ab-trials.json": ([*GLUE, "pytest_madcache/perf", "pytest_madcache/provide", "examples/realistic/models/mlp",
+                        "examples/realistic/prepare.py", "bench/bench_ab.py"],
+                       "python -m pytest_madcache.localengine -- python bench/bench_ab.py --json bench/results/ab-trials.json"),
     "main-job.txt": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "examples/main_job.sh"],
                      "python -m pytest_madcache.localengine -- bash examples/main_job.sh --record"),
 }
