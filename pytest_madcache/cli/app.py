@@ -1,5 +1,5 @@
-"""The `madcache` command: list, inspect, evict, clear, prune, verify, load, push a cache, and compute
-a key.
+"""The `madcache` command: list, inspect, evict, clear, prune, verify, load, push a cache, compute
+a key, and show the performance history.
 
 Options come from the same table the pytest plugin uses (settings.OPTIONS), and settings resolve the
 same way: flag > environment > ini > default.  Wording follows madengine's `cache` commands where it
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, TextIO
 
-from pytest_madcache.cli.common import Out, ReaderGone
+from pytest_madcache.cli.common import Out, ReaderGone, add_settings_options
 from pytest_madcache.cli.entries import (
     cmd_clear,
     cmd_evict,
@@ -28,6 +28,7 @@ from pytest_madcache.cli.entries import (
     cmd_verify,
 )
 from pytest_madcache.cli.keys import cmd_key
+from pytest_madcache.cli.perf import add_perf_parser, cmd_perf
 from pytest_madcache.core import settings as _settings
 from pytest_madcache.core.bases import DockerfileError
 from pytest_madcache.core.inifile import read_ini_file
@@ -41,14 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["main", "build_parser", "EXIT_BROKEN_PIPE", "COMMANDS"]
 
 
-def _add_settings_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    for name in names:
-        opt = _settings.OPTIONS_BY_NAME[name]
-        kwargs = opt.argparse_kwargs()
-        kwargs["default"] = argparse.SUPPRESS  # keep None defaults out of sub-command namespaces
-        parser.add_argument(opt.flag, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="madcache",
@@ -57,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                "MADCACHE_TTL) > madcache_* keys in pytest's ini file > defaults.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    _add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote", "remote_compress", "shared"))
+    add_settings_options(common, ("dir", "max_entries", "max_size_gb", "ttl", "remote", "remote_compress", "shared"))
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -88,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("entry_id", metavar="ID")
     p = sub.add_parser("key", parents=[common],
                        help="compute the key of a build and say which entry (if any) it matches and why not")
-    _add_settings_options(p, ("base_key",))
+    add_settings_options(p, ("base_key",))
     p.add_argument("--image", required=True, help="image name")
     p.add_argument("--context", type=Path, help="build context directory")
     p.add_argument("--dockerfile", type=Path, help="Dockerfile (default: CONTEXT/Dockerfile)")
@@ -103,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "plugin leaves it out (pytest's .pytest_cache always is); repeatable")
     p.add_argument("--secret", dest="secrets", action="append", default=[], metavar="NAME",
                    help="build arg or context entry whose value is secret (hashed, never shown)")
+    add_perf_parser(sub, common)
     return parser
 
 
@@ -183,4 +177,5 @@ def _main(argv: Optional[Sequence[str]], env: Optional[Mapping[str, str]], out: 
 COMMANDS = {
     "list": cmd_list, "stats": cmd_stats, "info": cmd_info, "evict": cmd_evict, "clear": cmd_clear,
     "prune": cmd_prune, "verify": cmd_verify, "load": cmd_load, "key": cmd_key, "push": cmd_push,
+    "perf": cmd_perf,
 }

@@ -4,6 +4,7 @@ with the resolved settings."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import sys
@@ -17,7 +18,17 @@ if TYPE_CHECKING:
     from pytest_madcache.remote.base import RemoteLister
 
 
-__all__ = ["Out", "ReaderGone", "RULE", "THIN", "when", "entry_json", "open_store", "open_lister", "show_bases"]
+__all__ = ["add_settings_options", "Out", "ReaderGone", "RULE", "THIN", "when", "entry_json", "open_store",
+           "open_lister", "show_bases"]
+
+
+def add_settings_options(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """The flags of these settings (settings.OPTIONS), absent from the namespace unless given."""
+    for name in names:
+        opt = _settings.OPTIONS_BY_NAME[name]
+        kwargs = opt.argparse_kwargs()
+        kwargs["default"] = argparse.SUPPRESS  # keep None defaults out of sub-command namespaces
+        parser.add_argument(opt.flag, **kwargs)
 
 
 RULE = "=" * 100

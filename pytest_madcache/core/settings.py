@@ -200,6 +200,23 @@ OPTIONS: Tuple[Option, ...] = (
         parse_positive_int, 10, "baseline/candidate pairs per model run with --perf-ab, unless the mark's "
         "perf_repeats says (default 10)", "N", scope="plugin", label="--perf-ab-pairs",
     ),
+    # The history (perf/history.py): the default branch's last N results, beside the baseline.
+    Option(
+        "perf_record", "--perf-record", ("MADCACHE_PERF_RECORD",), "madcache_perf_record", parse_bool, False,
+        "add this session's results to the performance history (the CI integrations set it on the default "
+        "branch only); a session that fails adds nothing", is_switch=True, scope="plugin", label="--perf-record",
+    ),
+    Option(
+        "perf_history", "--perf-history", ("MADCACHE_PERF_HISTORY",), "madcache_perf_history",
+        parse_optional_path, None, "the performance history's file (default: perf/history.json in the cache "
+        "directory); a remote (--cache-remote) keeps a copy every runner sees", "FILE.json",
+        label="--perf-history",
+    ),
+    Option(
+        "perf_history_size", "--perf-history-size", ("MADCACHE_PERF_HISTORY_SIZE",), "madcache_perf_history_size",
+        parse_positive_int, 20, "runs the performance history keeps, newest first (default 20)", "N",
+        label="--perf-history-size",
+    ),
 )
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -229,6 +246,9 @@ class Settings:
     perf_plot: Optional[Path] = None
     perf_ab: bool = False
     perf_ab_pairs: int = 10
+    perf_record: bool = False
+    perf_history: Optional[Path] = None  # None: perf/history.json in the cache directory (history_path)
+    perf_history_size: int = 20
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -237,6 +257,10 @@ class Settings:
 
     def source(self, name: str) -> str:
         return self.sources.get(name, "default")
+
+    @property
+    def history_path(self) -> Path:
+        return self.perf_history if self.perf_history is not None else Path(self.dir) / "perf" / "history.json"
 
 
 def _flag_source(opt: Option) -> str:

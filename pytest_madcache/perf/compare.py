@@ -238,7 +238,7 @@ class Comparison:
     high_change: Optional[float] = None
     method: str = ""  # stats.PAIRED (an A/B run), stats.INDEPENDENT (repeats on both sides), "" (one difference)
     pairs: int = 0  # the samples behind the interval: pairs, or the fewer repeats of either side
-    more: Optional[int] = None  # inconclusive: pairs (or runs each) that would likely decide it
+    more: Optional[int] = None  # inconclusive A/B: pairs to add that would likely decide it
     confidence: float = 0.95
 
     @property
@@ -296,16 +296,10 @@ def _compare(run: RunEvent, baseline: Optional[Baseline], index: int) -> Compari
     estimate, why = _estimate(run, row)
     if why:
         base = replace(base, note=why)
-    if estimate is None:  # a single difference: judged as one
+    if estimate is None:  # a single difference: judged as one, by the same rule
         change = (run.performance - row.performance) / abs(row.performance) * 100.0
-        worse_by = round(-change if direction == HIGHER else change, 9)
-        if worse_by > 0:
-            status = REGRESSED if run.threshold is not None and worse_by > run.threshold else WORSE
-        elif worse_by < 0:
-            status = BETTER
-        else:
-            status = UNCHANGED
-        return replace(base, change=round(change, 2), status=status)
+        single = judge(Estimate(change=change, low=None, high=None, n=1, method=""), direction, run.threshold)
+        return replace(base, change=round(change, 2), status=single.status)
     verdict = judge(estimate, direction, run.threshold)
     against = statistics.median(run.baseline_samples) if estimate.method == PAIRED else row.performance
     return replace(base, baseline=against, change=round(estimate.change, 2), status=verdict.status,

@@ -1,28 +1,26 @@
-"""The performance table, rendered: terminal lines, Markdown, JSON, and a plot.
+"""The performance table, rendered: terminal lines, Markdown and JSON (the plot is plot.py's).
 
-Input is a perf.PerfReport (comparisons already made); output is text, a
-JSON-ready dict, or a PNG/SVG file.  Per model, one row per parameter set
+Input is a perf.PerfReport (comparisons already made); output is text or a
+JSON-ready dict.  Per model, one row per parameter set
 (batch size, precision...): performance (the median and min-max spread when
 the mark asked for repeats), metric, baseline, change and status; regressions
-stand out.  The plot needs matplotlib (the `plot` extra) and draws without
-pyplot, so a suite's own plotting state is left alone.
+stand out.
 
 Nothing here compares, reads a baseline, or knows about pytest.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set
 
-from pytest_madcache.perf.compare import BETTER, HIGHER, REGRESSED, STATUSES, Comparison, PerfReport
+from pytest_madcache.perf.compare import BETTER, REGRESSED, STATUSES, Comparison, PerfReport
 from pytest_madcache.perf.stats import PAIRED
-from pytest_madcache.util.fsutil import replacing, replacing_bytes
+from pytest_madcache.util.fsutil import replacing
 
-__all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "write_plot",
-           "PlotUnavailable", "headline", "undecided"]
+__all__ = ["TableLine", "terminal_lines", "markdown", "report_json", "write_markdown", "headline", "undecided",
+           "change_text", "param_columns"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,6 @@ class TableLine:
 
     text: str
     tone: str = ""
-
-
-class PlotUnavailable(RuntimeError):
-    """matplotlib is not installed."""
 
 
 def _num(value: Optional[float]) -> str:
@@ -56,7 +50,7 @@ def _performance(c: Comparison) -> str:
     return _num(c.performance)
 
 
-def _change(c: Comparison) -> str:
+def change_text(c: Comparison) -> str:
     """`-12.0%`, or with an interval `-12.0% [-15.1, -8.8]` (perf/stats.py)."""
     if c.change is None:
         return ""
@@ -79,7 +73,7 @@ def undecided(c: Comparison) -> str:
             f"{c.threshold:g}%; {more} decide it")
 
 
-def _param_columns(rows: Sequence[Comparison]) -> List[str]:
+def param_columns(rows: Sequence[Comparison]) -> List[str]:
     """One column per parameter when every row has the same ones, else one `parameters` column."""
     names = [tuple(c.params) for c in rows]
     if names and all(n == names[0] for n in names) and names[0]:
@@ -89,7 +83,7 @@ def _param_columns(rows: Sequence[Comparison]) -> List[str]:
 
 def _cells(c: Comparison, columns: Sequence[str]) -> List[str]:
     params = [str(c.params[n]) for n in columns] if columns else [c.label]
-    return params + [_performance(c), c.metric or "", _num(c.baseline), _change(c), c.status]
+    return params + [_performance(c), c.metric or "", _num(c.baseline), change_text(c), c.status]
 
 
 def _headers(columns: Sequence[str]) -> List[str]:
@@ -127,7 +121,7 @@ def terminal_lines(report: PerfReport) -> List[TableLine]:
     """The table for the terminal summary: a headline, then per model an aligned table."""
     lines = [TableLine(headline(report))]
     for model, rows in report.by_model().items():
-        columns = _param_columns(rows)
+        columns = param_columns(rows)
         table = [_headers(columns)] + [_cells(c, columns) for c in rows]
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         first = len(columns) or 1  # performance, metric, baseline, change, status follow the parameters
@@ -157,7 +151,7 @@ def markdown(report: PerfReport, title: str = "Performance") -> str:
     """The table as Markdown (a job summary, a merge request note, a docs page)."""
     out = [f"### {title}", "", _md_escape(headline(report)), ""]
     for model, rows in report.by_model().items():
-        columns = _param_columns(rows)
+        columns = param_columns(rows)
         headers = _headers(columns)
         out.append(f"#### {_md_escape(_model_title(model, rows))}")
         out.append("")
@@ -212,105 +206,3 @@ def report_json(report: PerfReport) -> Dict[str, Any]:
 def write_markdown(report: PerfReport, path: Path) -> None:
     with replacing(path) as fh:
         fh.write(markdown(report))
-
-
-# -- the plot ---------------------------------------------------------------------------------
-
-
-def _axis(rows: Sequence[Comparison]) -> Tuple[str, List[str]]:
-    """The x axis of a model's plot: the one parameter that varies (batch size...), else every label."""
-    columns = _param_columns(rows)
-    varying = [n for n in columns if len({str(c.params[n]) for c in rows}) > 1]
-    if len(varying) == 1 or (not varying and len(columns) == 1):
-        name = (varying or columns)[0]
-        labels = [str(c.params[name]) for c in rows]
-    else:
-        name, labels = "parameters", [c.label for c in rows]
-    seen: Dict[str, int] = {}
-    unique = []
-    for label in labels:  # two runs with the same parameters get a bar each
-        seen[label] = seen.get(label, 0) + 1
-        unique.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
-    return name, unique
-
-
-NOW, BASE, BAD, INK = "#2e86c1", "#b3b6b7", "#c0392b", "#34495e"
-
-
-def _spread(c: Comparison) -> Tuple[float, float]:
-    """How far the lowest and highest sample lie below and above the median (0 where unknown)."""
-    if c.performance is None or c.low is None or c.high is None:
-        return 0.0, 0.0
-    return c.performance - c.low, c.high - c.performance
-
-
-def write_plot(report: PerfReport, path: Path) -> None:
-    """Performance against the swept parameter, one panel per model, the baseline beside each bar;
-    repeats as min-max error bars; regressions in red.  PNG or SVG by the file's suffix."""
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotUnavailable("matplotlib is not installed (pip install 'pytest-madcache[plot]')") from None
-    models = [(m, [c for c in rows if c.performance is not None]) for m, rows in report.by_model().items()]
-    models = [(m, rows) for m, rows in models if rows]
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    ncols = 1 if len(models) <= 1 else 2
-    nrows = max(1, math.ceil(len(models) / ncols))
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "madcache", "font.size": 9}):
-        fig = Figure(figsize=(6.0 * ncols, 3.4 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        for ax in axes.flat[len(models):]:
-            ax.set_visible(False)
-        if not models:
-            axes[0][0].set_visible(True)
-            axes[0][0].text(0.5, 0.5, "no model run reported a performance", ha="center", va="center")
-            axes[0][0].set_axis_off()
-        for ax, (model, rows) in zip(axes.flat, models):
-            _panel(ax, model, rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-        with replacing_bytes(path) as fh:
-            fig.savefig(fh, format=fmt, metadata=metadata)
-
-
-def _panel(ax: Any, model: str, rows: Sequence[Comparison]) -> None:
-    """One model's bars: the baseline's beside this run's, the change above each."""
-    from matplotlib.patches import Patch
-
-    name, labels = _axis(rows)
-    xs = list(range(len(rows)))
-    has_baseline = any(c.baseline is not None for c in rows)
-    width = 0.38 if has_baseline else 0.6
-    now_x = [x + width / 2 for x in xs] if has_baseline else xs
-    if has_baseline:
-        ax.bar([x - width / 2 for x in xs], [c.baseline or 0.0 for c in rows], width, color=BASE)
-    ax.bar(now_x, [c.performance for c in rows], width, color=[BAD if c.status == REGRESSED else NOW for c in rows])
-    spread = [(x, c) for x, c in zip(now_x, rows) if len(c.samples) > 1]
-    if spread:
-        ax.errorbar([x for x, _ in spread], [c.performance for _, c in spread],
-                    yerr=[[_spread(c)[0] for _, c in spread], [_spread(c)[1] for _, c in spread]],
-                    fmt="none", capsize=3, ecolor=INK, elinewidth=1)
-    for x, c in zip(now_x, rows):
-        text = _change(c).replace(" [", "\n[") if c.change is not None else (c.status if has_baseline else "")
-        if text:
-            ax.annotate(text, (x, c.high if len(c.samples) > 1 else c.performance), textcoords="offset points",
-                        xytext=(0, 3), ha="center", va="bottom", fontsize=8,
-                        color=BAD if c.status == REGRESSED else INK)
-    pad = max(0, 3 - len(xs)) * 0.5  # one or two bars stay bars, not walls
-    ax.set_xlim(-0.6 - pad, len(xs) - 0.4 + pad)
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels)
-    ax.set_xlabel(name)
-    metric = rows[0].metric or ""
-    ax.set_ylabel(metric)
-    ax.set_title(f"{model} ({metric}, {'higher' if rows[0].direction == HIGHER else 'lower'} is better)")
-    ax.margins(y=0.15)
-    handles = [Patch(color=NOW, label="this run")]
-    if has_baseline:
-        handles.insert(0, Patch(color=BASE, label="baseline"))
-    if any(c.status == REGRESSED for c in rows):
-        handles.append(Patch(color=BAD, label="regressed"))
-    if len(handles) > 1:
-        ax.legend(handles=handles, loc="best", fontsize=8)

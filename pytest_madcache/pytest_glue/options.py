@@ -30,7 +30,7 @@ __all__ = ["PATH_SETTINGS", "PluginConfig", "add_options", "check_path_options",
            "read_config"]
 
 #: Settings that name files the session reads or writes: made absolute in the controller.
-PATH_SETTINGS = ("output", "perf_baseline", "perf_report", "perf_plot")
+PATH_SETTINGS = ("output", "perf_baseline", "perf_report", "perf_plot", "perf_history")
 _PATHS = ("dir",) + PATH_SETTINGS
 
 

@@ -42,7 +42,7 @@ def session_outputs(config: pytest.Config, settings: Settings) -> Tuple[Path, ..
     except ValueError:  # the key is the cache provider's: unknown without it
         cache_dir = ".pytest_cache"
     found.append(_absolute(cache_dir, config.rootpath))
-    for name in ("output", "perf_report", "perf_plot"):
+    for name in ("output", "perf_report", "perf_plot", "perf_history"):
         found.append(_absolute(getattr(settings, name, None), here))
     option = config.option
     found.append(_absolute(getattr(option, "madcache_summary_json", None)

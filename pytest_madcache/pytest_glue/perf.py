@@ -1,4 +1,5 @@
-"""pytest glue of performance tracking (the comparison is perf.py's, the rendering perftable.py's).
+"""pytest glue of performance tracking (the comparison is perf/compare.py's, the rendering
+perf/table.py's and perf/plot.py's, the history perf/history.py's).
 
 plugin.py registers one PerfSession per pytest process.  In every process
 that runs tests it fails a test whose model runs moved the wrong way by more
@@ -7,7 +8,9 @@ change and threshold in the message.  In the controller (or the single
 process) it compares the session's runs once, hands the report to the
 results CSV and the summary JSON (plugin.py writes those), prints the
 per-model table in the terminal summary, and writes `--perf-report` and
-`--perf-plot`: under pytest-xdist nothing is written twice.
+`--perf-plot` (with the history's earlier runs beside each model), and with
+`--perf-record` adds a session that passed to the history: under pytest-xdist
+nothing is written or recorded twice.
 
 It must not run containers or compute a key; it reads the run events the
 `model_run` fixture attached to each test's report.
@@ -15,8 +18,11 @@ It must not run containers or compute a key; it reads the run events the
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
-from typing import TYPE_CHECKING, Any, List, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 import pytest
 
@@ -27,6 +33,7 @@ from pytest_madcache.pytest_glue.summary import Summary
 
 if TYPE_CHECKING:  # perf.compare loads when a baseline or a report is asked for
     from pytest_madcache.perf.compare import Baseline, PerfReport
+    from pytest_madcache.perf.history import Documents, HistoryRun
 
 __all__ = ["PerfSession"]
 
@@ -48,8 +55,8 @@ class PerfSession:
     def active(self) -> bool:
         """A baseline, a threshold, a report or a plot was asked for: then the table is shown."""
         s = self.settings
-        return s.perf_ab or any(v is not None for v in (s.perf_baseline, s.perf_fail_threshold, s.perf_report,
-                                                         s.perf_plot))
+        return s.perf_ab or s.perf_record or any(v is not None for v in (s.perf_baseline, s.perf_fail_threshold,
+                                                                          s.perf_report, s.perf_plot))
 
     def baseline(self) -> Optional[Baseline]:
         """The baseline, read once per process; a file that is not a results CSV is a usage error."""
@@ -118,11 +125,11 @@ class PerfSession:
         if failing:
             raise pytest.fail.Exception("\n".join(c.failure() for c in failing), pytrace=False)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         report = self.report()
         if report is None:
             return
-        from pytest_madcache.perf.table import PlotUnavailable, write_markdown, write_plot
+        from pytest_madcache.perf.table import write_markdown
 
         s = self.settings
         if s.perf_report is not None:
@@ -131,14 +138,71 @@ class PerfSession:
                 self.written.append(f"performance report written to {s.perf_report}")
             except OSError as exc:
                 self._warn(f"cannot write {s.perf_report}: {exc}")
+        recorded = self._record(report, exitstatus) if s.perf_record else None
         if s.perf_plot is not None:
-            try:
-                write_plot(report, s.perf_plot)
-                self.written.append(f"performance plot written to {s.perf_plot}")
-            except PlotUnavailable as exc:
-                self._warn(f"no performance plot ({s.source('perf_plot')} asked for {s.perf_plot}): {exc}")
-            except (OSError, ValueError) as exc:
-                self._warn(f"cannot write {s.perf_plot}: {exc}")
+            self._plot(report, s.perf_plot, recorded)
+
+    def _record(self, report: PerfReport, exitstatus: int) -> Optional[HistoryRun]:
+        """Add this session's results to the history (both copies); the run, or None when not added."""
+        from pytest_madcache.perf.history import HistoryError, HistoryFile, record
+
+        s = self.settings
+        if exitstatus != 0:
+            self.written.append(f"performance history: this session is not recorded (it failed: exit status "
+                                f"{exitstatus}; {s.source('perf_record')} asked for it)")
+            return None
+        run = this_run(report)
+        if not run.points:
+            self.written.append("performance history: nothing to record (no model run reported a performance)")
+            return None
+        remote, name = self._history_remote()
+        try:
+            outcome = record(HistoryFile(s.history_path), remote, name, run, s.perf_history_size)
+        except (HistoryError, OSError) as exc:
+            self._warn(f"the performance history is not recorded: {exc}")
+            return None
+        for problem in outcome.problems:
+            self._warn(problem)
+        size = s.history_path.stat().st_size
+        where = f"{s.history_path} ({size} B)" + (f" and {name} ({outcome.remote_bytes} B)" if outcome.remote_bytes
+                                                   else "")
+        self.written.append(f"performance history: this run recorded as {run.id}; {len(outcome.history.runs)} of "
+                            f"at most {s.perf_history_size} runs kept in {where}")
+        return run
+
+    def _history_remote(self) -> Tuple[Optional[Documents], str]:
+        """The remote's copy of the history, when a remote is set (None with a warning when it cannot be opened)."""
+        s = self.settings
+        if not s.remote:
+            return None, ""
+        from pytest_madcache.remote import open_remote
+        from pytest_madcache.remote.documents import documents_of
+
+        try:
+            return documents_of(open_remote(s.remote, settings=s)), f"remote {s.remote}"
+        except (OSError, ValueError) as exc:
+            self._warn(f"the performance history is kept locally only: remote {s.remote}: {exc}")
+            return None, ""
+
+    def _plot(self, report: PerfReport, path: Path, recorded: Optional[HistoryRun]) -> None:
+        from pytest_madcache.perf.history import History, HistoryFile, gather
+        from pytest_madcache.perf.plot import PlotUnavailable, write_plot
+
+        s = self.settings
+        remote, name = self._history_remote()
+        outcome = gather(HistoryFile(s.history_path), remote, name, s.perf_history_size)
+        for problem in outcome.problems:
+            self._warn(problem)
+        current = recorded or this_run(report)
+        past = History(tuple(r for r in outcome.history.runs if r.id != current.id))
+        try:
+            write_plot(report, path, past, current)
+            self.written.append(f"performance plot written to {s.perf_plot}"
+                                + (f" (with {len(past.runs)} earlier runs of the history)" if past.runs else ""))
+        except PlotUnavailable as exc:
+            self._warn(f"no performance plot ({s.source('perf_plot')} asked for {s.perf_plot}): {exc}")
+        except (OSError, ValueError) as exc:
+            self._warn(f"cannot write {s.perf_plot}: {exc}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -157,6 +221,16 @@ class PerfSession:
     def _warn(self, text: str) -> None:
         self.problems.append(f"warning: {text}")
         warnings.warn(self.warning(f"madcache: {text}"), stacklevel=2)
+
+
+def this_run(report: PerfReport) -> HistoryRun:
+    """The session's results as a history run, with the commit and branch CI names (GitHub, GitLab)."""
+    from pytest_madcache.perf.history import new_run_id, run_from_report
+
+    env = os.environ
+    now = time.time()
+    return run_from_report(report, new_run_id(now), now, commit=env.get("GITHUB_SHA") or env.get("CI_COMMIT_SHA", ""),
+                           ref=env.get("GITHUB_REF_NAME") or env.get("CI_COMMIT_REF_NAME", ""))
 
 
 def _run_events(item: pytest.Item) -> List[RunEvent]:
