@@ -22,6 +22,7 @@ from typing import List
 import pytest
 
 from tests.ci import tooling as t
+from tests.ci.fake_api import TOKEN, fake_api
 
 
 ACTION_DIR = t.ROOT / "github_action"
@@ -226,7 +227,25 @@ def test_the_default_branchs_results_are_the_next_runs_performance_baseline(gh_e
         assert len(re.findall(r"MB/s\s+[0-9.]+\s+[+-][0-9.]+%", second.log)) == 4, second.tail()  # a baseline and a change
         assert "| batch_size | performance | metric | baseline | change | status |" in second.log  # the job summary
         assert "cache saved with key: madcache-perf-baseline-linux-x64-502-1" in second.log.lower(), second.tail()
-        print("\nperformance baseline under act: run 1 kept its results, run 2 compared 4 runs with them")
+        # The history beside the baseline: each run on main added itself, and it travelled with the baseline
+        assert re.search(r"this run recorded as run_\d+_[0-9a-f]{8}; 2 of at most 20 runs kept in \S+/\.madcache-baseline/"
+                         r"history\.json", second.log), second.tail()
+        assert "Performance history: 2 runs (at most 20, default)" in second.log, second.tail()
+
+        # A pull request: compared with main's baseline, not recorded, one comment edited in place
+        with fake_api() as api:
+            pr = ["-e", str(WORKFLOWS / "pull_request.json"), "--env", f"GITHUB_API_URL={api.url}",
+                  "-s", f"GITHUB_TOKEN={TOKEN}"]
+            third = act(gh_env, ws, wf, 503, "pr1", extra=pr, event="pull_request")
+            fourth = act(gh_env, ws, wf, 504, "pr2", extra=pr, event="pull_request")
+        assert third.code == 0 and fourth.code == 0, third.tail() + fourth.tail()
+        assert "this run recorded" not in third.log and "Performance history: 2 runs" in third.log, third.tail()
+        assert "pr-comment: commented on pull request #7" in third.log, third.tail()
+        assert "pr-comment: updated comment 101 on pull request #7" in fourth.log, fourth.tail()
+        ours = [c for c in api.comments if c["body"].startswith("<!-- madcache-perf -->")]
+        assert len(ours) == 1 and "| batch_size | performance | metric | baseline | change | status |" in ours[0]["body"]
+        print("\nperformance baseline under act: run 1 kept its results, run 2 compared 4 runs with them; "
+              "both were recorded in the history; two pull request runs kept one comment")
     finally:
         t.forget_images(token, gh_env["docker_host"])
 
@@ -343,8 +362,10 @@ def test_action_interfaces():
 
     main = yaml.safe_load((ACTION_DIR / "action.yml").read_text())
     assert set(main["inputs"]) == {"path", "key-prefix", "max-entries", "max-size-gb", "ttl", "save", "read-only",
-                                   "save-pull-requests", "perf-results", "baseline-branch", "remote", "remote-compress"}
+                                   "save-pull-requests", "perf-results", "baseline-branch", "remote", "remote-compress",
+                                   "pr-comment", "github-token"}
     assert main["inputs"]["path"]["default"] == ".madcache"
+    assert main["inputs"]["pr-comment"]["default"] == "false"  # a comment is asked for, never a surprise
     for action in (main, yaml.safe_load((ACTION_DIR / "restore" / "action.yml").read_text())):
         # fits GitHub's 10 GB per repository, and says so
         assert 0 < float(action["inputs"]["max-size-gb"]["default"]) <= 10
@@ -354,6 +375,11 @@ def test_action_interfaces():
     assert "org/madcache-action/post@v1" in [s.get("uses") for s in main["runs"]["steps"]]
     hook = yaml.safe_load((ACTION_DIR / "post" / "action.yml").read_text())
     assert hook["runs"]["using"] == "node20" and hook["runs"]["post-if"] == "success()"
+    # The performance table also after a failure (a regression fails the job), and after the post hook
+    steps = [s.get("uses") for s in main["runs"]["steps"]]
+    assert steps.index("org/madcache-action/report@v1") < steps.index("org/madcache-action/post@v1")
+    report = yaml.safe_load((ACTION_DIR / "report" / "action.yml").read_text())
+    assert report["runs"]["using"] == "node20" and report["runs"]["post-if"] == "always()"
     assert set(main["outputs"]) == {"cache-hit", "matched-key", "entries", "bytes"}
     assert main["runs"]["using"] == "composite"
     uses = [s.get("uses") for s in main["runs"]["steps"]]

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.ci import tooling as t
+from tests.ci.fake_api import TOKEN, fake_api
 from tests.test_ci_github import _helper
 
 TEMPLATES = t.ROOT / "gitlab_templates"
@@ -188,9 +189,13 @@ def test_the_perf_job_restores_the_default_branchs_baseline_and_uploads_its_own(
     assert images == base["cache"][0]  # the image cache as the plain job has it
     assert (pulled["key"], pulled["paths"], pulled["policy"]) == (
         f"{prefix}-baseline-$CI_DEFAULT_BRANCH", [f"{path}-baseline/"], "pull")
+    # Uploaded from the directory it was restored to: what a job restores is where the baseline is read
     assert (pushed["key"], pushed["paths"], pushed["policy"], pushed["when"]) == (
-        f"{prefix}-baseline-$CI_COMMIT_REF_SLUG", [f"{path}-baseline-next/"], "push", "on_success")
+        f"{prefix}-baseline-$CI_COMMIT_REF_SLUG", [f"{path}-baseline/"], "push", "on_success")
     assert job["variables"]["MADCACHE_PERF_BASELINE"] == f"$CI_PROJECT_DIR/{path}-baseline/results.csv"
+    assert job["variables"]["MADCACHE_PERF_HISTORY"] == f"$CI_PROJECT_DIR/{path}-baseline/history.json"
+    assert job["before_script"][0] == base["before_script"][0]  # the remote's settings, as the plain job has them
+    assert job["artifacts"] == {"when": "always", "paths": ["$MADCACHE_PERF_REPORT"]}
     assert job["variables"]["MADCACHE_PERF_RESULTS"] == "results.csv"
     assert job["after_script"][:2] == base["after_script"][:2]  # the registry step and the prune first, before the upload
 
@@ -198,15 +203,19 @@ def test_the_perf_job_restores_the_default_branchs_baseline_and_uploads_its_own(
 @pytest.mark.parametrize("form", ["include", "component"])
 @pytest.mark.parametrize("branch, status, results, kept, says", [
     ("main", "success", True, True, "results.csv is the next performance baseline of main"),
-    ("feature", "success", True, False, "not updated (only main updates it)"),
+    ("feature", "success", True, False, "not updated (only main updates it)"),  # and main's copy is not re-uploaded
     ("main", "failed", True, False, "not updated (the job status is failed)"),
     ("main", "success", False, False, "no results at results.csv"),
 ])
 def test_the_perf_jobs_after_script_fills_the_next_baseline(tmp_path, form, branch, status, results, kept, says) -> None:
     if form == "include":
-        script = yaml.safe_load((TEMPLATES / "madcache.yml").read_text())[".madcache-perf"]["after_script"][-1]
+        script = yaml.safe_load((TEMPLATES / "madcache.yml").read_text())[".madcache-perf"]["after_script"][-2]
     else:
-        script = _component_jobs()[".madcache-perf"]["after_script"][-1]
+        script = _component_jobs()[".madcache-perf"]["after_script"][-2]
+    restored = tmp_path / ".madcache-baseline"
+    restored.mkdir()
+    (restored / "results.csv").write_text("the default branch's\n")
+    (restored / "history.json").write_text("{}")  # the plugin added this run to it (main) or left it (feature)
     if results:
         (tmp_path / "results.csv").write_text("model,params,performance,metric,status\n")
     env = {"PATH": "/usr/bin:/bin", "CI_COMMIT_BRANCH": branch, "CI_DEFAULT_BRANCH": "main", "CI_JOB_STATUS": status,
@@ -214,4 +223,104 @@ def test_the_perf_jobs_after_script_fills_the_next_baseline(tmp_path, form, bran
     proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert says in proc.stdout
-    assert (tmp_path / ".madcache-baseline-next" / "results.csv").is_file() == kept
+    baseline = restored / "results.csv"
+    if kept:
+        assert baseline.read_text() == "model,params,performance,metric,status\n"
+        assert (restored / "history.json").is_file()  # uploaded with it
+    elif branch == "feature":
+        assert not restored.exists()  # nothing of a feature branch's is uploaded
+    else:
+        assert baseline.read_text() == "the default branch's\n"
+
+
+@pytest.mark.parametrize("form", ["include", "component"])
+@pytest.mark.parametrize("branch, record", [("main", "1"), ("feature", "")])
+def test_the_perf_job_records_the_history_on_the_default_branch_only(form, branch, record) -> None:
+    job = (yaml.safe_load((TEMPLATES / "madcache.yml").read_text()) if form == "include"
+           else _component_jobs())[".madcache-perf"]
+    script = "\n".join(job["before_script"]) + '\necho "record=${MADCACHE_PERF_RECORD:-}"'
+    env = {"PATH": "/usr/bin:/bin", "CI_COMMIT_BRANCH": branch, "CI_DEFAULT_BRANCH": "main"}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"record={record}\n" in proc.stdout
+    assert ("adds its results to the performance history" in proc.stdout) == bool(record)
+
+
+# -- the performance history, the pull request comment and the merge request note -------------------
+
+
+def test_setup_keeps_the_history_beside_the_baseline_and_records_on_the_default_branch_only(tmp_path) -> None:
+    inputs = {"path": ".mc", "key": "mc-Linux-X64-77-2", "perf-results": "results.csv"}
+    proc, _, exported, _ = _helper(tmp_path, "setup", inputs, DEFAULT_PUSH)
+    assert exported["MADCACHE_PERF_HISTORY"] == str(tmp_path / "ws" / ".mc-baseline" / "history.json")
+    assert exported["MADCACHE_PERF_RECORD"] == "1"
+    assert "adds its results to the performance history" in proc.stdout
+    pull = {**DEFAULT_PUSH, "GITHUB_EVENT_NAME": "pull_request", "GITHUB_REF": "refs/pull/7/merge"}
+    _, _, exported, _ = _helper(tmp_path, "setup", inputs, pull)
+    assert "MADCACHE_PERF_HISTORY" in exported and "MADCACHE_PERF_RECORD" not in exported
+
+
+def _pull_request_report(tmp_path: Path, api_url: str, token: str, markdown: str):
+    summary_json = tmp_path / "summary.json"
+    summary_json.write_text(json.dumps({"hits": 1, "misses": 0, "perf": {"markdown": markdown}}))
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7}, "repository": {"default_branch": "main"}}))
+    env = {"GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event), "GITHUB_API_URL": api_url,
+           "GITHUB_REPOSITORY": "org/models", "GITHUB_SHA": "abcdef1234567", "MADCACHE_SUMMARY_JSON": str(summary_json)}
+    return _helper(tmp_path, "report", {"path": ".mc", "pr-comment": "true", "github-token": token}, env)
+
+
+def test_a_pull_request_gets_one_comment_with_the_table_edited_in_place(tmp_path) -> None:
+    with fake_api() as api:
+        proc, _, _, summary = _pull_request_report(tmp_path, api.url, TOKEN, "### Performance\n\n| first push |")
+        assert proc.returncode == 0, proc.stdout
+        assert "pr-comment: commented on pull request #7" in proc.stdout, proc.stdout
+        assert "| first push |" in summary  # no earlier step wrote the table: the report hook does
+        proc, _, _, _ = _pull_request_report(tmp_path, api.url, TOKEN, "### Performance\n\n| second push |")
+        assert "pr-comment: updated comment 101 on pull request #7" in proc.stdout, proc.stdout
+    ours = [c for c in api.comments if c["body"].startswith("<!-- madcache-perf -->")]
+    assert len(api.comments) == 2 and len(ours) == 1  # the unrelated comment, and one of ours
+    assert "| second push |" in ours[0]["body"] and "| first push |" not in ours[0]["body"]
+    assert [m for m, _, _ in api.requests] == ["GET", "GET", "POST", "GET", "PATCH"]  # pages until found, or empty
+
+
+def test_a_token_that_may_not_comment_is_a_warning_and_the_job_summary_keeps_the_table(tmp_path) -> None:
+    with fake_api() as api:
+        proc, _, _, summary = _pull_request_report(tmp_path, api.url, "read-only", "### Performance\n\n| t |")
+    assert proc.returncode == 0
+    assert "::warning title=madcache::pr-comment: the pull request comment was not written (HTTP Error 401" in \
+        proc.stdout, proc.stdout
+    assert "| t |" in summary and len(api.comments) == 1
+
+
+def _note(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    (tmp_path / "perf.md").write_text("### Performance\n\n| bs=16 | -12.0% [-15.1, -8.8] | REGRESSED |\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CI_", "MADCACHE_"))}
+    return subprocess.run([sys.executable, "-m", "pytest_madcache.cli", "perf", "note", "perf.md"], cwd=tmp_path,
+                          env={**base, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_a_merge_request_gets_one_note_with_the_table_edited_in_place(tmp_path) -> None:
+    with fake_api() as api:
+        env = {"CI_API_V4_URL": f"{api.url}/api/v4", "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "7",
+               "MADCACHE_GITLAB_TOKEN": TOKEN}
+        first, second = _note(tmp_path, env), _note(tmp_path, env)
+    assert first.returncode == 0 and "performance note posted on merge request !7" in first.stdout, first
+    assert second.returncode == 0 and "performance note updated on merge request !7 (note 101)" in second.stdout
+    ours = [c for c in api.comments if c["body"].startswith("<!-- madcache-perf -->")]
+    assert len(ours) == 1 and "| bs=16 | -12.0% [-15.1, -8.8] | REGRESSED |" in ours[0]["body"]
+    assert {(m, token) for m, _, token in api.requests} == {("GET", TOKEN), ("POST", TOKEN), ("PUT", TOKEN)}
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"CI_API_V4_URL": "http://127.0.0.1:9/api/v4", "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "7"},
+     "MADCACHE_GITLAB_TOKEN is not set (a token with the api scope); perf.md is the job's artifact"),
+    ({"CI_API_V4_URL": "http://127.0.0.1:9/api/v4", "CI_PROJECT_ID": "42", "MADCACHE_GITLAB_TOKEN": "t"},
+     "not a merge request pipeline"),
+])
+def test_without_a_token_or_a_merge_request_the_report_stays_an_artifact(tmp_path, env, says) -> None:
+    proc = _note(tmp_path, env)
+    assert proc.returncode == 0 and says in proc.stdout, proc

@@ -6,6 +6,8 @@
     madcache_gha.py finish   before the save: prune, compare, decide, write the job summary
     madcache_gha.py post     end of job, one-step form: before the post step of actions/cache,
                              set an unchanged cache aside so that nothing is uploaded
+    madcache_gha.py report   end of job, with perf-results, also after a failure: the performance
+                             table in the job summary, and the pull request comment (pr-comment)
 
 Inputs come from MADCACHE_GHA_IN_* environment variables set by the composite steps.
 Results go to $GITHUB_OUTPUT, $GITHUB_ENV and $GITHUB_STEP_SUMMARY.
@@ -14,7 +16,9 @@ With the perf-results input (the CSV the tests write with `pytest --output`), th
 default branch's last results are the performance baseline: kept in a small cache
 of their own next to the image cache (PATH-baseline/, keys PREFIX-baseline-OS-ARCH-),
 restored before the tests and exported as MADCACHE_PERF_BASELINE, and replaced by
-this run's results when a run on the default branch succeeds.
+this run's results when a run on the default branch succeeds.  The performance
+history (the default branch's last runs) is kept beside it, history.json, exported
+as MADCACHE_PERF_HISTORY; runs on that branch set MADCACHE_PERF_RECORD.
 """
 
 from __future__ import annotations
@@ -224,6 +228,7 @@ def post_save_wanted() -> bool:
 # -- the performance baseline (perf-results input) --------------------------------------
 
 BASELINE_FILE = "results.csv"
+HISTORY_FILE = "history.json"  # the performance history (pytest --perf-record), beside the baseline
 
 
 def baseline_path(path: str) -> str:
@@ -385,6 +390,13 @@ def cmd_setup() -> int:
                              "key": baseline_keys()["key"], "on_branch": on_baseline_branch(),
                              "post_save": inp("baseline-post-save", "false").lower() in TRUE}
         export("MADCACHE_PERF_BASELINE", bdir / BASELINE_FILE)
+        # The default branch's last runs, beside the baseline (saved with it); only that branch adds to them.
+        if not os.environ.get("MADCACHE_PERF_HISTORY", "").strip():
+            export("MADCACHE_PERF_HISTORY", bdir / HISTORY_FILE)
+        if on_baseline_branch() and not os.environ.get("MADCACHE_PERF_RECORD", "").strip():
+            export("MADCACHE_PERF_RECORD", "1")
+            log(f"this run on {baseline_branch()} adds its results to the performance history ({bdir / HISTORY_FILE})")
+        state["pr_comment"] = inp("pr-comment", "false").lower() in TRUE
         if (bdir / BASELINE_FILE).is_file():
             log(f"performance baseline: {bdir / BASELINE_FILE} (the last results of {baseline_branch()}), "
                 f"exported as MADCACHE_PERF_BASELINE")
@@ -507,6 +519,7 @@ def cmd_finish() -> int:
     ]
     lines = ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     _append("GITHUB_STEP_SUMMARY", lines + perf_summary(counted))
+    state["perf_reported"] = True
 
     base = state.get("baseline")
     baseline_save = False
@@ -576,11 +589,102 @@ def cmd_post() -> int:
         ]
         _append("GITHUB_STEP_SUMMARY", ["### madcache", "", "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
                 + perf_summary(read_summary(state.get("summary_json") or "")))
+        state["perf_reported"] = True
+        _write_state(directory, state)
+    return 0
+
+
+def _write_state(directory: Path, state: Dict[str, Any]) -> None:
+    for where in (directory, aside(directory)):  # the post hook may have set the directory aside
+        if where.is_dir():
+            try:
+                state_file(where).write_text(json.dumps(state))
+            except OSError:
+                pass
+            return
+
+
+# -- the report hook: the performance table where people read it ---------------------------------------
+
+COMMENT_MARKER = "<!-- madcache-perf -->"
+
+
+def _api(method: str, url: str, token: str, body: Optional[Dict[str, Any]] = None) -> Any:
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def pr_comment(markdown: str) -> Optional[str]:
+    """One comment on the pull request holding the table, edited in place on every push; what was done."""
+    if env("GITHUB_EVENT_NAME") not in PULL_REQUEST_EVENTS + ("pull_request_target",):
+        log("pr-comment: not a pull request event; no comment")
+        return None
+    token, api, repo = inp("github-token"), env("GITHUB_API_URL"), env("GITHUB_REPOSITORY")
+    try:
+        number = int(json.loads(Path(env("GITHUB_EVENT_PATH")).read_text())["pull_request"]["number"])
+    except (OSError, ValueError, KeyError, TypeError):
+        warn("pr-comment: the event names no pull request number; no comment")
+        return None
+    if not (token and api and repo):
+        warn("pr-comment: no github-token (or GITHUB_API_URL / GITHUB_REPOSITORY); no comment")
+        return None
+    import urllib.error
+
+    body = {"body": f"{COMMENT_MARKER}\n{markdown}\n\n<sub>madcache, for {env('GITHUB_SHA', '?')[:7]}</sub>"}
+    try:
+        found = None
+        page = 1
+        while found is None:
+            listed = _api("GET", f"{api}/repos/{repo}/issues/{number}/comments?per_page=100&page={page}", token)
+            if not listed:
+                break
+            found = next((c for c in listed if str(c.get("body", "")).startswith(COMMENT_MARKER)), None)
+            page += 1
+        if found is not None:
+            _api("PATCH", f"{api}/repos/{repo}/issues/comments/{found['id']}", token, body)
+            done = f"updated comment {found['id']} on pull request #{number}"
+        else:
+            made = _api("POST", f"{api}/repos/{repo}/issues/{number}/comments", token, body)
+            done = f"commented on pull request #{number} (comment {made.get('id') if made else '?'})"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        warn(f"pr-comment: the pull request comment was not written ({exc}); the job summary has the table "
+             "(a token from a fork's pull request may only read: permissions pull-requests: write)")
+        return None
+    log(f"pr-comment: {done}")
+    return done
+
+
+def cmd_report() -> int:
+    """The report hook's post step (always, after the post hook): the performance table into the job
+    summary when nothing wrote it yet (a pull request, a failed job), and the pull request comment."""
+    directory = cache_dir(inp("path", ".madcache"))
+    state: Dict[str, Any] = {}
+    for where in (directory, aside(directory)):
+        try:
+            state = json.loads(state_file(where).read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    counted = read_summary(state.get("summary_json") or env("MADCACHE_SUMMARY_JSON"))
+    table = perf_summary(counted)
+    if not table:
+        log("no performance table (pytest-madcache wrote none this job): nothing to report")
+        return 0
+    if not state.get("perf_reported"):
+        _append("GITHUB_STEP_SUMMARY", table)
+    if inp("pr-comment", "false").lower() in TRUE:
+        pr_comment("\n".join(table))
     return 0
 
 
 def main(argv: List[str]) -> int:
-    commands = {"keys": cmd_keys, "setup": cmd_setup, "finish": cmd_finish, "post": cmd_post}
+    commands = {"keys": cmd_keys, "setup": cmd_setup, "finish": cmd_finish, "post": cmd_post, "report": cmd_report}
     if len(argv) != 1 or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
