@@ -1,5 +1,5 @@
 """The figures docs/cache.md (base resolution costs), docs/remote.md (the remote's fault campaign
-and transfers) and docs/perf-tracking.md (the A/B gate's trials) quote, rendered from their JSON
+and transfers) and docs/perf-tracking.md (the A/B gate's trials, the history's size) quote, rendered from their JSON
 between <!-- NAME:start --> and <!-- NAME:end -->.
 
     python bench/render_quoted.py            # rewrite both passages from bench/results/
@@ -98,9 +98,17 @@ def ab_trials_lines() -> List[str]:
     return table(load("ab-trials.json")).splitlines()
 
 
+def history_lines() -> List[str]:
+    data = load("history-size.json")
+    table = (RESULTS / "history-size.md").read_text().strip().splitlines()
+    return [f"Measured at {when(data)} by `python bench/bench_history.py --record`:", "", *table, "",
+            "A registry keeps each record's earlier document blob until its garbage collection "
+            "(`registry garbage-collect`); the tag always names the newest."]
+
+
 PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
             ("remote.md", "remote-transfers"): remote_transfer_lines,
-            ("perf-tracking.md", "ab-trials"): ab_trials_lines}
+            ("perf-tracking.md", "ab-trials"): ab_trials_lines, ("perf-tracking.md", "history-size"): history_lines}
 
 
 def between(text: str, marker: str) -> str:

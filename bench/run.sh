@@ -94,6 +94,9 @@ fi
 if step newuser; then  # without --record it writes to ~/.cache/pytest-madcache/bench-results
   $le -- python bench/new_user.py --label after $([ "$record" = 1 ] && echo --record) || failed+=(newuser)
 fi
+if step history; then  # what the performance history adds to the cache directory and the remote, in bytes
+  python bench/bench_history.py $([ "$record" = 1 ] && echo --record) || failed+=(history)
+fi
 if step ab; then  # the A/B gate against the one-row comparison, 20 trials per condition
   $le -- python bench/bench_ab.py --json "$out/ab-trials.json" || failed+=(ab)
 fi

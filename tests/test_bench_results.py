@@ -57,6 +57,8 @@ MEASURES = {
     "ab-trials.json": ([*GLUE, "pytest_madcache/perf", "pytest_madcache/provide", "examples/realistic/models/mlp",
                         "examples/realistic/prepare.py", "bench/bench_ab.py"],
                        "python -m pytest_madcache.localengine -- python bench/bench_ab.py --json bench/results/ab-trials.json"),
+    "history-size.json": (["pytest_madcache/perf/history.py", "pytest_madcache/remote/documents.py",
+                           "bench/bench_history.py"], "python bench/bench_history.py --record"),
     "main-job.txt": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "examples/main_job.sh"],
                      "python -m pytest_madcache.localengine -- bash examples/main_job.sh --record"),
 }
