@@ -96,12 +96,12 @@ def main(argv: List[str]) -> int:
             (Path(tmp) / str(len(results))).mkdir()
             results[name] = measure(models, sizes, Path(tmp) / str(len(results)))
     data = {"measured": stamp(), "size": 20, "shapes": results}
-    lines = ["| suite | tests | runs kept | history file | sent to a registry per record (document, config, manifest) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| suite | tests | runs recorded | runs kept | history file | sent to a registry per record "
+             "(document, config, manifest) |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         for when in ("after_1", "after_20", "after_21"):
             x = r[when]
-            lines.append(f"| {name} | {r['tests']} | {x['runs']} | {x['local_bytes']:,} B | "
+            lines.append(f"| {name} | {r['tests']} | {when.split('_')[1]} | {x['runs']} | {x['local_bytes']:,} B | "
                          f"{x['registry_sent_bytes']:,} B |")
     text = "\n".join(lines)
     print(text)
