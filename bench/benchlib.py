@@ -159,12 +159,12 @@ def raw_load(engine: Engine, path: Path) -> None:
 ENGINE_PROCESSES = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "podman", "conmon")
 
 
-def engine_cpu_seconds() -> float:
-    """CPU seconds (user + system) spent so far by the engine's processes (dockerd, containerd, podman),
-    with their children that have ended (dockerd unpacks layers in a re-executed child).  Every such
+def engine_cpu_by_process() -> Dict[int, float]:
+    """CPU seconds (user + system) spent so far by each engine process (dockerd, containerd, podman),
+    with its children that have ended (dockerd unpacks layers in a re-executed child).  Every such
     process on the machine counts: benchmark with one engine running."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    spent: Dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -173,8 +173,15 @@ def engine_cpu_seconds() -> float:
         comm = text[text.index("(") + 1:text.rindex(")")]
         if comm in ENGINE_PROCESSES:
             fields = text[text.rindex(")") + 2:].split()
-            total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    return total
+            spent[int(stat.parent.name)] = sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return spent
+
+
+def engine_cpu_between(before: Dict[int, float], after: Dict[int, float]) -> float:
+    """What the engine spent between two readings, from the processes alive at the second: one that
+    ended in between (an engine stopped by another test) takes its whole past with it, which would
+    make the difference negative."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def self_cpu_seconds() -> float:
@@ -192,10 +199,10 @@ class CpuSplit:
         self.engine: List[float] = []
 
     def run(self, fn: Callable[[], Any]) -> Tuple[float, Any]:
-        e0, s0 = engine_cpu_seconds(), self_cpu_seconds()
+        e0, s0 = engine_cpu_by_process(), self_cpu_seconds()
         seconds, result = timed(fn)
         self.ours.append(self_cpu_seconds() - s0)
-        self.engine.append(engine_cpu_seconds() - e0)
+        self.engine.append(engine_cpu_between(e0, engine_cpu_by_process()))
         self.wall.append(seconds)
         return seconds, result
 

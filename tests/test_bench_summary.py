@@ -77,3 +77,10 @@ def test_cpu_split_counts_this_process_cpu() -> None:
     figures = split.to_json()
     assert 0 < figures["our_cpu"] <= figures["wall"] * 2.5  # all threads of this process, 2 cores at most here
     assert figures["engine_cpu"] >= 0
+
+
+def test_an_engine_that_stops_during_a_call_does_not_make_its_cpu_negative() -> None:
+    """Another test may stop its private engine while a call is measured (CI runs tests in parallel)."""
+    before = {100: 5.0, 200: 3.0}
+    after = {100: 5.5, 300: 0.25}  # 200 ended; 300 started during the call
+    assert benchlib.engine_cpu_between(before, after) == 0.75

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache.core.key import KeySpec, key_for
+from pytest_madcache.perf.history import HistoryFile, HistoryRun, Point, record
+from pytest_madcache.remote import open_remote
+from pytest_madcache.remote.documents import documents_of
 from pytest_madcache.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,5 +95,15 @@ def test_executable_has_every_command(executable, engine, images, registry, tmp_
     store.save(entry.image_id, key, image_name="every", model_tags=["every"])
     ok("clear", "-y", *cache)
     assert Store(tmp_path / "cache").entries() == []
+
+    run = HistoryRun(id="run_1700000000_0000abcd", time=1700000000.0,
+                     points=(Point(model="every", params='{"batch_size": 8}', performance=12.5,
+                                   metric="samples_per_second", direction="higher"),))
+    record(HistoryFile(tmp_path / "elsewhere.json"), documents_of(open_remote(remote[1])), "the registry", run, 20)
+    history = ok("perf", "history", *cache, *remote, "--json")  # read from the registry: none kept here
+    assert [r["id"] for r in json.loads(history)["runs"]] == [run.id]
+    report = tmp_path / "perf.md"
+    report.write_text("| model | change |\n")
+    assert "no performance note: not a merge request pipeline" in ok("perf", "note", str(report))  # said, exit 0
     tested_in_the_test_above = {"list", "info", "load"}
     assert commands - tested_in_the_test_above - set(ran) == set(), commands
