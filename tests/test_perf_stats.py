@@ -9,7 +9,7 @@ import pytest
 
 from pytest_madcache.core.perfspec import HIGHER, LOWER
 from pytest_madcache.perf.stats import (BETTER, INCONCLUSIVE, INDEPENDENT, PAIRED, REGRESSED, UNCHANGED, WORSE,
-                                        Estimate, balanced_order, independent, judge, paired, t_quantile)
+                                        Estimate, balanced_order, extension, independent, judge, paired, t_quantile)
 
 
 @pytest.mark.parametrize("df, table", [(1, 12.706), (2, 4.303), (4, 2.776), (5, 2.571), (10, 2.228), (19, 2.093),
@@ -138,3 +138,19 @@ def test_more_pairs_near_the_threshold_and_none_for_two_sets_of_repeats() -> Non
     assert verdict.status == INCONCLUSIVE and (verdict.more is None or verdict.more > 100)
     verdict = judge(independent([100.0, 101.0, 99.0], [80.0, 92.0, 86.0]), HIGHER, 10.0)
     assert verdict.status == INCONCLUSIVE and verdict.more is None
+
+
+def test_an_inconclusive_test_is_extended_once_by_what_it_asks_for_up_to_the_most() -> None:
+    baseline, candidate = [100.0] * 4, [96.0, 89.0, 93.0, 86.0]  # the inconclusive pairs above
+    more = judge(paired(baseline, candidate), HIGHER, 5.0).more
+    assert more is not None and 0 < more < 100
+    assert extension(baseline, candidate, HIGHER, 5.0, most=100) == more
+    assert extension(baseline, candidate, HIGHER, 5.0, most=6) == 2  # bounded: 6 pairs in all
+    assert extension(baseline, candidate, HIGHER, 5.0, most=4) == 0  # already at the most
+    assert extension(baseline, candidate, HIGHER, None, most=100) == 0  # no threshold: never inconclusive
+    assert extension(baseline, [80.0, 81.0, 79.0, 80.5], HIGHER, 5.0, most=100) == 0  # decided: REGRESSED
+
+
+def test_an_estimate_right_on_the_threshold_is_extended_to_the_most() -> None:
+    baseline, candidate = [100.0] * 6, [89.9, 90.1, 89.8, 90.2, 89.95, 90.05]  # -10.0% on a 10% threshold
+    assert extension(baseline, candidate, HIGHER, 10.0, most=40) == 34

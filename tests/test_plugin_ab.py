@@ -66,6 +66,7 @@ MODEL = """
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch) -> pytest.Pytester:
     for var in ("MADCACHE_PERF_BASELINE", "MADCACHE_PERF_FAIL_THRESHOLD", "MADCACHE_PERF_AB", "MADCACHE_PERF_AB_PAIRS",
+                "MADCACHE_PERF_AB_MAX_PAIRS",
                 "BASELINE_GONE", "DRIFT_START", "FAIL_VERSION", "JITTER"):
         monkeypatch.delenv(var, raising=False)
     pytester.makeconftest(AB_HOOKS)
@@ -216,11 +217,48 @@ def test_noisy_pairs_are_inconclusive_and_say_how_many_pairs_would_decide(suite,
     run(suite, "--output", "base.csv").assert_outcomes(passed=1)
     change_image(suite, monkeypatch, 94.0)
     monkeypatch.setenv("JITTER", "1")  # the candidate's runs move by +-4% on their own
-    result = run(suite, *AB, "--perf-ab-pairs", "4")
+    result = run(suite, *AB, "--perf-ab-pairs", "4", "--perf-ab-max-pairs", "4")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*: 1 inconclusive", "*test_m: inconclusive: m [[](no parameters)[]]: -6.0% (95% "
                                  "interval *, 4 pairs side by side) straddles the threshold of 5%; at the same spread, "
-                                 "about * pairs in all (--perf-ab-pairs, or the mark's perf_repeats) would decide it"])
+                                 "about * pairs in all (--perf-ab-max-pairs, with --perf-ab-pairs or the mark's "
+                                 "perf_repeats) would decide it"])
+
+
+def test_pairs_that_leave_a_test_inconclusive_are_followed_by_the_pairs_it_asks_for_once(suite, monkeypatch) -> None:
+    """The same noisy 6% slowdown as above: 4 pairs straddle the threshold; the pairs they ask for,
+    run once beside them in the same balanced order, decide it."""
+    run(suite, "--output", "base.csv").assert_outcomes(passed=1)
+    change_image(suite, monkeypatch, 94.0)
+    monkeypatch.setenv("JITTER", "1")
+    result = run(suite, *AB, "--perf-ab-pairs", "4", "--perf-ab-max-pairs", "200")
+    result.assert_outcomes(failed=1)
+    (line,) = [x for x in result.outlines if "pairs left it inconclusive" in x]
+    added = int(line.split("inconclusive: ")[1].split()[0])
+    assert f"A/B: m: 4 pairs left it inconclusive: {added} more, {4 + added} in all (--perf-ab-max-pairs 200)" in line
+    order = [("v1", "v2") if i % 2 == 0 else ("v2", "v1") for i in range(4 + added)]
+    assert runs(suite) == [v for pair in order for v in pair]
+    row = read_csv(suite.path / "now.csv")[0]
+    assert row["perf_status"] == "REGRESSED" and len(row["samples"].split(",")) == 4 + added
+
+
+def test_the_most_pairs_bound_the_extension(suite, monkeypatch) -> None:
+    run(suite, "--output", "base.csv").assert_outcomes(passed=1)
+    change_image(suite, monkeypatch, 94.0)
+    monkeypatch.setenv("JITTER", "1")
+    result = run(suite, *AB, "--perf-ab-pairs", "4", "--perf-ab-max-pairs", "6")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*A/B: m: 4 pairs left it inconclusive: 2 more, 6 in all (--perf-ab-max-pairs 6)"])
+    assert len(runs(suite)) == 12
+    assert read_csv(suite.path / "now.csv")[0]["perf_status"] == "inconclusive"
+
+
+def test_a_decided_test_runs_no_more_pairs(suite, monkeypatch) -> None:
+    run(suite, "--output", "base.csv").assert_outcomes(passed=1)
+    change_image(suite, monkeypatch, 100.0)
+    result = run(suite, *AB, "--perf-ab-pairs", "4", "--perf-ab-max-pairs", "200")
+    result.assert_outcomes(passed=1)
+    assert len(runs(suite)) == 8 and "left it inconclusive" not in result.stdout.str()
 
 
 def test_the_second_run_of_a_test_is_matched_with_the_second_row(suite, monkeypatch) -> None:
@@ -242,7 +280,8 @@ def test_the_second_run_of_a_test_is_matched_with_the_second_row(suite, monkeypa
 
 @pytest.mark.parametrize("args, said", [
     (("--keep-alive",), "--perf-ab (option --perf-ab) does nothing with --keep-alive*"),
-    ((), "A/B side by side, 10 pairs (option --perf-ab)"),
+    ((), "A/B side by side, 10 pairs, up to 30 when inconclusive (option --perf-ab)"),
+    (("--perf-ab-max-pairs", "10"), "A/B side by side, 10 pairs (option --perf-ab)"),
 ])
 def test_the_header_says_what_perf_ab_will_do(suite, monkeypatch, args, said) -> None:
     run(suite, "--output", "base.csv").assert_outcomes(passed=1)
@@ -281,6 +320,7 @@ def test_each_xdist_worker_runs_its_own_pairs_and_the_controller_writes_once(sui
 @pytest.mark.parametrize("args, message", [
     (("--perf-ab-pairs", "0"), "invalid value '0' for --perf-ab-pairs from option --perf-ab-pairs: expected a whole number >= 1"),
     (("--perf-ab", "--perf-ab-pairs", "two"), "invalid value 'two' for --perf-ab-pairs from option --perf-ab-pairs: expected a whole number >= 1"),
+    (("--perf-ab", "--perf-ab-max-pairs", "-3"), "invalid value '-3' for --perf-ab-max-pairs from option --perf-ab-max-pairs: expected a whole number >= 1"),
 ])
 def test_bad_values_name_the_flag(suite, args, message) -> None:
     result = run(suite, *args)

@@ -200,6 +200,12 @@ OPTIONS: Tuple[Option, ...] = (
         parse_positive_int, 10, "baseline/candidate pairs per model run with --perf-ab, unless the mark's "
         "perf_repeats says (default 10)", "N", scope="plugin", label="--perf-ab-pairs",
     ),
+    Option(
+        "perf_ab_max_pairs", "--perf-ab-max-pairs", ("MADCACHE_PERF_AB_MAX_PAIRS",), "madcache_perf_ab_max_pairs",
+        parse_positive_int, 30, "when the first pairs leave a test inconclusive, run the pairs they ask for, "
+        "once, up to this many in all (default 30; at most --perf-ab-pairs: never more)", "N", scope="plugin",
+        label="--perf-ab-max-pairs",
+    ),
     # The history (perf/history.py): the default branch's last N results, beside the baseline.
     Option(
         "perf_record", "--perf-record", ("MADCACHE_PERF_RECORD",), "madcache_perf_record", parse_bool, False,
@@ -246,6 +252,7 @@ class Settings:
     perf_plot: Optional[Path] = None
     perf_ab: bool = False
     perf_ab_pairs: int = 10
+    perf_ab_max_pairs: int = 30
     perf_record: bool = False
     perf_history: Optional[Path] = None  # None: perf/history.json in the cache directory (history_path)
     perf_history_size: int = 20

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 from pytest_madcache.core.perfspec import HIGHER
 
 __all__ = ["REGRESSED", "WORSE", "UNCHANGED", "BETTER", "INCONCLUSIVE", "PAIRED", "INDEPENDENT", "Estimate",
-           "Verdict", "paired", "independent", "judge", "t_quantile", "balanced_order"]
+           "Verdict", "paired", "independent", "judge", "extension", "t_quantile", "balanced_order"]
 
 # What a comparison found (perf/compare.py adds the statuses of runs that cannot be compared).
 REGRESSED = "REGRESSED"  # the wrong way by more than the threshold: the test fails
@@ -162,6 +162,22 @@ def _more(estimate: Estimate, boundary: float) -> Optional[int]:
         mid = (low + high) // 2
         low, high = (low, mid) if clears(mid) else (mid, high)
     return high - estimate.n
+
+
+def extension(baseline: Sequence[float], candidate: Sequence[float], direction: str, threshold: Optional[float],
+              most: int) -> int:
+    """How many pairs to add, once, to the A/B pairs run so far: the number an `inconclusive` verdict
+    asks for, up to `most` pairs in all (`most` when no number would do at the same spread: the
+    estimate may still move); 0 when the verdict is decided, has no threshold, or `most` is reached.
+    A second look raises the chance of a wrong REGRESSED a little (two looks, each at the interval's
+    confidence); bench/bench_ab.py measures the false alarms of both stages together."""
+    n = len(candidate)
+    if threshold is None or n >= most or n < 2:
+        return 0
+    verdict = judge(paired(baseline, candidate), direction, threshold)
+    if verdict.status != INCONCLUSIVE:
+        return 0
+    return most - n if verdict.more is None else min(verdict.more, most - n)  # None: more than `most` would take
 
 
 def t_quantile(confidence: float, df: float) -> float:

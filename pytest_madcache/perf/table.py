@@ -65,8 +65,8 @@ def undecided(c: Comparison) -> str:
         more = ("the baseline's repeats are fixed: --perf-ab, which runs the baseline's image beside this one in "
                 "pairs, may")
     elif c.more:
-        more = (f"at the same spread, about {c.pairs + c.more} pairs in all (--perf-ab-pairs, or the mark's "
-                "perf_repeats) would")
+        more = (f"at the same spread, about {c.pairs + c.more} pairs in all (--perf-ab-max-pairs, with "
+                "--perf-ab-pairs or the mark's perf_repeats) would")
     else:
         more = "the change sits on the threshold: no reasonable number of pairs would"
     return (f"inconclusive: {c.model} [{c.label}]: {c.change:+.1f}% ({c.interval}) straddles the threshold of "

@@ -217,7 +217,8 @@ def _side_by_side(item: pytest.Item, state: State, image: ModelImage, on: Callab
     baseline_runs: Tuple[float, ...] = ()
     if plan is not None:
         state.reporter.say(f"A/B: {image.name}: {plan.pairs} pairs beside the baseline's image {plan.baseline.tag}")
-        result, baseline_runs, note = ab.run_pairs(plan, image, on)
+        pairs = ab.run_pairs(plan, image, on, lambda line: state.reporter.say(f"A/B: {image.name}: {line}"))
+        result, baseline_runs, note = pairs.result, pairs.baseline_runs, pairs.note
     if note:
         state.reporter.say(f"A/B: {image.name}: {note}; compared with the baseline's row")
     return result, baseline_runs, note

@@ -102,7 +102,8 @@ class PerfSession:
         if s.perf_fail_threshold is not None:
             parts.append(f"fail threshold {s.perf_fail_threshold:g}% ({s.source('perf_fail_threshold')})")
         if s.perf_ab:
-            parts.append(f"A/B side by side, {s.perf_ab_pairs} pairs ({s.source('perf_ab')})" if s.perf_baseline
+            most = f", up to {s.perf_ab_max_pairs} when inconclusive" if s.perf_ab_max_pairs > s.perf_ab_pairs else ""
+            parts.append(f"A/B side by side, {s.perf_ab_pairs} pairs{most} ({s.source('perf_ab')})" if s.perf_baseline
                          and not s.keep_alive else
                          f"--perf-ab ({s.source('perf_ab')}) does nothing "
                          + ("with --keep-alive (one container is kept to look into)" if s.keep_alive
