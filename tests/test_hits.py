@@ -134,6 +134,31 @@ def test_dot(model_image):
     assert len(keys) == 2 and keys[0] == keys[1]
 
 
+def test_a_baseline_and_history_that_ci_rewrites_inside_the_context_keep_the_key(pytester: pytest.Pytester) -> None:
+    """CI keeps the baseline CSV and the history in the workspace (.madcache-baseline/), and the
+    default branch rewrites them on every run: read by the session, never by the build."""
+    (pytester.path / "Dockerfile").write_text("FROM scratch\n")
+    pytester.makeconftest(FAKE_HOOKS)
+    pytester.makepyfile(test_dot='''
+import pytest
+
+@pytest.mark.model("m", context=".")
+def test_dot(model_image):
+    print("KEY", model_image.key)
+''')
+    base = pytester.path / ".madcache-baseline"
+    base.mkdir()
+    keys = []
+    for n in range(3):
+        (base / "results.csv").write_text(f"model,params,performance,metric,status\nm,{{}},{100 + n},ops,SUCCESS\n")
+        (base / "history.json").write_text(f'{{"n": {n}}}')
+        result = pytester.runpytest("-s", "-p", "no:cacheprovider", "--perf-baseline=.madcache-baseline/results.csv",
+                                    "--perf-history=.madcache-baseline/history.json")
+        result.assert_outcomes(passed=1)
+        keys += [line.split()[1] for line in result.outlines if line.startswith("KEY ")]
+    assert len(keys) == 3 and len(set(keys)) == 1, keys
+
+
 # -- eviction ---------------------------------------------------------------------
 
 

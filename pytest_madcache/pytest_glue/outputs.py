@@ -1,7 +1,8 @@
-"""The files a pytest session itself writes, to keep out of every model's build context.
+"""The files a pytest session itself writes or keeps, to keep out of every model's build context.
 
 With `context="."` next to the tests, pytest's cache directory, the plugin's
-own results (`--output`, `--perf-report`, `--perf-plot`, the summary JSON) and
+own results (`--output`, `--perf-report`, `--perf-plot`, the summary JSON),
+the performance baseline and history CI rewrites on the default branch, and
 pytest's `--junitxml` or `--basetemp` land inside the context: hashed into the
 key, the next run (even the next test) would miss because of them.  They are
 left out of the key and of what the build is sent (model.excluding), so the
@@ -42,7 +43,7 @@ def session_outputs(config: pytest.Config, settings: Settings) -> Tuple[Path, ..
     except ValueError:  # the key is the cache provider's: unknown without it
         cache_dir = ".pytest_cache"
     found.append(_absolute(cache_dir, config.rootpath))
-    for name in ("output", "perf_report", "perf_plot", "perf_history"):
+    for name in ("output", "perf_report", "perf_plot", "perf_history", "perf_baseline"):
         found.append(_absolute(getattr(settings, name, None), here))
     option = config.option
     found.append(_absolute(getattr(option, "madcache_summary_json", None)
