@@ -159,6 +159,26 @@ def test_the_plot_draws_the_history_beside_the_bars(suite, history_env, monkeypa
     assert "batch_size=16" in text  # the legend: one line per batch size
 
 
+def test_recording_and_plotting_read_the_remote_once(suite, history_env, monkeypatch, tmp_path) -> None:
+    """The plot draws the history the record just merged: no second trip to the remote."""
+    from pytest_madcache.remote.documents import DirectoryDocuments
+
+    reads = []
+    original = DirectoryDocuments.get_document
+    monkeypatch.setattr(DirectoryDocuments, "get_document", lambda self, name: reads.append(name) or original(self, name))
+    monkeypatch.setenv("MADCACHE_REMOTE", f"file://{tmp_path / 'shared'}")
+    run(suite, "--perf-record")
+    reads.clear()
+    result = run(suite, "--perf-record", "--perf-plot", "perf.svg")
+    assert reads == ["perf-history"]
+    result.stdout.fnmatch_lines(["*this run recorded as run_*; 2 of at most 20 runs kept in*"])
+    if matplotlib is not None:
+        result.stdout.fnmatch_lines(["performance plot written to *perf.svg (with 1 earlier runs of the history)"])
+    reads.clear()
+    run(suite, "--perf-plot", "perf.svg")  # not recorded: the plot reads both copies itself
+    assert reads == ["perf-history"]
+
+
 # -- the history on its own ----------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from pytest_madcache.pytest_glue.summary import Summary
 
 if TYPE_CHECKING:  # perf.compare loads when a baseline or a report is asked for
     from pytest_madcache.perf.compare import Baseline, PerfReport
-    from pytest_madcache.perf.history import Documents, HistoryRun
+    from pytest_madcache.perf.history import Documents, History, HistoryRun
 
 __all__ = ["PerfSession"]
 
@@ -143,8 +143,9 @@ class PerfSession:
         if s.perf_plot is not None:
             self._plot(report, s.perf_plot, recorded)
 
-    def _record(self, report: PerfReport, exitstatus: int) -> Optional[HistoryRun]:
-        """Add this session's results to the history (both copies); the run, or None when not added."""
+    def _record(self, report: PerfReport, exitstatus: int) -> Optional[Tuple[HistoryRun, History]]:
+        """Add this session's results to the history (both copies); the run and the history it joined
+        (both copies merged: what the plot draws, without a second trip to the remote), or None."""
         from pytest_madcache.perf.history import HistoryError, HistoryFile, record
 
         s = self.settings
@@ -169,7 +170,7 @@ class PerfSession:
                                                    else "")
         self.written.append(f"performance history: this run recorded as {run.id}; {len(outcome.history.runs)} of "
                             f"at most {s.perf_history_size} runs kept in {where}")
-        return run
+        return run, outcome.history
 
     def _history_remote(self) -> Tuple[Optional[Documents], str]:
         """The remote's copy of the history, when a remote is set (None with a warning when it cannot be opened)."""
@@ -185,17 +186,13 @@ class PerfSession:
             self._warn(f"the performance history is kept locally only: remote {s.remote}: {exc}")
             return None, ""
 
-    def _plot(self, report: PerfReport, path: Path, recorded: Optional[HistoryRun]) -> None:
-        from pytest_madcache.perf.history import History, HistoryFile, gather
+    def _plot(self, report: PerfReport, path: Path, recorded: Optional[Tuple[HistoryRun, History]]) -> None:
+        from pytest_madcache.perf.history import History
         from pytest_madcache.perf.plot import PlotUnavailable, write_plot
 
         s = self.settings
-        remote, name = self._history_remote()
-        outcome = gather(HistoryFile(s.history_path), remote, name, s.perf_history_size)
-        for problem in outcome.problems:
-            self._warn(problem)
-        current = recorded or this_run(report)
-        past = History(tuple(r for r in outcome.history.runs if r.id != current.id))
+        current, history = recorded if recorded is not None else (this_run(report), self._gather())
+        past = History(tuple(r for r in history.runs if r.id != current.id))
         try:
             write_plot(report, path, past, current)
             self.written.append(f"performance plot written to {s.perf_plot}"
@@ -204,6 +201,17 @@ class PerfSession:
             self._warn(f"no performance plot ({s.source('perf_plot')} asked for {s.perf_plot}): {exc}")
         except (OSError, ValueError) as exc:
             self._warn(f"cannot write {s.perf_plot}: {exc}")
+
+    def _gather(self) -> History:
+        """The history as both copies have it, merged (a copy that cannot be read is warned of)."""
+        from pytest_madcache.perf.history import HistoryFile, gather
+
+        s = self.settings
+        remote, name = self._history_remote()
+        outcome = gather(HistoryFile(s.history_path), remote, name, s.perf_history_size)
+        for problem in outcome.problems:
+            self._warn(problem)
+        return outcome.history
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
