@@ -81,12 +81,12 @@ def set_condition(suite: Path, condition: str, trial: int) -> None:
     (model / "Dockerfile").write_text(dockerfile + (f'LABEL bench.trial="{trial}"\n' if trial else ""))
 
 
-def session(suite: Path, cache: Path, out: str, *args: str) -> float:
+def session(suite: Path, cache: Path, out: str, *args: str, seconds_per_run: float = 0.25) -> float:
     cmd = [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider", "--enable-cache",
            f"--cache-dir={cache}", "--cache-max-entries=100", f"--output={suite / out}", *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=suite,
-                          env={**os.environ, "SECONDS_PER_RUN": "0.25"})
+                          env={**os.environ, "SECONDS_PER_RUN": f"{seconds_per_run:g}"})
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not (suite / out).exists():
         raise RuntimeError(f"pytest {' '.join(args)} failed ({proc.returncode}):\n"
