@@ -173,3 +173,38 @@ def test_identity_token_from_docker_login_is_exchanged_at_the_token_service(toke
     reg = Registry.from_env(RemoteRef.parse(f"{host}/team/models"), {"DOCKER_CONFIG": str(config.parent)})
     _exercise(reg)
     assert service.refreshes >= 1
+
+
+def test_a_base_images_digest_asked_directly_uses_the_docker_login_of_its_registry(basic_registry, tmp_path,
+                                                                                 monkeypatch):
+    """Base resolution where the engine cannot ask (Podman) finds the registry's credentials as the
+    remote does: here a credential helper named by `credHelpers`, not MADCACHE_REMOTE_USER."""
+    import hashlib
+    import os
+    import stat
+
+    from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE
+    from pytest_madcache.remote.registry import registry_digest
+
+    reg = Registry(RemoteRef.parse(f"{basic_registry}/team/base"), USER, PASSWORD)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    reg.upload_blob(config_digest, io.BytesIO(config), len(config))
+    digest = reg.put_manifest("1", json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [], "config": {
+        "mediaType": CONFIG_TYPE, "digest": config_digest, "size": len(config)}}).encode())
+
+    for var in ("MADCACHE_REMOTE_USER", "MADCACHE_REMOTE_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody"))
+    assert registry_digest(f"{basic_registry}/team/base:1") is None  # no login: refused, keyed by the tag
+
+    bin_dir, docker = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    docker.mkdir()
+    helper = bin_dir / "docker-credential-madcachetest"
+    helper.write_text(f"#!/bin/sh\nread server\necho '{json.dumps({'Username': USER, 'Secret': PASSWORD})}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    (docker / "config.json").write_text(json.dumps({"credHelpers": {basic_registry: "madcachetest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert registry_digest(f"{basic_registry}/team/base:1") == digest
