@@ -5,7 +5,9 @@ as well as by the change.  When a test's image differs from the one its baseline
 baseline's image (found by the row's key and image id: the engine, the cache, the remote cache; the
 `pytest_madcache_baseline_image` hook) and this test's image run alternately, A B, B A...
 (`perf.stats.balanced_order`), with the same command, environment and run options, so the noise
-weighs on both alike; perf/compare.py judges the pairs (`perf.stats.paired`).
+weighs on both alike; perf/compare.py judges the pairs (`perf.stats.paired`).  Pairs that leave
+the test inconclusive are followed, once, by the pairs its verdict asks for (`perf.stats.extension`),
+up to --perf-ab-max-pairs in all.
 
 The same image, a row from before the results recorded images, or a baseline image that is gone:
 one line says so, and the run is compared with the row as it is without `--perf-ab`.
