@@ -113,8 +113,8 @@ def test_session_outputs_inside_the_context_leave_the_key_and_the_build(tmp_path
     assert files is not None and sorted(files.context) == ["Dockerfile", "data.txt", "out", "out/results.csv"]
 
 
-def test_pytester_suite_with_context_dot_and_output_hits_the_same_key_twice(pytester: pytest.Pytester) -> None:
-    """pytest's cache and --output inside the context: the second run's key is the first run's."""
+def context_dot_suite(pytester: pytest.Pytester) -> None:
+    """One model whose context is the test directory; its test prints its key (KEY ...)."""
     (pytester.path / "Dockerfile").write_text("FROM scratch\n")
     pytester.makeconftest(FAKE_HOOKS)
     pytester.makepyfile(test_dot='''
@@ -124,12 +124,19 @@ import pytest
 def test_dot(model_image):
     print("KEY", model_image.key)
 ''')
-    keys = []
-    for _ in range(2):
-        result = pytester.runpytest("-s", "--output=results.csv", "--cache-summary-json=summary.json",
-                                    "--junitxml=junit.xml")
-        result.assert_outcomes(passed=1)
-        keys += [line.split()[1] for line in result.outlines if line.startswith("KEY ")]
+
+
+def key_of(result: pytest.RunResult) -> str:
+    result.assert_outcomes(passed=1)
+    (key,) = [line.split()[1] for line in result.outlines if line.startswith("KEY ")]
+    return key
+
+
+def test_pytester_suite_with_context_dot_and_output_hits_the_same_key_twice(pytester: pytest.Pytester) -> None:
+    """pytest's cache and --output inside the context: the second run's key is the first run's."""
+    context_dot_suite(pytester)
+    keys = [key_of(pytester.runpytest("-s", "--output=results.csv", "--cache-summary-json=summary.json",
+                                      "--junitxml=junit.xml")) for _ in range(2)]
     assert (pytester.path / ".pytest_cache").is_dir() and (pytester.path / "results.csv").is_file()
     assert len(keys) == 2 and keys[0] == keys[1]
 
@@ -137,25 +144,16 @@ def test_dot(model_image):
 def test_a_baseline_and_history_that_ci_rewrites_inside_the_context_keep_the_key(pytester: pytest.Pytester) -> None:
     """CI keeps the baseline CSV and the history in the workspace (.madcache-baseline/), and the
     default branch rewrites them on every run: read by the session, never by the build."""
-    (pytester.path / "Dockerfile").write_text("FROM scratch\n")
-    pytester.makeconftest(FAKE_HOOKS)
-    pytester.makepyfile(test_dot='''
-import pytest
-
-@pytest.mark.model("m", context=".")
-def test_dot(model_image):
-    print("KEY", model_image.key)
-''')
+    context_dot_suite(pytester)
     base = pytester.path / ".madcache-baseline"
     base.mkdir()
     keys = []
     for n in range(3):
         (base / "results.csv").write_text(f"model,params,performance,metric,status\nm,{{}},{100 + n},ops,SUCCESS\n")
         (base / "history.json").write_text(f'{{"n": {n}}}')
-        result = pytester.runpytest("-s", "-p", "no:cacheprovider", "--perf-baseline=.madcache-baseline/results.csv",
-                                    "--perf-history=.madcache-baseline/history.json")
-        result.assert_outcomes(passed=1)
-        keys += [line.split()[1] for line in result.outlines if line.startswith("KEY ")]
+        keys.append(key_of(pytester.runpytest("-s", "-p", "no:cacheprovider",
+                                              "--perf-baseline=.madcache-baseline/results.csv",
+                                              "--perf-history=.madcache-baseline/history.json")))
     assert len(keys) == 3 and len(set(keys)) == 1, keys
 
 
