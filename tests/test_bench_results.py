@@ -39,6 +39,9 @@ MEASURES = {
        for kind in ("debian12", "debian13", "debian13-containerd", "podman")},
     **{f"engines-{kind}.json": ([*STORE, "bench/bench_engines.py"], "bash bench/engines.sh")
        for kind in ("debian12", "debian13", "debian13-containerd", "podman")},
+    "large-save.json": ([*STORE, "bench/bench_large_save.py"],
+                        "python -m pytest_madcache.localengine --engine debian13 -- python bench/bench_large_save.py "
+                        "--record"),
     "layer-form.json": ([*STORE, "bench/bench_layer_form.py"], "bash bench/engines.sh"),
     **{f"bases-{kind}.json": (["pytest_madcache/core/bases.py", *KEY, "pytest_madcache/remote/registry.py",
                                "bench/bench_bases.py"], "bash bench/run.sh --record (step bases)")
