@@ -15,8 +15,11 @@ conditions:
 A trial counts as flagged when any of its 3 tests is REGRESSED.  On the same data, the one-row
 comparison (what `--perf-baseline` does without `--perf-ab`): the candidate's first measured run
 against the baseline row, at the same threshold.  Trials alternate between the conditions, so both
-see the machine alike.  Run time per model run is SECONDS_PER_RUN (0.25 s of work plus the
-container's start).
+see the machine alike.  Run time per model run is SECONDS_PER_RUN (--seconds-per-run, 0.25 s of
+work by default, plus the container's start).
+
+On a noisy machine the whole takes hours: `--work DIR --minutes M` runs a part, writing FILE after
+every trial, and `--resume` (same commit, same settings, the baseline kept in DIR) goes on with it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +67,7 @@ SLOWER = ("        model.forward(params, x)\n        done += batch\n",
 def make_suite(work: Path) -> Path:
     """A copy of the MLP's context (with the wheels prepare.py fetched) and a sweep over it."""
     suite = work / "suite"
+    shutil.rmtree(suite, ignore_errors=True)  # a part that stopped before its baseline was written
     shutil.copytree(ROOT / "examples" / "realistic" / "models" / "mlp", suite / "models" / "mlp",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (suite / "test_ab.py").write_text(SUITE)
@@ -110,43 +115,87 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="trials per condition (default 20)")
     parser.add_argument("--pairs", type=int, default=10, help="A/B pairs per model run (default 10)")
+    parser.add_argument("--max-pairs", type=int, default=30,
+                        help="--perf-ab-max-pairs: pairs in all for a test the first leave inconclusive (default 30)")
+    parser.add_argument("--seconds-per-run", type=float, default=0.25,
+                        help="SECONDS_PER_RUN: how long the model measures in one run (default 0.25)")
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--work", metavar="DIR", help="keep the suite, its cache and the baseline here (default: a "
+                        "temporary directory); with --resume, the one the first part used")
+    parser.add_argument("--resume", action="store_true", help="go on with the trials FILE (--json) holds, measured "
+                        "at this same commit with the same settings, against the baseline in --work")
+    parser.add_argument("--minutes", type=float, help="start no trial after this many minutes (a part of the whole)")
     args = parser.parse_args()
+    if args.resume and not (args.json and args.work):
+        parser.error("--resume needs --json FILE and --work DIR")
     prepare.prepare(log=sys.stderr)
-    result: Dict[str, Any] = {"measured": stamp(), "machine": machine(), "trials_per_condition": args.trials,
-                              "pairs": args.pairs, "threshold": THRESHOLD, "load_average_start": loadavg(),
+    settings = {"trials_per_condition": args.trials, "pairs": args.pairs, "max_pairs": args.max_pairs,
+                "seconds_per_run": args.seconds_per_run, "threshold": THRESHOLD}
+    result: Dict[str, Any] = {"measured": stamp(), "machine": machine(), **settings, "load_average_start": loadavg(),
                               "trials": []}
+    if args.resume and Path(args.json).exists():
+        result = resumed(json.loads(Path(args.json).read_text()), result, settings)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="madcache-ab-") as tmp:
-        work = Path(tmp)
-        suite = make_suite(work)
+        work = Path(args.work) if args.work else Path(tmp)
+        suite = work / "suite" if (work / "suite" / "base.csv").exists() else make_suite(work)
         cache = work / "cache"
-        set_condition(suite, "rebuilt", 0)
-        seconds = session(suite, cache, "base.csv")
+        if "baseline_seconds" in result and not (suite / "base.csv").exists():
+            raise SystemExit(f"the baseline the trials so far compared with is gone from {work}: start again "
+                             "without --resume")
+        if "baseline_seconds" not in result:
+            set_condition(suite, "rebuilt", 0)
+            result["baseline_seconds"] = session(suite, cache, "base.csv", seconds_per_run=args.seconds_per_run)
         baseline = {r["params"]: float(r["performance"]) for r in rows(suite / "base.csv")}
-        result["baseline_seconds"] = seconds
-        log(f"baseline: {baseline} in {seconds:.1f} s")
-        for n in range(1, 2 * args.trials + 1):
-            condition = "rebuilt" if n % 2 else "slower"
-            set_condition(suite, condition, n)
-            seconds = session(suite, cache, "now.csv", "--perf-baseline=base.csv",
-                              f"--perf-fail-threshold={THRESHOLD:g}", "--perf-ab", f"--perf-ab-pairs={args.pairs}")
-            now = rows(suite / "now.csv")
-            paired = [r for r in now if r["perf_method"] == "paired t on log ratios"]
-            if len(paired) != len(now):
-                raise RuntimeError(f"trial {n}: {len(now) - len(paired)} runs were not compared side by side")
-            trial = {"n": n, "condition": condition, "seconds": seconds,
-                     "ab": [r["perf_status"] for r in now],
-                     "one_row": ["REGRESSED" if one_row(r, baseline) else "-" for r in now],
-                     "change": [float(r["relative_change"]) for r in now],
-                     "low": [float(r["change_low"]) for r in now], "high": [float(r["change_high"]) for r in now]}
-            result["trials"].append(trial)
-            log(f"trial {n} ({condition}): A/B {trial['ab']}, one row {trial['one_row']}, {seconds:.1f} s")
-    result["summary"] = summarize(result["trials"])
+        log(f"baseline: {baseline}")
+        for n in range(len(result["trials"]) + 1, 2 * args.trials + 1):
+            if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+                log(f"{args.minutes:g} minutes passed: {n - 1} of {2 * args.trials} trials done; go on with --resume")
+                break
+            result["trials"].append(trial(suite, cache, n, baseline, args))
+            result["summary"] = summarize(result["trials"])
+            if args.json:  # after every trial: a part stopped midway keeps what it measured
+                Path(args.json).write_text(json.dumps(result, indent=1))
+    if len(result["trials"]) < 2 * args.trials:
+        return 0
     print(table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
         Path(args.json).with_suffix(".md").write_text(table(result) + "\n")
     return 0
+
+
+def resumed(earlier: Dict[str, Any], now: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The earlier part's results, when they were measured at this commit with these settings."""
+    was, new = earlier.get("measured", {}), now["measured"]
+    if was.get("commit") != new["commit"] or was.get("dirty") or new["dirty"]:
+        raise SystemExit(f"the trials so far were measured at {was.get('commit')} (dirty: {was.get('dirty')}), "
+                         f"this is {new['commit']} (dirty: {new['dirty']}): start again without --resume")
+    changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+    if changed:
+        raise SystemExit(f"the trials so far used other settings {changed}: start again without --resume")
+    log(f"resuming after {len(earlier['trials'])} trials")
+    return earlier
+
+
+def trial(suite: Path, cache: Path, n: int, baseline: Dict[str, float], args: argparse.Namespace) -> Dict[str, Any]:
+    condition = "rebuilt" if n % 2 else "slower"
+    set_condition(suite, condition, n)
+    seconds = session(suite, cache, "now.csv", "--perf-baseline=base.csv", f"--perf-fail-threshold={THRESHOLD:g}",
+                      "--perf-ab", f"--perf-ab-pairs={args.pairs}", f"--perf-ab-max-pairs={args.max_pairs}",
+                      seconds_per_run=args.seconds_per_run)
+    now = rows(suite / "now.csv")
+    paired = [r for r in now if r["perf_method"] == "paired t on log ratios"]
+    if len(paired) != len(now):
+        raise RuntimeError(f"trial {n}: {len(now) - len(paired)} runs were not compared side by side")
+    result = {"n": n, "condition": condition, "seconds": seconds,
+              "ab": [r["perf_status"] for r in now],
+              "one_row": ["REGRESSED" if one_row(r, baseline) else "-" for r in now],
+              "pairs": [len(r["samples"].split(",")) for r in now],
+              "change": [float(r["relative_change"]) for r in now],
+              "low": [float(r["change_low"]) for r in now], "high": [float(r["change_high"]) for r in now]}
+    log(f"trial {n} ({condition}): A/B {result['ab']}, pairs {result['pairs']}, one row {result['one_row']}, "
+        f"{seconds:.1f} s")
+    return result
 
 
 def summarize(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -159,6 +208,7 @@ def summarize(trials: List[Dict[str, Any]]) -> Dict[str, Any]:
             "one_row_flagged": sum(1 for t in these if "REGRESSED" in t["one_row"]),
             "ab_inconclusive": sum(1 for t in these if "inconclusive" in t["ab"]),
             "seconds_median": sorted(t["seconds"] for t in these)[len(these) // 2] if these else None,
+            "pairs_median": statistics.median(p for t in these for p in t.get("pairs", [])) if these else None,
         }
     return out
 
@@ -168,8 +218,10 @@ def table(result: Dict[str, Any]) -> str:
     m = result["measured"]
     lines = [
         f"A/B gate against the one-row comparison: the realistic MLP swept over batch sizes 1, 16, 64; "
-        f"{result['trials_per_condition']} trials per condition, {result['pairs']} pairs per model run, "
-        f"threshold {result['threshold']:g}%; a trial is flagged when any of its 3 tests is REGRESSED.",
+        f"{result['trials_per_condition']} trials per condition, {result['pairs']} pairs per model run"
+        + (f" (up to {result['max_pairs']} for a test they leave inconclusive), {result['seconds_per_run']:g} s of "
+           "measurement per run" if "max_pairs" in result else "")
+        + f", threshold {result['threshold']:g}%; a trial is flagged when any of its 3 tests is REGRESSED.",
         "",
         "| condition | trials | A/B: flagged REGRESSED | A/B: trials with an inconclusive test "
         "| one-row comparison: flagged REGRESSED | session (median) |",
