@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -146,6 +146,7 @@ def main() -> int:
         if "baseline_seconds" not in result:
             set_condition(suite, "rebuilt", 0)
             result["baseline_seconds"] = session(suite, cache, "base.csv", seconds_per_run=args.seconds_per_run)
+            save_part(args.json, result)
         baseline = {r["params"]: float(r["performance"]) for r in rows(suite / "base.csv")}
         log(f"baseline: {baseline}")
         for n in range(len(result["trials"]) + 1, 2 * args.trials + 1):
@@ -154,14 +155,19 @@ def main() -> int:
                 break
             result["trials"].append(trial(suite, cache, n, baseline, args))
             result["summary"] = summarize(result["trials"])
-            if args.json:  # after every trial: a part stopped midway keeps what it measured
-                Path(args.json).write_text(json.dumps(result, indent=1))
+            save_part(args.json, result)
     if len(result["trials"]) < 2 * args.trials:
         return 0
     print(table(result))
     if args.json:
         Path(args.json).with_suffix(".md").write_text(table(result) + "\n")
     return 0
+
+
+def save_part(path: Optional[str], result: Dict[str, Any]) -> None:
+    """After the baseline and after every trial: a part stopped midway keeps what it measured."""
+    if path:
+        Path(path).write_text(json.dumps(result, indent=1))
 
 
 def resumed(earlier: Dict[str, Any], now: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
