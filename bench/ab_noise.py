@@ -125,7 +125,7 @@ def table(result: Dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for w in result["windows"]:
-        sig = ", ".join(f"{t['sigma']:.3f}" for t in w["tests"].values())
+        sig = ", ".join(f"{w['tests'][bs]['sigma']:.3f}" for bs in sorted(w["tests"], key=int))  # batch 1, 16, 64
         for cap, model in w["model"].items():
             runs = model["slower_10"]["pairs_per_trial"] * 2
             lines.append(f"| {w['seconds_per_run']:g} s | {sig} | {w['seconds_per_model_run']:.2f} | {cap} | "
