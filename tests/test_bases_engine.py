@@ -104,14 +104,15 @@ def test_a_new_base_pushed_under_the_same_tag_misses_without_a_pull(pytester, en
         remove_images(engine, f"madcache.model={name}")
 
 
-def _put_image(registry: str, repository: str, tag: str, content: bytes) -> str:
-    """An image manifest (a config, no layers) under `tag`, written straight to the registry; its digest."""
+def put_image(registry: str, repository: str, tag: str, content: bytes, user: str = "", password: str = "") -> str:
+    """An image manifest (a config, no layers) under `tag`, written straight to the registry (as USER
+    when it asks for a login); its digest."""
     import hashlib
 
     from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE, Registry
     from pytest_madcache.util.refs import RemoteRef
 
-    reg = Registry(RemoteRef.parse(f"{registry}/{repository}"))
+    reg = Registry(RemoteRef.parse(f"{registry}/{repository}"), user or None, password or None)
     config = json.dumps({"architecture": "amd64", "os": "linux", "comment": content.decode(),
                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
     digest = "sha256:" + hashlib.sha256(config).hexdigest()
@@ -128,12 +129,12 @@ def test_registry_mode_takes_the_engines_endpoint_or_asks_the_registry_directly(
 
     repository = f"direct-{secrets.token_hex(3)}"
     base = Base(f"{registry}/{repository}:1", None, "0")
-    first = _put_image(registry, repository, "1", b"one")
+    first = put_image(registry, repository, "1", b"one")
     (resolved,) = BaseResolver(engine, direct=registry_digest).resolve([base], "registry")
     expected_path = "digest-direct" if engine.info.product == "podman" else "digest"
     assert (resolved.via, resolved.value) == (expected_path, first)
 
-    second = _put_image(registry, repository, "1", b"two")  # a new image under the same tag
+    second = put_image(registry, repository, "1", b"two")  # a new image under the same tag
     (again,) = BaseResolver(engine, direct=registry_digest).resolve([base], "registry")  # a new session
     assert second != first and (again.via, again.value) == (expected_path, second)
     assert engine.image_id(base.reference) is None  # asked, never pulled

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pytest_madcache.remote.oci import Registry
 from pytest_madcache.remote.base import RemoteError
+from pytest_madcache.remote.oci import Registry
 from pytest_madcache.util.refs import RemoteRef
 
 USER, PASSWORD = "ci-bot", "s3cret-" + secrets.token_hex(4)
@@ -179,19 +179,13 @@ def test_a_base_images_digest_asked_directly_uses_the_docker_login_of_its_regist
                                                                                  monkeypatch):
     """Base resolution where the engine cannot ask (Podman) finds the registry's credentials as the
     remote does: here a credential helper named by `credHelpers`, not MADCACHE_REMOTE_USER."""
-    import hashlib
     import os
     import stat
 
-    from pytest_madcache.remote.oci import CONFIG_TYPE, MANIFEST_TYPE
     from pytest_madcache.remote.registry import registry_digest
+    from tests.test_bases_engine import put_image
 
-    reg = Registry(RemoteRef.parse(f"{basic_registry}/team/base"), USER, PASSWORD)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    reg.upload_blob(config_digest, io.BytesIO(config), len(config))
-    digest = reg.put_manifest("1", json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [], "config": {
-        "mediaType": CONFIG_TYPE, "digest": config_digest, "size": len(config)}}).encode())
+    digest = put_image(basic_registry, "team/base", "1", b"base", USER, PASSWORD)
 
     for var in ("MADCACHE_REMOTE_USER", "MADCACHE_REMOTE_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
