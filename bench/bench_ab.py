@@ -16,7 +16,10 @@ A trial counts as flagged when any of its 3 tests is REGRESSED.  On the same dat
 comparison (what `--perf-baseline` does without `--perf-ab`): the candidate's first measured run
 against the baseline row, at the same threshold.  Trials alternate between the conditions, so both
 see the machine alike.  Run time per model run is SECONDS_PER_RUN (--seconds-per-run, 0.25 s of
-work by default, plus the container's start).
+work by default, plus the container's start).  The model's BLAS runs one thread
+(--blas-threads, OPENBLAS_NUM_THREADS, passed as the test's env, so baseline and candidate get it
+alike): its default of one thread per core makes it fight the engine and the runner for the 2
+cores, which widens the pairs' spread here (bench/results/ab-noise.json).
 
 On a noisy machine the whole takes hours: `--work DIR --minutes M` runs a part, writing FILE after
 every trial, and `--resume` (same commit, same settings, the baseline kept in DIR) goes on with it.
@@ -53,7 +56,9 @@ import pytest
 @pytest.mark.model("abmlp", context="models/mlp", timeout=600)
 @pytest.mark.parametrize("batch_size", [1, 16, 64])
 def test_mlp(model_run, batch_size):
-    result = model_run(env={"BATCH_SIZE": str(batch_size), "SECONDS_PER_RUN": os.environ["SECONDS_PER_RUN"]})
+    threads = {"OPENBLAS_NUM_THREADS": os.environ["BLAS_THREADS"]} if os.environ["BLAS_THREADS"] != "0" else {}
+    result = model_run(env={"BATCH_SIZE": str(batch_size), "SECONDS_PER_RUN": os.environ["SECONDS_PER_RUN"],
+                            **threads})
     assert result.ok, result.logs
 '''
 SLOWER = ("        model.forward(params, x)\n        done += batch\n",
@@ -86,12 +91,14 @@ def set_condition(suite: Path, condition: str, trial: int) -> None:
     (model / "Dockerfile").write_text(dockerfile + (f'LABEL bench.trial="{trial}"\n' if trial else ""))
 
 
-def session(suite: Path, cache: Path, out: str, *args: str, seconds_per_run: float = 0.25) -> float:
+def session(suite: Path, cache: Path, out: str, *args: str, seconds_per_run: float = 0.25,
+            blas_threads: int = 1) -> float:
     cmd = [sys.executable, "-m", "pytest", str(suite), "-q", "-p", "no:cacheprovider", "--enable-cache",
            f"--cache-dir={cache}", "--cache-max-entries=100", f"--output={suite / out}", *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=suite,
-                          env={**os.environ, "SECONDS_PER_RUN": f"{seconds_per_run:g}"})
+                          env={**os.environ, "SECONDS_PER_RUN": f"{seconds_per_run:g}",
+                               "BLAS_THREADS": str(blas_threads)})
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1) or not (suite / out).exists():
         raise RuntimeError(f"pytest {' '.join(args)} failed ({proc.returncode}):\n"
@@ -119,6 +126,9 @@ def main() -> int:
                         help="--perf-ab-max-pairs: pairs in all for a test the first leave inconclusive (default 30)")
     parser.add_argument("--seconds-per-run", type=float, default=0.25,
                         help="SECONDS_PER_RUN: how long the model measures in one run (default 0.25)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="OPENBLAS_NUM_THREADS for the model's runs, 0 for the image's default (one per core); "
+                        "default 1")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--work", metavar="DIR", help="keep the suite, its cache and the baseline here (default: a "
                         "temporary directory); with --resume, the one the first part used")
@@ -130,7 +140,7 @@ def main() -> int:
         parser.error("--resume needs --json FILE and --work DIR")
     prepare.prepare(log=sys.stderr)
     settings = {"trials_per_condition": args.trials, "pairs": args.pairs, "max_pairs": args.max_pairs,
-                "seconds_per_run": args.seconds_per_run, "threshold": THRESHOLD}
+                "seconds_per_run": args.seconds_per_run, "blas_threads": args.blas_threads, "threshold": THRESHOLD}
     result: Dict[str, Any] = {"measured": stamp(), "machine": machine(), **settings, "load_average_start": loadavg(),
                               "trials": []}
     if args.resume and Path(args.json).exists():
@@ -145,7 +155,8 @@ def main() -> int:
                              "without --resume")
         if "baseline_seconds" not in result:
             set_condition(suite, "rebuilt", 0)
-            result["baseline_seconds"] = session(suite, cache, "base.csv", seconds_per_run=args.seconds_per_run)
+            result["baseline_seconds"] = session(suite, cache, "base.csv", seconds_per_run=args.seconds_per_run,
+                                                 blas_threads=args.blas_threads)
             save_part(args.json, result)
         baseline = {r["params"]: float(r["performance"]) for r in rows(suite / "base.csv")}
         log(f"baseline: {baseline}")
@@ -188,7 +199,7 @@ def trial(suite: Path, cache: Path, n: int, baseline: Dict[str, float], args: ar
     set_condition(suite, condition, n)
     seconds = session(suite, cache, "now.csv", "--perf-baseline=base.csv", f"--perf-fail-threshold={THRESHOLD:g}",
                       "--perf-ab", f"--perf-ab-pairs={args.pairs}", f"--perf-ab-max-pairs={args.max_pairs}",
-                      seconds_per_run=args.seconds_per_run)
+                      seconds_per_run=args.seconds_per_run, blas_threads=args.blas_threads)
     now = rows(suite / "now.csv")
     paired = [r for r in now if r["perf_method"] == "paired t on log ratios"]
     if len(paired) != len(now):
@@ -227,6 +238,7 @@ def table(result: Dict[str, Any]) -> str:
         f"{result['trials_per_condition']} trials per condition, {result['pairs']} pairs per model run"
         + (f" (up to {result['max_pairs']} for a test they leave inconclusive), {result['seconds_per_run']:g} s of "
            "measurement per run" if "max_pairs" in result else "")
+        + (f", OPENBLAS_NUM_THREADS={result['blas_threads']}" if result.get("blas_threads") else "")
         + f", threshold {result['threshold']:g}%; a trial is flagged when any of its 3 tests is REGRESSED.",
         "",
         "| condition | trials | A/B: flagged REGRESSED | A/B: trials with an inconclusive test "
