@@ -1,8 +1,8 @@
 """The figures docs/cache.md (base resolution costs), docs/remote.md (the remote's fault campaign
-and transfers) and docs/perf-tracking.md (the A/B gate's trials, the history's size) quote, rendered from their JSON
-between <!-- NAME:start --> and <!-- NAME:end -->.
+and transfers) and docs/perf-tracking.md (the A/B gate's trials and its pairs' noise, the history's
+size) quote, rendered from their JSON between <!-- NAME:start --> and <!-- NAME:end -->.
 
-    python bench/render_quoted.py            # rewrite both passages from bench/results/
+    python bench/render_quoted.py            # rewrite the passages from bench/results/
     python bench/render_quoted.py --check    # exit 1 when a page differs from its JSON
 
 tests/test_bench_results.py checks that the pages hold what this renders.
@@ -98,6 +98,14 @@ def ab_trials_lines() -> List[str]:
     return table(load("ab-trials.json")).splitlines()
 
 
+def ab_noise_lines() -> List[str]:
+    """The spread of A/B pairs per setting, and the modelled trials (ab_noise.table)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ab_noise import table
+
+    return table(load("ab-noise.json")).splitlines()
+
+
 def history_lines() -> List[str]:
     data = load("history-size.json")
     table = (RESULTS / "history-size.md").read_text().strip().splitlines()
@@ -108,7 +116,8 @@ def history_lines() -> List[str]:
 
 PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
             ("remote.md", "remote-transfers"): remote_transfer_lines,
-            ("perf-tracking.md", "ab-trials"): ab_trials_lines, ("perf-tracking.md", "history-size"): history_lines}
+            ("perf-tracking.md", "ab-trials"): ab_trials_lines, ("perf-tracking.md", "ab-noise"): ab_noise_lines,
+            ("perf-tracking.md", "history-size"): history_lines}
 
 
 def between(text: str, marker: str) -> str:
