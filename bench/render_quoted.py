@@ -91,11 +91,21 @@ def remote_transfer_lines() -> List[str]:
 
 
 def ab_trials_lines() -> List[str]:
-    """The A/B gate's trial table (bench_ab.table)."""
+    """The A/B gate's trial table (bench_ab.table), and the pairs its tests ran."""
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_ab import table
 
-    return table(load("ab-trials.json")).splitlines()
+    data = load("ab-trials.json")
+    lines = table(data).splitlines()
+    pairs = sorted(p for t in data["trials"] for p in t.get("pairs", []))
+    if pairs:
+        most = data.get("max_pairs", data["pairs"])
+        median = pairs[len(pairs) // 2] if len(pairs) % 2 else (pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2
+        lines += ["", f"The {len(pairs)} tests of those trials ran a median of {median:g} pairs ({2 * median:g} "
+                  f"model runs, where a run without `--perf-ab` is one); {sum(1 for p in pairs if p > data['pairs'])} "
+                  f"ran more than the first {data['pairs']}, and {sum(1 for p in pairs if p >= most)} ran to the "
+                  f"most, {most}."]
+    return lines
 
 
 def ab_noise_lines() -> List[str]:
