@@ -11,6 +11,7 @@ tests/test_bench_results.py checks that the pages hold what this renders.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -97,10 +98,10 @@ def ab_trials_lines() -> List[str]:
 
     data = load("ab-trials.json")
     lines = table(data).splitlines()
-    pairs = sorted(p for t in data["trials"] for p in t.get("pairs", []))
+    pairs = [p for t in data["trials"] for p in t.get("pairs", [])]
     if pairs:
         most = data.get("max_pairs", data["pairs"])
-        median = pairs[len(pairs) // 2] if len(pairs) % 2 else (pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2
+        median = statistics.median(pairs)
         lines += ["", f"The {len(pairs)} tests of those trials ran a median of {median:g} pairs ({2 * median:g} "
                   f"model runs, where a run without `--perf-ab` is one); {sum(1 for p in pairs if p > data['pairs'])} "
                   f"ran more than the first {data['pairs']}, and {sum(1 for p in pairs if p >= most)} ran to the "
