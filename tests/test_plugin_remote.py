@@ -61,6 +61,30 @@ def test_unreachable_registry_warns_once_and_tests_go_on(pytester, remote_model,
     assert len(Store(tmp_path / "c").entries()) == 1
 
 
+@pytest.mark.engine
+def test_a_session_that_only_hits_completes_the_push_an_earlier_run_left(pytester, remote_model, tmp_path):
+    from tests.registries import LocalRegistry
+
+    reg = LocalRegistry(tmp_path / "registry")  # not started yet: the first run's push fails
+    args = ["-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "a"),
+            "--cache-remote", f"{reg.address}/late"]
+    first = pytester.runpytest(*args)
+    first.assert_outcomes(passed=1)
+    assert "unavailable" in first.stdout.str()
+    entry = Store(tmp_path / "a").entries()[0]
+    with reg:
+        second = pytester.runpytest(*args)  # the engine has the image: a hit, nothing built or pushed by a test
+        second.assert_outcomes(passed=1)
+        out = second.stdout.str()
+        assert "Cache miss" not in out
+        assert f"Completed the push of {entry.id} to {reg.address}/late, which an earlier run left unfinished" in out
+        second.stdout.fnmatch_lines(["remote cache: fetched 0 B, pushed *"])
+        third = pytester.runpytest("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(tmp_path / "b"),
+                                   "--cache-remote", f"{reg.address}/late")  # another machine now hits through it
+        third.assert_outcomes(passed=1)
+        assert [e.id for e in Store(tmp_path / "b").entries()] == [entry.id]
+
+
 def test_bad_remote_value_is_a_usage_error(pytester, tmp_path):
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--enable-cache", "--cache-dir", str(tmp_path / "c"), "--cache-remote", "no-repo")

@@ -154,9 +154,10 @@ def _as_list(value: Any) -> List[Any]:
 
 
 def end_session(state: State) -> None:
-    """The controller, once every test ran: the limits, the working set last; a warning naming the
-    setting to raise when the suite alone needs more; a record for `madcache stats`.  Its warnings
-    go to the summary, not to `warnings.warn`: under `-W error` that would end the session here."""
+    """The controller, once every test ran: unfinished pushes completed, the limits, the working set
+    last; a warning naming the setting to raise when the suite alone needs more; a record for
+    `madcache stats`.  Its warnings go to the summary, not to `warnings.warn`: under `-W error` that
+    would end the session here."""
     from pytest_madcache.provide import end_session
     from pytest_madcache.store import Session, Store, StoreError
     from pytest_madcache.util.progress import human_bytes
@@ -164,11 +165,12 @@ def end_session(state: State) -> None:
     s, summary = state.settings, state.summary
     try:
         store = Store.from_settings(s, progress=False)
-        end = end_session(store, Session(state.since), summary.keys)
+        end = end_session(store, Session(state.since), summary.keys, state.service.remote)
     except StoreError as exc:
         summary.warnings.append(f"madcache: cannot apply the cache limits: {exc}")
         return
     summary.evicted += len(end.evicted)
+    summary.pushed_bytes += end.pushed_bytes
     summary.end_lines += [f"Evicted cache entry {e.id} ({e.image_ref}) to stay within the limits"
                           for e in end.evicted]
     advice = []

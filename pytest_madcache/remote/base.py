@@ -2,7 +2,7 @@
 alone, so each backend (directory.py, oci.py) and the registry client import them from below.
 
 `RemoteBackend` is all that provide.py asks of a remote: find an entry by key (its metadata and a reader
-of its blobs), hear that a fetch failed, mark an entry used, take a new entry.
+of its blobs), hear that a fetch failed, mark an entry used, take a new entry, complete unfinished pushes.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ class RemoteBackend(Protocol):
 
     def push(self, entry: "Entry", open_blob: Callable[[str], BinaryIO]) -> int:
         """Add `entry`, reading its blobs through `open_blob`; returns the bytes sent."""
+
+    def push_pending(self, open_blob: Callable[[str], BinaryIO]) -> int:
+        """Complete the pushes from this cache that an earlier run left unfinished; the bytes sent."""
 
     def sync(self, entries: Sequence["Entry"], open_blob: Callable[[str], BinaryIO],
              every: bool = False) -> Tuple[List[str], int, int]:
