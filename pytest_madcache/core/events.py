@@ -41,6 +41,9 @@ class ImageEvent:
     miss_reason: Optional[str] = None  # on a miss: why, in one line (why.MissReason.line)
     miss_group: Optional[str] = None  # on a miss: what kind of change (why.MissReason.group), for the summary
     evicted: int = 0  # entries this image's save evicted for the limits
+    ahead: bool = False  # obtained by a prefetch before the test asked (--cache-prefetch)
+    ahead_seconds: float = 0.0  # the prefetch's own time (lookup, fetch, load)
+    ahead_waited: float = 0.0  # how long the test waited for it
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,27 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+PREFETCH_MODES = ("off", "loads")
+
+
+def parse_prefetch(text: str) -> str:
+    """`--cache-prefetch`: off or loads (the default)."""
+    low = str(text).strip().lower()
+    if low not in PREFETCH_MODES:
+        raise ValueError(f"expected one of {', '.join(PREFETCH_MODES)}")
+    return low
+
+
+def parse_jobs(text: str) -> Optional[int]:
+    """A count of things at once: a whole number >= 1, or `auto` (None: the caller chooses)."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        return parse_positive_int(text)
+    except ValueError:
+        raise ValueError("expected a whole number >= 1, or 'auto'") from None
+
+
 def parse_positive_float(text: str) -> float:
     try:
         value = float(str(text).strip())

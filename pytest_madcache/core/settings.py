@@ -23,12 +23,14 @@ from pytest_madcache.core.parsers import (
     parse_base_key,
     parse_bool,
     parse_compress,
+    parse_jobs,
     parse_optional_path,
     parse_path,
     parse_percent,
     parse_plot_path,
     parse_positive_float,
     parse_positive_int,
+    parse_prefetch,
     parse_remote,
     parse_remote_compress,
     parse_ttl,
@@ -144,6 +146,17 @@ OPTIONS: Tuple[Option, ...] = (
         "registry (the registry's digest)", "MODE",
     ),
     Option(
+        "prefetch", "--cache-prefetch", ("MADCACHE_PREFETCH",), "madcache_prefetch", parse_prefetch, "loads",
+        "obtain cached images (local or remote) in the background, in test order, before their tests ask: "
+        "loads (default) or off; misses are built by their tests", "MODE", scope="plugin",
+        label="--cache-prefetch",
+    ),
+    Option(
+        "prefetch_jobs", "--cache-prefetch-jobs", ("MADCACHE_PREFETCH_JOBS",), "madcache_prefetch_jobs",
+        parse_jobs, None, "images obtained in the background at once (default auto: one at a time)", "N",
+        scope="plugin", label="--cache-prefetch-jobs",
+    ),
+    Option(
         "additional_context", "--additional-context", ("MADCACHE_ADDITIONAL_CONTEXT",), "madcache_additional_context",
         parse_context, None,
         "madengine-style context, e.g. \"{'guest_os': 'UBUNTU'}\" (JSON accepted); joins the key", "DICT",
@@ -242,6 +255,8 @@ class Settings:
     compress: str = "none"
     shared: bool = False
     base_key: str = "tag"
+    prefetch: str = "loads"
+    prefetch_jobs: Optional[int] = None  # None: auto
     additional_context: Optional[Mapping[str, Any]] = None
     live_output: bool = False
     keep_alive: bool = False

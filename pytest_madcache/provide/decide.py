@@ -108,10 +108,12 @@ def _secrets_in(recorded: Optional[Callable[[str], str]], image_id: str,
     return sorted(name for name, value in values.items() if value in text or json.dumps(value)[1:-1] in text)
 
 
-def get_cached(store: Store, key: CacheKey, remote: Optional[RemoteBackend] = None) -> Optional[Outcome]:
+def get_cached(store: Store, key: CacheKey, remote: Optional[RemoteBackend] = None,
+               instead: str = "not using it") -> Optional[Outcome]:
     """The image of `key` from the cache, else from the remote; None when neither has it.  Never
-    builds: an A/B run wants the baseline's own image, not a new build of what made it."""
-    return _try_hit(store, key, "not using it") or _try_remote(store, remote, key, "not using it")
+    builds: an A/B run wants the baseline's own image, not a new build of what made it, and a
+    prefetch leaves builds to the tests.  `instead` ends the line a failed load says."""
+    return _try_hit(store, key, instead) or _try_remote(store, remote, key, instead)
 
 
 def _try_hit(store: Store, key: CacheKey, instead: str = "building instead") -> Optional[Outcome]:

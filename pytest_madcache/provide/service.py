@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Tuple
 
 from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from pytest_madcache.core.events import ImageEvent
@@ -25,9 +25,11 @@ from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.provide.decide import Outcome, build_output, get_cached, get_or_build, run_build
+from pytest_madcache.provide.prefetch import Prefetcher, fetch_job
 from pytest_madcache.remote.base import RemoteBackend
 from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, LoadResult, Store, StoreError
+from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.util.progress import human_bytes
 from pytest_madcache.util.refs import split_reference
 
@@ -82,13 +84,17 @@ class ImageService:
     same key, so a parameter sweep asks the cache once.
     """
 
-    def __init__(self, *, enabled: bool, store_factory: Callable[[Engine, Callable[[str], None]], Store],
+    def __init__(self, *, enabled: bool, store_factory: Callable[[StoreEngine, Callable[[str], None]], Store],
                  force_rebuild: bool = False, reporter: Optional[Reporter] = None,
-                 remote: Optional[RemoteBackend] = None, decide: Optional[Callable[..., "Outcome"]] = None) -> None:
+                 remote: Optional[RemoteBackend] = None, decide: Optional[Callable[..., "Outcome"]] = None,
+                 open_remote: Optional[Callable[[Callable[[str], None]], RemoteBackend]] = None) -> None:
         """`store_factory(engine, log)` opens the cache, its messages going to `log`; `remote`, when
-        set, is asked on a local miss and given each new entry."""
+        set, is asked on a local miss and given each new entry; `open_remote(log)` opens another
+        client of the same remote, for a prefetch thread."""
         self.enabled = enabled
         self.remote = remote
+        self._open_remote = open_remote
+        self._prefetcher: Optional[Prefetcher] = None
         self.force_rebuild = force_rebuild
         self._decide = decide or get_or_build  # tests script outcomes here
         self._store_factory = store_factory
@@ -158,12 +164,53 @@ class ImageService:
         return store.tmp_dir if store is not None else None
 
     def close(self) -> None:
+        self.stop_prefetch()
         if self._engine is not None:
             with contextlib.suppress(Exception):
                 self._engine.client.close()
             self._engine = None
 
     # -- images ----------------------------------------------------------------
+
+    def prefetch(self, keys: Iterable[CacheKey], jobs: int) -> None:
+        """Start obtaining the cached images of `keys` in the background, in this order, `jobs` at a
+        time (prefetch.py); `obtain` then takes what they found.  Only with the cache in use."""
+        if not self.enabled or self.force_rebuild or self.store() is None:
+            return
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(fetch_job(self._store_factory, self.engine, self._open_remote), jobs)
+        self._prefetcher.want(key for key in keys if key.digest not in self._memo)
+
+    def stop_prefetch(self) -> None:
+        """Stop what the prefetch still does (the session's end, Ctrl-C) and wait for its threads."""
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+            self._prefetcher = None
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Background transfers held at their next chunk for the duration (a model run whose
+        performance is compared): the engine does only the run's work meanwhile."""
+        if self._prefetcher is None:
+            yield
+            return
+        with self._prefetcher.gate.paused():
+            yield
+
+    def _ahead(self, key: CacheKey, event: ImageEvent) -> Tuple[Optional[Outcome], ImageEvent]:
+        """What a prefetch found for `key`, its lines said under this test: a hit, or None for the test
+        to ask the cache itself (not prefetched, not cached, or the prefetch failed: asked again)."""
+        ahead = self._prefetcher.take(key) if self._prefetcher is not None else None
+        if ahead is None:
+            return None, event
+        for line in ahead.lines:
+            self.say(line)
+        if ahead.error is not None:
+            self.say(f"Prefetching the image failed ({ahead.error}); asking the cache again")
+            return None, event
+        if ahead.outcome is None:
+            return None, event
+        return ahead.outcome, replace(event, ahead=True, ahead_seconds=ahead.seconds, ahead_waited=ahead.waited)
 
     def remembered(self, key: CacheKey) -> Optional[ModelImage]:
         return self._memo.get(key.digest)
@@ -203,6 +250,10 @@ class ImageService:
             return result
 
         evicted_before = len(store.evicted)
+        ahead, event = self._ahead(key, event)
+        if ahead is not None:
+            image, event = self._announce(ahead, spec, ref, key, params, event)
+            return self._remember(key.digest, image), event
         try:
             outcome = self._decide(store, key, build_and_announce, remote=self.remote, image_name=name,
                                    image_tag=tag, model_tags=spec.tags, nodes=spec.nodes, run_config=run_config,

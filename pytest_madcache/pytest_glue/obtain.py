@@ -5,10 +5,11 @@ becomes its inputs, and the answers become test failures and events."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from pytest_madcache.core.key import CacheKey
     from pytest_madcache.provide import ModelImage
 
-__all__ = ["obtain_image", "model_runner"]
+__all__ = ["obtain_image", "model_runner", "start_prefetch"]
 
 _RUN_ONLY = [k for k in RUN_KWARGS if k not in ("command", "env", "timeout")]  # model_run()'s other keywords
 
@@ -140,6 +141,32 @@ def _keyed(item: pytest.Item, marked: ModelSpec, params: Dict[str, Any],
     return spec, key, bases
 
 
+def start_prefetch(items: Sequence[pytest.Item], state: State) -> None:
+    """`--cache-prefetch`: the images of `items`' keys obtained in the background, in this order
+    (provide/prefetch.py).  A test whose key cannot be known yet is left to ask for itself."""
+    from pytest_madcache.provide import ImageError
+
+    keys = [key for key in (_item_key(item, state) for item in items) if key is not None]
+    if not keys:
+        return
+    try:
+        state.service.prefetch(keys, state.settings.prefetch_jobs or 1)
+    except ImageError:
+        return  # no engine: each test says so
+
+
+def _item_key(item: pytest.Item, state: State) -> Optional["CacheKey"]:
+    """The key `obtain_image` will ask for, computed ahead; None for a test without a model image,
+    one marked skip, or one whose mark or Dockerfile fails (its test reports that)."""
+    if "model_image" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("skip") is not None:
+        return None
+    params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
+    try:
+        return _keyed(item, _spec(item), params, state)[1]
+    except (Exception, pytest.fail.Exception):
+        return None
+
+
 def _custom_build(state: State, config: pytest.Config) -> bool:
     """Whether a conftest or another plugin builds images (`pytest_madcache_build_image`): such a
     build may read any test parameter, so they all join the key (model.select_params)."""
@@ -181,11 +208,12 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
             return result
 
         start = time.time()
-        result, baseline_runs, note = _side_by_side(item, state, model_image, on) if not options.keep_alive \
-            else (None, (), "")
-        if result is None:
-            # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into, so runs once
-            result = run_repeated(lambda: on(model_image), PerfSpec() if options.keep_alive else spec.perf)
+        with _quiet(state):
+            result, baseline_runs, note = _side_by_side(item, state, model_image, on) if not options.keep_alive \
+                else (None, (), "")
+            if result is None:
+                # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into: runs once
+                result = run_repeated(lambda: on(model_image), PerfSpec() if options.keep_alive else spec.perf)
         result.cache_hit = model_image.cache_hit
         emit(item, run_row(
             model=spec.name, tags=spec.tags, params=model_image.params, dockerfile=str(spec.dockerfile),
@@ -202,6 +230,15 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
         return result
 
     return run
+
+
+def _quiet(state: State) -> ContextManager[None]:
+    """A session that compares performance (a baseline, A/B, the history) holds the prefetch's
+    transfers while a model runs, so they do not slow the runs it measures."""
+    s = state.settings
+    if s.perf_ab or s.perf_baseline is not None or s.perf_record:
+        return state.service.quiet()
+    return contextlib.nullcontext()
 
 
 def _side_by_side(item: pytest.Item, state: State, image: ModelImage, on: Callable[[ModelImage], RunResult]

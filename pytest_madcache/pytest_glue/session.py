@@ -64,6 +64,30 @@ class SessionPlugin:
             return True
         return None
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        """--cache-prefetch: every test's image asked for in the background, in the order they run."""
+        items = [i for i in session.items if "model_image" in getattr(i, "fixturenames", ())]
+        if items and not self.state.is_worker and self._prefetching(session.config):
+            from pytest_madcache.pytest_glue.obtain import start_prefetch  # only for a suite with models
+
+            start_prefetch(items, self.state)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
+        """Under xdist a worker learns its tests one by one: it asks for the next test's image."""
+        if (nextitem is not None and "model_image" in getattr(nextitem, "fixturenames", ()) and self.state.is_worker
+                and self._prefetching(item.config)):
+            from pytest_madcache.pytest_glue.obtain import start_prefetch
+
+            self.state.reporter.item = item
+            start_prefetch([nextitem], self.state)
+
+    def _prefetching(self, config: pytest.Config) -> bool:
+        state = self.state
+        return (state.settings.enabled and state.settings.prefetch != "off" and not state.force_rebuild
+                and state.from_cache is None and not config.option.collectonly)
+
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item.get_closest_marker("model") is not None:
             from pytest_madcache.core.model import ModelMarkError, merge_marks
@@ -97,8 +121,11 @@ class SessionPlugin:
         if report.when == "call" and report.failed:
             state.summary.mark_failed(report.nodeid)
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
+        if state._service is not None:
+            state._service.stop_prefetch()  # before the limits: a load still under way is of no use now
         if state.is_worker:
             return
         if state.settings.enabled and state.summary.keys:

@@ -102,6 +102,8 @@ def resolve_state(config: pytest.Config) -> State:
         remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
                   if settings.enabled and settings.remote else None)
         return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
+                            open_remote=(lambda log: open_remote(settings.remote or "", log=log, settings=settings))
+                            if remote is not None else None,
                             store_factory=lambda engine, log: Store.from_settings(
                                 settings, engine=engine, progress=False, log=log, session=Session(since)))
 

@@ -66,6 +66,9 @@ class Summary:
     keys: List[str] = field(default_factory=list)  # the session's working set: every key asked of the cache
     evicted: int = 0  # entries evicted for the limits during the session and at its end
     end_lines: List[str] = field(default_factory=list)  # what the end of the session did to the cache
+    ahead: int = 0  # hits a prefetch obtained before their test asked
+    ahead_seconds: float = 0.0  # the time those prefetches took
+    ahead_waited: float = 0.0  # the part of it tests waited for
 
     def add(self, event: Event) -> None:
         if isinstance(event, ImageEvent):
@@ -91,7 +94,8 @@ class Summary:
             self.keys.append(e.key)
         self.evicted += e.evicted
         self.images.append({"model": e.model, "key": e.key, "cache_id": e.cache_id, "hit": e.hit,
-                            "miss_reason": e.miss_reason})
+                            "miss_reason": e.miss_reason, "load_seconds": round(e.load_seconds, 3),
+                            "prefetched": e.ahead, "prefetch_waited_seconds": round(e.ahead_waited, 3)})
         self.waited_seconds += e.waited
         self.fetched_bytes += e.fetched_bytes
         self.pushed_bytes += e.pushed_bytes
@@ -104,6 +108,10 @@ class Summary:
                 self.present += 1
             if e.cache_id:
                 self.entries_hit.append(e.cache_id)
+            if e.ahead:
+                self.ahead += 1
+                self.ahead_seconds += e.ahead_seconds
+                self.ahead_waited += min(e.ahead_waited, e.ahead_seconds)
         else:
             self.misses += 1
             if e.miss_group:
@@ -123,6 +131,8 @@ class Summary:
             "builds": self.builds, "reused": self.reused, "bytes_loaded": self.bytes_loaded,
             "load_seconds": round(self.load_seconds, 3), "build_seconds": round(self.build_seconds, 3),
             "build_time_saved_seconds": round(self.saved_seconds, 3),
+            "prefetched": self.ahead, "prefetch_seconds": round(self.ahead_seconds, 3),
+            "prefetch_waited_seconds": round(self.ahead_waited, 3),
             "fetched_bytes": self.fetched_bytes, "pushed_bytes": self.pushed_bytes,
             "entries_hit": sorted(set(self.entries_hit)), "entries_saved": sorted(set(self.entries_saved)),
             "misses_by_reason": dict(sorted(self.misses_by_reason.items())),
@@ -159,6 +169,11 @@ def summary_lines(s: Summary) -> List[str]:
                      f"{net:.1f} s net of loading)")
         if s.fetched_bytes or s.pushed_bytes:
             lines.append(f"remote cache: fetched {human_bytes(s.fetched_bytes)}, pushed {human_bytes(s.pushed_bytes)}")
+        if s.ahead:
+            hidden = s.ahead_seconds - s.ahead_waited
+            lines.append(f"prefetched: {s.ahead} image{'' if s.ahead == 1 else 's'} obtained before their tests "
+                         f"asked, in {s.ahead_seconds:.1f} s; {hidden:.1f} s of it hidden behind tests, "
+                         f"{s.ahead_waited:.1f} s waited for")
         if s.waited_seconds >= 0.05:
             lines.append(f"waited for other processes building the same image: {s.waited_seconds:.1f} s")
     else:

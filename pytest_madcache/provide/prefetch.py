@@ -1,0 +1,259 @@
+"""Images obtained before their tests ask (`--cache-prefetch`).
+
+After collection the session knows its tests' keys in the order they run.  A Prefetcher obtains those
+images on background threads, in that order, a bounded number at a time, so image N+1 loads while the
+tests of image N run.  A test then takes what its key's job found: it waits only for what is not ready
+yet.  A job that has not started when its test comes is cancelled, and the test does the work itself,
+exactly as without prefetch.
+
+A job runs `fetch(key, say, gate)` (the ImageService's: its own Store and remote, never a build).  What
+it says is kept and said again by the test that takes it, so the lines appear under that test; an error
+it raised is said there too, and the test then asks the cache itself.  `stop()` (the session's end,
+Ctrl-C) cancels what has not started and tells running jobs to stop: `Interruptible` ends their
+streams at the next chunk, and the store's own rules (temp files, entries committed last) leave no half
+entry.  `Gate.paused()` holds every stream at its next chunk while it lasts: a session that compares
+performance keeps the engine quiet while a model runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
+
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.provide.decide import Outcome, get_cached
+from pytest_madcache.remote.base import RemoteBackend, RemoteEntry, RemoteError
+from pytest_madcache.store.protocols import StoreEngine
+
+if TYPE_CHECKING:
+    from pytest_madcache.core.images import EngineInfo, ImageInfo
+    from pytest_madcache.store import Entry, Store
+
+__all__ = ["Ahead", "Gate", "Prefetcher", "Interruptible", "StoppableRemote", "Stopped", "fetch_job"]
+
+
+class Gate:
+    """Where background transfers check in between chunks: stopped for good, or paused for a while."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._open = threading.Event()
+        self._open.set()
+        self._pauses = 0
+        self._lock = threading.Lock()
+
+    def check(self, doing: str) -> None:
+        """Return when the transfer may go on; raise Stopped once the session ended."""
+        while not self._open.wait(0.1):
+            if self.stopped.is_set():
+                break
+        if self.stopped.is_set():
+            raise Stopped(f"the session ended during this {doing}")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Transfers wait at their next chunk until the last of these contexts ends."""
+        with self._lock:
+            self._pauses += 1
+            self._open.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pauses -= 1
+                if not self._pauses:
+                    self._open.set()
+
+
+Fetch = Callable[[CacheKey, Callable[[str], None], Gate], Optional[Outcome]]
+
+
+class Stopped(RemoteError):
+    """A background transfer stopped because the session ended (a RemoteError, so a fetch from the
+    remote unwinds the way a broken download does: its temp files removed, no entry added)."""
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What one key's job found, as the test that takes it sees it."""
+
+    outcome: Optional[Outcome]  # a hit, local or remote; None: not in the cache (the test builds)
+    lines: Tuple[str, ...]  # what the job said, to say again under the test
+    error: Optional[Exception]  # what the job raised, said under the test, which then asks itself
+    seconds: float  # the job's own time (a pause included)
+    waited: float  # how long the test waited for it
+
+
+@dataclass(frozen=True)
+class _Done:
+    outcome: Optional[Outcome]
+    lines: Tuple[str, ...]
+    error: Optional[Exception]
+    seconds: float
+
+
+class Prefetcher:
+    """Background jobs by key, run in the order they were wanted, `jobs` at a time."""
+
+    def __init__(self, fetch: Fetch, jobs: int) -> None:
+        self._fetch = fetch
+        self.gate = Gate()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="madcache-prefetch")
+        self._jobs: Dict[str, "Future[_Done]"] = {}
+        self._lock = threading.Lock()
+
+    def want(self, keys: Iterable[CacheKey]) -> None:
+        """Queue a job for each key not queued yet, in this order."""
+        with self._lock:
+            for key in keys:
+                if not self.gate.stopped.is_set() and key.digest not in self._jobs:
+                    self._jobs[key.digest] = self._pool.submit(self._run, key)
+
+    def _run(self, key: CacheKey) -> _Done:
+        lines: List[str] = []
+        start = time.monotonic()
+        try:
+            self.gate.check("prefetch")
+            outcome = self._fetch(key, lines.append, self.gate)
+        except Exception as exc:  # handed to the test that takes it
+            return _Done(None, tuple(lines), exc, time.monotonic() - start)
+        return _Done(outcome, tuple(lines), None, time.monotonic() - start)
+
+    def take(self, key: CacheKey) -> Optional[Ahead]:
+        """What `key`'s job found, waiting for it to finish; None when there is no job (never wanted,
+        taken already) or it had not started (cancelled: the test does the work itself)."""
+        with self._lock:
+            job = self._jobs.pop(key.digest, None)
+        if job is None or job.cancel():
+            return None
+        start = time.monotonic()
+        done = job.result()
+        return Ahead(done.outcome, done.lines, done.error, done.seconds, time.monotonic() - start)
+
+    def stop(self) -> None:
+        """Cancel the jobs not started, stop the running ones' transfers, and wait for them."""
+        self.gate.stopped.set()
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+        for job in jobs:
+            job.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _checked(chunks: Iterable[bytes], gate: Gate) -> Iterator[bytes]:
+    for chunk in chunks:
+        gate.check("load")
+        yield chunk
+
+
+class Interruptible:
+    """An engine whose loads wait at the next chunk while the gate is paused and end there once it is
+    stopped (the engine then drops the half-sent archive); every other call goes to `engine` as it is."""
+
+    def __init__(self, engine: StoreEngine, gate: Gate) -> None:
+        self._engine = engine
+        self._gate = gate
+
+    @property
+    def info(self) -> "EngineInfo":
+        return self._engine.info
+
+    def inspect(self, ref: str) -> Optional["ImageInfo"]:
+        return self._engine.inspect(ref)
+
+    def find(self, ids: Iterable[str]) -> Optional["ImageInfo"]:
+        return self._engine.find(ids)
+
+    def tag(self, image_id: str, reference: str) -> None:
+        self._engine.tag(image_id, reference)
+
+    def present_prefix(self, diff_ids: Sequence[str], hints: Iterable[str] = ()) -> int:
+        return self._engine.present_prefix(diff_ids, hints)
+
+    def save(self, image_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        return self._engine.save(image_id, chunk_size)
+
+    def load(self, data: Iterable[bytes]) -> List[str]:
+        return self._engine.load(_checked(data, self._gate))
+
+
+class _StoppableReader:
+    """A remote blob's reader that waits while the gate is paused and raises Stopped once it is stopped."""
+
+    def __init__(self, inner: BinaryIO, gate: Gate) -> None:
+        self._inner = inner
+        self._gate = gate
+
+    def read(self, size: int = -1) -> bytes:
+        self._gate.check("download")
+        return self._inner.read(size)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> "_StoppableReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StoppableRemote:
+    """A remote whose blob downloads wait at the next read while the gate is paused, and end there
+    once it is stopped."""
+
+    def __init__(self, remote: RemoteBackend, gate: Gate) -> None:
+        self._remote = remote
+        self._gate = gate
+
+    def find(self, key: str, have: Optional[Callable[[str], bool]] = None) -> Optional[RemoteEntry]:
+        found = self._remote.find(key, have)
+        if found is None:
+            return None
+        open_blob = found.open_blob
+
+        def stoppable(digest: str) -> BinaryIO:  # read(), close(): what the store's import reads through
+            return cast(BinaryIO, _StoppableReader(open_blob(digest), self._gate))
+
+        return RemoteEntry(found.meta, stoppable)
+
+    def failed(self, key: str, exc: RemoteError) -> None:
+        if not isinstance(exc, Stopped):
+            self._remote.failed(key, exc)
+
+    def mark_used(self, entry: "Entry") -> None:
+        self._remote.mark_used(entry)
+
+    def push(self, entry: "Entry", open_blob: Callable[[str], BinaryIO]) -> int:
+        return self._remote.push(entry, open_blob)
+
+    def push_pending(self, open_blob: Callable[[str], BinaryIO]) -> int:
+        return self._remote.push_pending(open_blob)
+
+    def sync(self, entries: Sequence["Entry"], open_blob: Callable[[str], BinaryIO],
+             every: bool = False) -> Tuple[List[str], int, int]:
+        return self._remote.sync(entries, open_blob, every)
+
+
+def fetch_job(open_store: Callable[[StoreEngine, Callable[[str], None]], "Store"], engine: StoreEngine,
+              open_remote: Optional[Callable[[Callable[[str], None]], RemoteBackend]]) -> Fetch:
+    """The job a Prefetcher runs for the ImageService: the key's entry loaded from the cache, else
+    fetched from the remote, never built.  Each thread opens its own Store (a Store's lock depth is
+    its own, not shared between threads) and remote, whose lines go to the job at hand."""
+    local = threading.local()
+
+    def fetch(key: CacheKey, say: Callable[[str], None], gate: Gate) -> Optional[Outcome]:
+        local.say = say
+        if not hasattr(local, "store"):
+            def log(text: str) -> None:
+                local.say(text)
+
+            local.store = open_store(Interruptible(engine, gate), log)
+            local.remote = StoppableRemote(open_remote(log), gate) if open_remote is not None else None
+        return get_cached(local.store, key, local.remote, instead="its test asks again")
+
+    return fetch

@@ -1,0 +1,310 @@
+"""Prefetch (`--cache-prefetch`) without an engine: jobs in test order and a bounded number at once, a
+test that waits only for its own image, errors handed to the test, stopping, the setting's bad values,
+and the summary's line.  tests/test_prefetch_engine.py runs it on a real engine."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import List
+
+import pytest
+
+from pytest_madcache.core.events import ImageEvent
+from pytest_madcache.core.key import CacheKey
+from pytest_madcache.core.model import spec_from_marks
+from pytest_madcache.core.settings import SettingsError, resolve
+from pytest_madcache.provide import ImageService
+from pytest_madcache.provide.decide import Outcome
+from pytest_madcache.provide.prefetch import Gate, Interruptible, Prefetcher, StoppableRemote, Stopped
+from pytest_madcache.pytest_glue.summary import Summary, summary_lines
+from pytest_madcache.remote.base import RemoteEntry, RemoteError
+from pytest_madcache.store import Entry, LoadResult
+
+
+def _key(name: str) -> CacheKey:
+    return CacheKey(name, {})
+
+
+class Recorder:
+    """A fetch that records when each job runs; `gate` holds every job until it is set."""
+
+    def __init__(self) -> None:
+        self.order: List[str] = []
+        self.running = 0
+        self.most = 0
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+
+    def __call__(self, key: CacheKey, say, stopped) -> Outcome:
+        with self.lock:
+            self.order.append(key.digest)
+            self.running += 1
+            self.most = max(self.most, self.running)
+        say(f"looked up {key.digest}")
+        self.gate.wait(10)
+        with self.lock:
+            self.running -= 1
+        if key.digest == "broken":
+            raise RuntimeError("the engine went away")
+        return Outcome(None, f"id-{key.digest}", hit=True)
+
+
+def test_jobs_run_in_the_order_wanted_one_at_a_time_and_a_test_waits_for_its_own() -> None:
+    fetch = Recorder()
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("a"), _key("b"), _key("a"), _key("c")])
+    time.sleep(0.05)
+    assert fetch.order == ["a"]  # one at a time: b waits for a
+    fetch.gate.set()
+    got = ahead.take(_key("a"))
+    assert got is not None and got.outcome is not None and got.outcome.image_id == "id-a"
+    assert got.lines == ("looked up a",) and got.error is None and got.waited >= 0
+    assert ahead.take(_key("a")) is None  # taken once
+    assert ahead.take(_key("x")) is None  # never wanted
+    assert [ahead.take(_key(k)).outcome.image_id for k in "bc"] == ["id-b", "id-c"]
+    assert fetch.order == ["a", "b", "c"] and fetch.most == 1
+    ahead.stop()
+
+
+def test_two_jobs_at_once_when_asked() -> None:
+    fetch = Recorder()
+    ahead = Prefetcher(fetch, jobs=2)
+    ahead.want([_key(k) for k in "abc"])
+    deadline = time.monotonic() + 5
+    while fetch.running < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fetch.most == 2 and fetch.order == ["a", "b"]
+    fetch.gate.set()
+    ahead.stop()
+
+
+def test_a_job_not_started_when_its_test_comes_is_left_to_the_test() -> None:
+    fetch = Recorder()
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("a"), _key("b")])
+    assert ahead.take(_key("b")) is None  # a still runs, so b has not started: cancelled
+    fetch.gate.set()
+    assert ahead.take(_key("a")).outcome is not None
+    ahead.stop()
+    assert fetch.order == ["a"]
+
+
+def test_an_error_is_handed_to_the_test_with_what_the_job_said() -> None:
+    fetch = Recorder()
+    fetch.gate.set()
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("broken")])
+    got = ahead.take(_key("broken"))
+    assert got is not None and got.outcome is None and got.lines == ("looked up broken",)
+    assert isinstance(got.error, RuntimeError) and str(got.error) == "the engine went away"
+    ahead.stop()
+
+
+def test_stop_cancels_what_has_not_started_and_wants_nothing_more() -> None:
+    fetch = Recorder()
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("a"), _key("b")])
+    time.sleep(0.05)
+    threading.Timer(0.1, fetch.gate.set).start()
+    ahead.stop()  # waits for a, never starts b
+    ahead.want([_key("c")])
+    assert fetch.order == ["a"] and ahead.take(_key("c")) is None
+
+
+class ChunkEngine:
+    def __init__(self) -> None:
+        self.chunks: List[bytes] = []
+
+    def load(self, data) -> List[str]:
+        for chunk in data:
+            self.chunks.append(chunk)
+        return ["loaded"]
+
+
+def test_a_load_ends_at_the_next_chunk_once_stopped() -> None:
+    gate = Gate()
+    engine = ChunkEngine()
+
+    def chunks():
+        yield b"one"
+        gate.stopped.set()  # the session ends while the load streams
+        yield b"two"
+
+    with pytest.raises(Stopped, match="the session ended during this load"):
+        Interruptible(engine, gate).load(chunks())
+    assert engine.chunks == [b"one"]
+    assert Interruptible(ChunkEngine(), Gate()).load([b"x"]) == ["loaded"]
+
+
+def test_a_paused_load_waits_at_its_next_chunk_until_the_pause_ends() -> None:
+    gate, engine = Gate(), ChunkEngine()
+    with gate.paused():
+        loading = threading.Thread(target=Interruptible(engine, gate).load, args=([b"a", b"b"],))
+        loading.start()
+        time.sleep(0.3)
+        assert engine.chunks == []  # held before its first chunk
+        with gate.paused():  # nested: the outer pause still holds when this one ends
+            pass
+        time.sleep(0.2)
+        assert engine.chunks == []
+    loading.join(5)
+    assert engine.chunks == [b"a", b"b"]
+
+
+def test_a_remote_download_ends_at_the_next_read_and_is_not_the_remotes_fault() -> None:
+    gate = Gate()
+    failed: list = []
+    remote = SimpleNamespace(find=lambda key, have=None: RemoteEntry({"id": "e"}, lambda d: io.BytesIO(b"abcdef")),
+                             failed=lambda key, exc: failed.append(exc))
+    found = StoppableRemote(remote, gate).find("k")
+    blob = found.open_blob("sha256:x")
+    assert blob.read(3) == b"abc"
+    gate.stopped.set()
+    with pytest.raises(Stopped) as raised:
+        blob.read(3)
+    StoppableRemote(remote, gate).failed("k", raised.value)
+    StoppableRemote(remote, gate).failed("k", RemoteError("HTTP 500"))
+    assert [str(e) for e in failed] == ["HTTP 500"]  # a stopped download does not turn the remote off
+
+
+# -- the ImageService: a test takes what the prefetch found -------------------------
+
+
+class FakeEngine:
+    def describe(self) -> str:
+        return "fake engine"
+
+    def inspect(self, ref):
+        return SimpleNamespace(repo_tags=[ref])
+
+    def tag(self, image_id, ref) -> None:
+        pass
+
+
+class FakeStore:
+    evicted: list = []
+
+    def __init__(self, entries=(), fail: bool = False) -> None:
+        self._entries, self.loads, self.fail = list(entries), [], fail
+        self.log = print
+
+    def lookup(self, key):
+        return next((e for e in self._entries if e.key == key.digest), None)
+
+    def load(self, entry):
+        self.loads.append((entry.id, threading.current_thread().name))
+        if self.fail:
+            from pytest_madcache.store import StoreError
+
+            raise StoreError("the engine refused the archive")
+        return LoadResult("full", 2048, 2, 0.5, image_id=entry.image_id)
+
+
+def _entry(key: str) -> Entry:
+    image_id = "sha256:" + "0a" * 32
+    return Entry(id="run_1_0000beef", key=key, image_name="ci-m", image_tag="t", image_id=image_id,
+                 config=image_id, layers=[], sizes={}, build_duration=3.0)
+
+
+def _service(store: FakeStore, said: list, decide=None) -> ImageService:
+    class Listening:
+        say, warn = staticmethod(said.append), staticmethod(said.append)
+
+    def make_store(engine, log):
+        store.log = log
+        return store
+
+    service = ImageService(enabled=True, store_factory=make_store, reporter=Listening(), decide=decide)
+    service._engine = FakeEngine()
+    return service
+
+
+@pytest.fixture
+def spec(tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+
+    class Mark:
+        args, kwargs = ("m",), {}
+
+    return spec_from_marks([Mark()], tmp_path, "t")
+
+
+def test_a_hit_found_ahead_is_the_tests_hit_with_its_lines_and_times(spec) -> None:
+    store, said = FakeStore([_entry("k1")]), []
+    service = _service(store, said, decide=lambda *a, **k: pytest.fail("a prefetched hit asks nothing more"))
+    service.prefetch([_key("k1")], jobs=1)
+    image, event = service.obtain(spec, _key("k1"), "ci-m:t", {}, {}, build=lambda: pytest.fail("no build"))
+    assert image.cache_hit and image.cache_id == "run_1_0000beef"
+    assert event.hit and event.ahead and event.ahead_seconds >= 0 and event.ahead_waited >= 0
+    assert store.loads == [("run_1_0000beef", store.loads[0][1])] and store.loads[0][1].startswith("madcache-prefetch")
+    assert said == ["Cache hit! Loading Docker image from cache: run_1_0000beef",
+                    "Docker image loaded from cache successfully: run_1_0000beef (all layers: 2 layers, 2.00 KB in "
+                    "0.50 s)"]
+    service.close()
+
+
+def test_a_failed_prefetched_load_is_said_under_its_test_which_then_asks_itself(spec) -> None:
+    store, said, asked = FakeStore([_entry("k1")], fail=True), [], []
+
+    def decide(store, key, build, **kwargs):
+        asked.append(key.digest)
+        return Outcome(None, "sha256:" + "0b" * 32, hit=False, build_duration=1.0)
+
+    service = _service(store, said, decide=decide)
+    service.prefetch([_key("k1")], jobs=1)
+    image, event = service.obtain(spec, _key("k1"), "ci-m:t", {}, {}, build=lambda: pytest.fail("decide builds"))
+    assert asked == ["k1"] and not event.ahead and not image.cache_hit
+    assert said[0] == "Failed to load run_1_0000beef from cache (the engine refused the archive); its test asks again"
+    service.close()
+
+
+def test_no_prefetch_without_the_cache_or_with_force_rebuild(spec) -> None:
+    for kwargs in ({"enabled": False}, {"enabled": True, "force_rebuild": True}):
+        store = FakeStore([_entry("k1")])
+        service = ImageService(store_factory=lambda engine, log, store=store: store, **kwargs)
+        service._engine = FakeEngine()
+        service.prefetch([_key("k1")], jobs=1)
+        service.close()
+        assert store.loads == []
+
+
+# -- the setting ---------------------------------------------------------------------
+
+
+def test_the_settings_defaults_and_values() -> None:
+    s = resolve({}, {}, {})
+    assert (s.prefetch, s.prefetch_jobs) == ("loads", None)
+    s = resolve({"prefetch": "OFF"}, {"MADCACHE_PREFETCH_JOBS": "3"}, {})
+    assert (s.prefetch, s.prefetch_jobs, s.source("prefetch_jobs")) == ("off", 3, "environment variable "
+                                                                                   "MADCACHE_PREFETCH_JOBS")
+    assert resolve({}, {}, {"madcache_prefetch_jobs": "auto"}).prefetch_jobs is None
+
+
+@pytest.mark.parametrize("flags, env, ini, message", [
+    ({"prefetch": "sometimes"}, {}, {}, "invalid value 'sometimes' for --cache-prefetch from option "
+                                        "--cache-prefetch: expected one of off, loads"),
+    ({}, {"MADCACHE_PREFETCH": "all-of-it"}, {}, "invalid value 'all-of-it' for --cache-prefetch from environment "
+                                                 "variable MADCACHE_PREFETCH: expected one of off, loads"),
+    ({}, {}, {"madcache_prefetch_jobs": "0"}, "invalid value '0' for --cache-prefetch-jobs from ini key "
+                                              "madcache_prefetch_jobs in ini file: expected a whole number >= 1, "
+                                              "or 'auto'"),
+])
+def test_bad_values_name_their_source(flags, env, ini, message) -> None:
+    with pytest.raises(SettingsError) as raised:
+        resolve(flags, env, ini)
+    assert str(raised.value) == message
+
+
+def test_the_summary_says_how_much_was_hidden_behind_tests() -> None:
+    summary = Summary(enabled=True)
+    for seconds, waited in ((4.0, 4.0), (3.0, 0.5), (2.0, 0.0)):
+        summary.add(ImageEvent(model="m", key=f"k{seconds}", cached=True, hit=True, ahead=True,
+                               ahead_seconds=seconds, ahead_waited=waited))
+    summary.add(ImageEvent(model="m", key="k9", cached=True, hit=True))
+    assert ("prefetched: 3 images obtained before their tests asked, in 9.0 s; 4.5 s of it hidden behind tests, "
+            "4.5 s waited for") in summary_lines(summary)
+    assert summary.as_dict()["prefetched"] == 3 and summary.as_dict()["prefetch_waited_seconds"] == 4.5
