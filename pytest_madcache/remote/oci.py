@@ -12,8 +12,9 @@ decompressed and checked on the way in.  Entries pushed uncompressed by
 earlier versions read as before.
 
 The manifest goes last, so a push that breaks leaves blobs but never an
-entry; a small journal (`<cache>/remote/pending/`) remembers it, and the
-next push from that cache completes it (as does `RemoteCache.push_pending`).
+entry; a small journal (`<cache>/remote/pending/`) remembers it, as it does
+an entry saved while the registry was down, and the next push from that cache
+completes it (as does `RemoteCache.push_pending`, at a session's end too).
 The manifest codec is manifest.py's and the journal journal.py's; HTTP, TLS,
 auth and retries are registry.py's; compression and parallel fetches are
 transfer.py's.  It must not touch the local store: the store hands it blob
@@ -210,10 +211,13 @@ class RemoteCache:
 
     def push(self, entry: EntryLike, open_blob: OpenBlob) -> int:
         """Upload the entry's blobs the registry lacks (read through `open_blob`, compressed on the
-        way), then its manifest; then complete pushes that broke earlier.  Bytes sent."""
-        if self.disabled:
-            return 0
+        way), then its manifest; then complete pushes that broke earlier.  Bytes sent.  With the
+        registry found down earlier in this run, the entry joins the journal instead: the next push,
+        session end or `madcache push` sends it."""
         meta = entry.to_json()
+        if self.disabled:
+            self.state.add_pending(self.registry.ref, meta)
+            return 0
         before = self.registry.bytes_sent
         if self._push_meta(meta, open_blob, what=entry.id):
             self.push_pending(open_blob)
