@@ -32,12 +32,12 @@ def suite(engine, pytester: pytest.Pytester):
         size = 40 if n == 1 else 4  # the second model's image takes a while to load
         tiny_context(pytester.path / name, [f'RUN ["/bin/busybox", "sh", "-c", "head -c {size}000000 /dev/urandom '
                                             f'> /blob; echo {name} > /name"]'])
-    body = ["import os, pytest", ""]
+    body = ["import os, signal, pytest", ""]
     for name in models:
         body += [f'@pytest.mark.model("{name}", context="{name}")',
                  f"def test_{name}(model_image):",
                  "    if os.environ.get('INTERRUPT_AT') == " + repr(name) + ":",
-                 "        raise KeyboardInterrupt",
+                 "        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C",
                  "    assert model_image.image_id", ""]
     pytester.makepyfile(test_models="\n".join(body))
     yield models
@@ -104,8 +104,9 @@ def test_ctrl_c_during_prefetch_leaves_the_cache_whole(pytester, engine, suite, 
     before = sorted(e.id for e in Store(cache).entries())
     _fresh_runner(engine, suite)
     monkeypatch.setenv("INTERRUPT_AT", suite[0])  # the first test ends the session while the others load
-    result = _run(pytester, cache)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--enable-cache", "--cache-dir", str(cache))
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    assert "KeyboardInterrupt" in result.stdout.str()
     store = Store(cache)
     assert sorted(e.id for e in store.entries()) == before
     assert store.verify().ok

@@ -6,7 +6,7 @@ tests of image N run.  A test then takes what its key's job found: it waits only
 yet.  A job that has not started when its test comes is cancelled, and the test does the work itself,
 exactly as without prefetch.
 
-A job runs `fetch(key, say, gate)` (the ImageService's: its own Store and remote, never a build).  What
+A job runs `fetch(key, say, gate)` (the ImageService's: its own Store, the session's remote, never a build).  What
 it says is kept and said again by the test that takes it, so the lines appear under that test; an error
 it raised is said there too, and the test then asks the cache itself.  `stop()` (the session's end,
 Ctrl-C) cancels what has not started and tells running jobs to stop: `Interruptible` ends their
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pytest_madcache.core.images import EngineInfo, ImageInfo
     from pytest_madcache.store import Entry, Store
 
-__all__ = ["Ahead", "Gate", "Prefetcher", "Interruptible", "StoppableRemote", "Stopped", "fetch_job"]
+__all__ = ["Ahead", "Gate", "Lines", "Prefetcher", "Interruptible", "StoppableRemote", "Stopped", "fetch_job"]
 
 
 class Gate:
@@ -239,21 +239,39 @@ class StoppableRemote:
         return self._remote.sync(entries, open_blob, every)
 
 
+class Lines:
+    """Where the lines of the store and the remote go: to `say` (the test at hand), except on a
+    thread collecting them for a prefetch job, which keeps them for the test that takes the job."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._local = threading.local()
+
+    def say(self, text: str) -> None:
+        collect = getattr(self._local, "collect", None)
+        (collect or self._say)(text)
+
+    @contextlib.contextmanager
+    def collecting(self, into: Callable[[str], None]) -> Iterator[None]:
+        self._local.collect = into
+        try:
+            yield
+        finally:
+            self._local.collect = None
+
+
 def fetch_job(open_store: Callable[[StoreEngine, Callable[[str], None]], "Store"], engine: StoreEngine,
-              open_remote: Optional[Callable[[Callable[[str], None]], RemoteBackend]]) -> Fetch:
+              remote: Optional[RemoteBackend], lines: Lines) -> Fetch:
     """The job a Prefetcher runs for the ImageService: the key's entry loaded from the cache, else
-    fetched from the remote, never built.  Each thread opens its own Store (a Store's lock depth is
-    its own, not shared between threads) and remote, whose lines go to the job at hand."""
+    fetched from `remote` (the session's own: one remote, so a registry found down is said down once),
+    never built.  Each thread opens its own Store: a Store's lock depth is its own, not the threads'."""
     local = threading.local()
 
     def fetch(key: CacheKey, say: Callable[[str], None], gate: Gate) -> Optional[Outcome]:
-        local.say = say
-        if not hasattr(local, "store"):
-            def log(text: str) -> None:
-                local.say(text)
-
-            local.store = open_store(Interruptible(engine, gate), log)
-            local.remote = StoppableRemote(open_remote(log), gate) if open_remote is not None else None
-        return get_cached(local.store, key, local.remote, instead="its test asks again")
+        with lines.collecting(say):
+            if not hasattr(local, "store"):
+                local.store = open_store(Interruptible(engine, gate), lines.say)
+            stoppable = StoppableRemote(remote, gate) if remote is not None else None
+            return get_cached(local.store, key, stoppable, instead="its test asks again")
 
     return fetch

@@ -25,7 +25,7 @@ from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.provide.decide import Outcome, build_output, get_cached, get_or_build, run_build
-from pytest_madcache.provide.prefetch import Prefetcher, fetch_job
+from pytest_madcache.provide.prefetch import Lines, Prefetcher, fetch_job
 from pytest_madcache.remote.base import RemoteBackend
 from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, LoadResult, Store, StoreError
@@ -86,19 +86,18 @@ class ImageService:
 
     def __init__(self, *, enabled: bool, store_factory: Callable[[StoreEngine, Callable[[str], None]], Store],
                  force_rebuild: bool = False, reporter: Optional[Reporter] = None,
-                 remote: Optional[RemoteBackend] = None, decide: Optional[Callable[..., "Outcome"]] = None,
-                 open_remote: Optional[Callable[[Callable[[str], None]], RemoteBackend]] = None) -> None:
+                 remote: Optional[RemoteBackend] = None, decide: Optional[Callable[..., "Outcome"]] = None) -> None:
         """`store_factory(engine, log)` opens the cache, its messages going to `log`; `remote`, when
-        set, is asked on a local miss and given each new entry; `open_remote(log)` opens another
-        client of the same remote, for a prefetch thread."""
+        set, is asked on a local miss and given each new entry (its messages should go to `say`, so
+        that what it says for a prefetch is said under the test that takes it)."""
         self.enabled = enabled
         self.remote = remote
-        self._open_remote = open_remote
         self._prefetcher: Optional[Prefetcher] = None
         self.force_rebuild = force_rebuild
         self._decide = decide or get_or_build  # tests script outcomes here
         self._store_factory = store_factory
         self.reporter: Reporter = reporter or _Silent()
+        self._lines = Lines(self.reporter.say)
         self._engine: Optional[Engine] = None
         self._store: Optional[Store] = None
         self._store_failed = False
@@ -113,7 +112,8 @@ class ImageService:
         return key_for(spec, cache_dir, self.key_caches)
 
     def say(self, text: str) -> None:
-        self.reporter.say(text)
+        """A line for the test at hand; from a prefetch job, kept for the test that takes it."""
+        self._lines.say(text)
 
     # -- resources -------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class ImageService:
         if not self.enabled or self.force_rebuild or self.store() is None:
             return
         if self._prefetcher is None:
-            self._prefetcher = Prefetcher(fetch_job(self._store_factory, self.engine, self._open_remote), jobs)
+            self._prefetcher = Prefetcher(fetch_job(self._store_factory, self.engine, self.remote, self._lines), jobs)
         self._prefetcher.want(key for key in keys if key.digest not in self._memo)
 
     def stop_prefetch(self) -> None:

@@ -99,13 +99,12 @@ def resolve_state(config: pytest.Config) -> State:
         from pytest_madcache.remote import open_remote
         from pytest_madcache.store import Session, Store
 
-        remote = (open_remote(settings.remote, log=reporter.say, settings=settings)
-                  if settings.enabled and settings.remote else None)
-        return ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter, remote=remote,
-                            open_remote=(lambda log: open_remote(settings.remote or "", log=log, settings=settings))
-                            if remote is not None else None,
-                            store_factory=lambda engine, log: Store.from_settings(
-                                settings, engine=engine, progress=False, log=log, session=Session(since)))
+        service = ImageService(enabled=settings.enabled, force_rebuild=force, reporter=reporter,
+                               store_factory=lambda engine, log: Store.from_settings(
+                                   settings, engine=engine, progress=False, log=log, session=Session(since)))
+        if settings.enabled and settings.remote:  # its lines through the service: a prefetch's go to their test
+            service.remote = open_remote(settings.remote, log=service.say, settings=settings)
+        return service
 
     summary = Summary(enabled=settings.enabled or bool(from_cache))
     return State(settings=settings, additional_context=dict(settings.additional_context or {}), force_rebuild=force,
