@@ -42,10 +42,10 @@ MODES = ("loads", "off")
 
 
 class PrefetchBench:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, cache: Path) -> None:
         self.engine = Engine()
         self.work = work
-        self.cache = work / "cache"
+        self.cache = cache
         self.runs = 0
 
     def forget_models(self) -> None:
@@ -112,13 +112,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=4, help="pairs per suite (default 4)")
     parser.add_argument("--record", action="store_true", help="write bench/results/prefetch.json and .md")
+    parser.add_argument("--cache", metavar="DIR", help="a cache directory kept between runs (default: a new one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="madcache-bench-prefetch-"))
-    bench = PrefetchBench(work)
+    bench = PrefetchBench(work, Path(args.cache) if args.cache else work / "cache")
     log(f"engine: {bench.engine.info.name}; load average {loadavg()}")
     try:
         prepare.prepare(log=sys.stderr)
-        log("filling the cache: the suite's first run builds and saves")
+        log("filling the cache: the suite's first run builds and saves (or hits, in a kept --cache)")
         subprocess.run([sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider", "-q", "--enable-cache",
                         "--cache-dir", str(bench.cache)], check=True, capture_output=True)
         suite = bench.pairs(args.pairs, [])
