@@ -1,6 +1,6 @@
 """The figures docs/cache.md (base resolution costs), docs/remote.md (the remote's fault campaign
-and transfers) and docs/perf-tracking.md (the A/B gate's trials and its pairs' noise, the history's
-size) quote, rendered from their JSON between <!-- NAME:start --> and <!-- NAME:end -->.
+and transfers), docs/perf-tracking.md (the A/B gate's trials and its pairs' noise, the history's
+size) and docs/performance.md (prefetch, parallel loads) quote, rendered from their JSON between <!-- NAME:start --> and <!-- NAME:end -->.
 
     python bench/render_quoted.py            # rewrite the passages from bench/results/
     python bench/render_quoted.py --check    # exit 1 when a page differs from its JSON
@@ -125,10 +125,34 @@ def history_lines() -> List[str]:
             "(`registry garbage-collect`); the tag always names the newest."]
 
 
+def prefetch_lines() -> List[str]:
+    """Prefetch on against off on the realistic suite (bench_prefetch.render), without its title."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_prefetch import render
+
+    lines = [f"#{line}" if line.startswith("## ") else line for line in render(load("prefetch.json"))[2:]]
+    return "\n".join(lines).strip("\n").splitlines()
+
+
+def parallel_loads_lines() -> List[str]:
+    """The suite's 2 images loaded one at a time against two at once, per engine kind."""
+    rows = []
+    for path in sorted(RESULTS.glob("parallel-loads-*.json")):
+        d = json.loads(path.read_text())
+        one, two = d["medians"]["one at a time"], d["medians"]["two at once"]
+        rows.append(f"| {d['kind']} | {one:.2f} s | {two:.2f} s | {d['ratio_two_over_one']:.2f}x | "
+                    f"{len(d['samples']['one at a time'])} | {when(d)} |")
+    return ["| engine kind | one at a time (median) | two at once (median) | two / one | loads per way | measured |",
+            "|---|---|---|---|---|---|", *rows, "",
+            "Each row: `python -m pytest_madcache.localengine --engine KIND -- python bench/bench_parallel_loads.py "
+            "--record`."]
+
+
 PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faults"): remote_faults_lines,
             ("remote.md", "remote-transfers"): remote_transfer_lines,
             ("perf-tracking.md", "ab-trials"): ab_trials_lines, ("perf-tracking.md", "ab-noise"): ab_noise_lines,
-            ("perf-tracking.md", "history-size"): history_lines}
+            ("perf-tracking.md", "history-size"): history_lines, ("performance.md", "prefetch"): prefetch_lines,
+            ("performance.md", "parallel-loads"): parallel_loads_lines}
 
 
 def between(text: str, marker: str) -> str:

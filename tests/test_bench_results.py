@@ -63,6 +63,12 @@ MEASURES = {
     "ab-noise.json": (["pytest_madcache/perf/stats.py", "pytest_madcache/pytest_glue/ab.py",
                        "examples/realistic/models/mlp", "bench/bench_ab.py", "bench/ab_noise.py"],
                       "python -m pytest_madcache.localengine -- python bench/ab_noise.py --record"),
+    "prefetch.json": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "bench/bench_prefetch.py"],
+                      "python -m pytest_madcache.localengine -- python bench/bench_prefetch.py --record"),
+    **{f"parallel-loads-{kind}.json": ([*STORE, "examples/realistic", "bench/bench_parallel_loads.py"],
+                                       f"python -m pytest_madcache.localengine --engine {kind} -- python "
+                                       "bench/bench_parallel_loads.py --record")
+       for kind in ("debian12", "debian13", "debian13-containerd", "podman")},
     "history-size.json": (["pytest_madcache/perf/history.py", "pytest_madcache/remote/documents.py",
                            "bench/bench_history.py"], "python bench/bench_history.py --record"),
     "main-job.txt": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "examples/main_job.sh"],
