@@ -78,6 +78,9 @@ def obtain_image(request: pytest.FixtureRequest) -> ModelImage:
     service = state.service
     state.reporter.item = item
     try:
+        if state.prefetch_queue:
+            queue, state.prefetch_queue = state.prefetch_queue, None
+            start_prefetch(queue, state)
         if state.from_cache_entry is not None:
             image, event = service.from_entry(spec, state.from_cache_entry, params)
             emit(item, event)

@@ -66,12 +66,11 @@ class SessionPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        """--cache-prefetch: every test's image asked for in the background, in the order they run."""
+        """--cache-prefetch: the tests whose images to ask for in the background, in the order they run.
+        The first test that needs an image starts it (obtain.py): what it warns then belongs to a test."""
         items = [i for i in session.items if "model_image" in getattr(i, "fixturenames", ())]
         if items and not self.state.is_worker and self._prefetching(session.config):
-            from pytest_madcache.pytest_glue.obtain import start_prefetch  # only for a suite with models
-
-            start_prefetch(items, self.state)
+            self.state.prefetch_queue = items
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:

@@ -10,7 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -57,6 +57,7 @@ class State:
     since: float = 0.0  # when the session began (the controller's clock under xdist): its working set's start
     outputs: Tuple[Path, ...] = ()  # files the session writes: never part of a model's context
     custom_build: Optional[bool] = None  # a conftest or plugin builds images itself (found on first use)
+    prefetch_queue: Optional[List[pytest.Item]] = None  # --cache-prefetch: started by the first test that needs it
     _service: Optional["ImageService"] = None
 
     @property
