@@ -141,6 +141,18 @@ def test_pytester_suite_with_context_dot_and_output_hits_the_same_key_twice(pyte
     assert len(keys) == 2 and keys[0] == keys[1]
 
 
+def test_cache_dir_after_a_space_that_moves_the_rootdir_keeps_the_key(pytester: pytest.Pytester) -> None:
+    """`--cache-dir DIR` with a space and no ini file: once DIR exists (the second run) pytest's rootdir moves
+    to the directory it shares with the project, and its cache with it; the .pytest_cache the first run
+    left in the context stays out of the key."""
+    context_dot_suite(pytester)
+    elsewhere = pytester.path.parent / f"{pytester.path.name}-cache"
+    first = key_of(pytester.runpytest("-s", "--cache-dir", str(elsewhere)))
+    assert (pytester.path / ".pytest_cache").is_dir()
+    elsewhere.mkdir()
+    assert key_of(pytester.runpytest("-s", "--cache-dir", str(elsewhere))) == first
+
+
 def test_a_baseline_and_history_that_ci_rewrites_inside_the_context_keep_the_key(pytester: pytest.Pytester) -> None:
     """CI keeps the baseline CSV and the history in the workspace (.madcache-baseline/), and the
     default branch rewrites them on every run: read by the session, never by the build."""

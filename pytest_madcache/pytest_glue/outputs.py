@@ -43,6 +43,9 @@ def session_outputs(config: pytest.Config, settings: Settings) -> Tuple[Path, ..
     except ValueError:  # the key is the cache provider's: unknown without it
         cache_dir = ".pytest_cache"
     found.append(_absolute(cache_dir, config.rootpath))
+    # and where pytest ran: `--cache-dir DIR` after a space moves the rootdir once DIR exists (options.py,
+    # misread_option lets it be when no ini file is involved), and the cache an earlier run left here stays
+    found.append(here / ".pytest_cache")
     for name in ("output", "perf_report", "perf_plot", "perf_history", "perf_baseline"):
         found.append(_absolute(getattr(settings, name, None), here))
     option = config.option
