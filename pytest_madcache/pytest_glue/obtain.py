@@ -159,9 +159,9 @@ def start_prefetch(items: Sequence[pytest.Item], state: State) -> None:
 
 
 def _item_key(item: pytest.Item, state: State) -> Optional["CacheKey"]:
-    """The key `obtain_image` will ask for, computed ahead; None for a test without a model image,
-    one marked skip, or one whose mark or Dockerfile fails (its test reports that)."""
-    if "model_image" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("skip") is not None:
+    """The key `obtain_image` will ask for, computed ahead (the session picked tests that need an
+    image); None for one marked skip, or one whose mark or Dockerfile fails (its test reports that)."""
+    if item.get_closest_marker("skip") is not None:
         return None
     params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
     try:

@@ -18,7 +18,11 @@ from pytest_madcache.pytest_glue.summary import summary_lines, write_csv, write_
 
 __all__ = ["SessionPlugin", "WARM_FIXTURES"]
 
-WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only)
+WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only, prefetch)
+
+
+def needs_image(item: pytest.Item) -> bool:
+    return bool(WARM_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 class SessionPlugin:
@@ -33,7 +37,7 @@ class SessionPlugin:
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: List[pytest.Item]) -> None:
         if config.option.madcache_warm_only:  # warm-up: only tests that need a model image
-            drop = [i for i in items if not WARM_FIXTURES & set(getattr(i, "fixturenames", ()))]
+            drop = [i for i in items if not needs_image(i)]
             if drop:
                 config.hook.pytest_deselected(items=drop)
                 items[:] = [i for i in items if i not in drop]
@@ -60,7 +64,7 @@ class SessionPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Optional[bool]:
         """--cache-warm-only: the fixtures got the image (built or loaded, saved); skip the body."""
-        if pyfuncitem.config.option.madcache_warm_only and WARM_FIXTURES & set(pyfuncitem.fixturenames):
+        if pyfuncitem.config.option.madcache_warm_only and needs_image(pyfuncitem):
             return True
         return None
 
@@ -68,15 +72,14 @@ class SessionPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         """--cache-prefetch: the tests whose images to ask for in the background, in the order they run.
         The first test that needs an image starts it (obtain.py): what it warns then belongs to a test."""
-        items = [i for i in session.items if "model_image" in getattr(i, "fixturenames", ())]
+        items = [i for i in session.items if needs_image(i)]
         if items and not self.state.is_worker and self._prefetching(session.config):
             self.state.prefetch_queue = items
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
         """Under xdist a worker learns its tests one by one: it asks for the next test's image."""
-        if (nextitem is not None and "model_image" in getattr(nextitem, "fixturenames", ()) and self.state.is_worker
-                and self._prefetching(item.config)):
+        if nextitem is not None and needs_image(nextitem) and self.state.is_worker and self._prefetching(item.config):
             from pytest_madcache.pytest_glue.obtain import start_prefetch
 
             self.state.reporter.item = item
