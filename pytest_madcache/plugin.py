@@ -21,7 +21,7 @@ from pytest_madcache.core.settings import describe
 from pytest_madcache.pytest_glue import defaults, hooks
 from pytest_madcache.pytest_glue.fixtures import model_image, model_run
 from pytest_madcache.pytest_glue.options import add_options, check_path_options
-from pytest_madcache.pytest_glue.session import SessionPlugin
+from pytest_madcache.pytest_glue.session import SessionPlugin, WorkerPrefetch, prefetching
 from pytest_madcache.pytest_glue.state import STATE, MadcacheWarning, resolve_state
 
 __all__ = ["MadcacheWarning", "STATE", "model_image", "model_run"]
@@ -54,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
         state.perf.baseline()  # a baseline that is not a results CSV stops the run here
     config.stash[STATE] = state
     config.pluginmanager.register(SessionPlugin(config), "madcache-session")
+    if state.is_worker and prefetching(state, config):
+        config.pluginmanager.register(WorkerPrefetch(config), "madcache-worker-prefetch")
     config.pluginmanager.register(defaults, "madcache-defaults")
     config.pluginmanager.register(state.perf, "madcache-perf")
 

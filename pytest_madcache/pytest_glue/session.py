@@ -16,13 +16,35 @@ from pytest_madcache.core.events import PROPERTY, MessageEvent, from_wire
 from pytest_madcache.pytest_glue.state import MadcacheWarning, State, failed, get_state, write_line
 from pytest_madcache.pytest_glue.summary import summary_lines, write_csv, write_summary_json
 
-__all__ = ["SessionPlugin", "WARM_FIXTURES"]
+__all__ = ["SessionPlugin", "WARM_FIXTURES", "WorkerPrefetch", "prefetching"]
 
 WARM_FIXTURES = {"model_image", "model_run"}  # tests that need a model image (--cache-warm-only, prefetch)
 
 
 def needs_image(item: pytest.Item) -> bool:
     return bool(WARM_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def prefetching(state: State, config: pytest.Config) -> bool:
+    return (state.settings.enabled and state.settings.prefetch != "off" and not state.force_rebuild
+            and state.from_cache is None and not config.option.collectonly)
+
+
+class WorkerPrefetch:
+    """Registered only on an xdist worker that prefetches, so a suite without xdist pays no hook per test."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
+        """A worker learns its tests one by one: it asks for the next test's image."""
+        if nextitem is not None and needs_image(nextitem):
+            from pytest_madcache.pytest_glue.obtain import start_prefetch
+
+            state = get_state(self.config)
+            state.reporter.item = item
+            start_prefetch([nextitem], state)
 
 
 class SessionPlugin:
@@ -76,19 +98,8 @@ class SessionPlugin:
         if items and not self.state.is_worker and self._prefetching(session.config):
             self.state.prefetch_queue = items
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> None:
-        """Under xdist a worker learns its tests one by one: it asks for the next test's image."""
-        if nextitem is not None and needs_image(nextitem) and self.state.is_worker and self._prefetching(item.config):
-            from pytest_madcache.pytest_glue.obtain import start_prefetch
-
-            self.state.reporter.item = item
-            start_prefetch([nextitem], self.state)
-
     def _prefetching(self, config: pytest.Config) -> bool:
-        state = self.state
-        return (state.settings.enabled and state.settings.prefetch != "off" and not state.force_rebuild
-                and state.from_cache is None and not config.option.collectonly)
+        return prefetching(self.state, config)
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item.get_closest_marker("model") is not None:
