@@ -153,6 +153,28 @@ def test_cache_dir_after_a_space_that_moves_the_rootdir_keeps_the_key(pytester: 
     assert key_of(pytester.runpytest("-s", "--cache-dir", str(elsewhere))) == first
 
 
+def test_pytest_cache_at_the_context_root_stays_out_even_when_pytest_ran_elsewhere(pytester: pytest.Pytester) -> None:
+    """A model directory where someone once ran pytest keeps its own .pytest_cache: always left out, as
+    `madcache key` leaves it out, so a later run there does not change the key of the suite above."""
+    (pytester.path / "model").mkdir()
+    (pytester.path / "model" / "Dockerfile").write_text("FROM scratch\n")
+    pytester.makeconftest(FAKE_HOOKS)
+    pytester.makepyfile(test_sub='''
+import pytest
+
+@pytest.mark.model("m", context="model")
+def test_sub(model_image):
+    print("KEY", model_image.key)
+''')
+    stray = pytester.path / "model" / ".pytest_cache" / "v" / "cache" / "lastfailed"
+    stray.parent.mkdir(parents=True)
+    keys = []
+    for n in range(2):
+        stray.write_text(f'{{"test_{n}.py::t": true}}')
+        keys.append(key_of(pytester.runpytest("-s")))
+    assert keys[0] == keys[1]
+
+
 def test_a_baseline_and_history_that_ci_rewrites_inside_the_context_keep_the_key(pytester: pytest.Pytester) -> None:
     """CI keeps the baseline CSV and the history in the workspace (.madcache-baseline/), and the
     default branch rewrites them on every run: read by the session, never by the build."""

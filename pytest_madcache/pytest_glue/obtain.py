@@ -123,7 +123,9 @@ def _keyed(item: pytest.Item, marked: ModelSpec, params: Dict[str, Any],
     try:
         # the mark's build args are filled from the parameters; --additional-context's are taken as given
         spec = _with_context(resolve_build_args(marked, params, item.nodeid), state.additional_context)
-        spec = excluding(spec, state.outputs)
+        # pytest's cache at the context's root is always the session's (as `madcache key` has it), wherever
+        # the rootdir was
+        spec = excluding(spec, (*state.outputs, Path(spec.context) / ".pytest_cache"))
         selected = select_params(params, spec, item.nodeid, custom_build=_custom_build(state, config))
     except ModelMarkError as exc:
         raise failed(str(exc)) from None
