@@ -104,13 +104,15 @@ def render(data: Dict[str, Any]) -> List[str]:
     s = data["summary"]
     lines += [f"Median wall on/off: whole suite {s['suite_wall_ratio']:.3f}, "
               f"one model {s['one_model_wall_ratio']:.3f}; "
-              f"setup goal met in {s['suite_setup_met']} of {len(data['suite'])} pairs.", ""]
+              f"setup goal met in {s['suite_setup_met']} of {len(data['suite'])} pairs; "
+              f"one model slower with prefetch in {sum(p['wall_ratio'] > 1 for p in data['one_model'])} of "
+              f"{len(data['one_model'])} pairs.", ""]
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=4, help="pairs per suite (default 4)")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs per suite (default 8)")
     parser.add_argument("--record", action="store_true", help="write bench/results/prefetch.json and .md")
     parser.add_argument("--cache", metavar="DIR", help="a cache directory kept between runs (default: a new one)")
     args = parser.parse_args()
