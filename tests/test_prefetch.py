@@ -115,6 +115,59 @@ def test_stop_cancels_what_has_not_started_and_wants_nothing_more() -> None:
     assert fetch.order == ["a"] and ahead.take(_key("c")) is None
 
 
+def test_warnings_of_jobs_no_test_took_are_kept_for_the_summary() -> None:
+    """A job whose test was skipped, or never came (-x), found the remote down: said once, and kept."""
+
+    def fetch(key: CacheKey, say, gate) -> None:
+        say("Warning: remote cache 127.0.0.1:5000/c is unavailable (connection refused); local cache only")
+        say(f"looked up {key.digest}")
+        return None
+
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("a"), _key("b")])
+    time.sleep(0.2)
+    assert ahead.stop() == ["Warning: remote cache 127.0.0.1:5000/c is unavailable (connection refused); "
+                            "local cache only"]
+
+
+def test_a_stopped_session_asks_the_registry_nothing_more() -> None:
+    asked: list = []
+    remote = SimpleNamespace(find=lambda key, have=None: asked.append(key))
+    gate = Gate()
+    gate.stopped.set()
+    with pytest.raises(Stopped, match="the session ended during this lookup"):
+        StoppableRemote(remote, gate).find("k")
+    assert asked == []
+
+
+def test_tests_pytest_will_not_run_are_not_prefetched(pytester: pytest.Pytester) -> None:
+    from pytest_madcache.pytest_glue.obtain import _will_run
+
+    items = pytester.getitems("""
+import sys, pytest
+
+def test_runs(): pass
+
+@pytest.mark.skip(reason="no")
+def test_skipped(): pass
+
+@pytest.mark.skipif(True, reason="no")
+def test_skipif_true(): pass
+
+@pytest.mark.skipif("sys.platform == 'nowhere'")
+def test_skipif_false(): pass
+
+@pytest.mark.xfail(run=False)
+def test_xfail_not_run(): pass
+
+@pytest.mark.xfail(reason="runs")
+def test_xfail_runs(): pass
+""")
+    assert {i.name: _will_run(i) for i in items} == {
+        "test_runs": True, "test_skipped": False, "test_skipif_true": False, "test_skipif_false": True,
+        "test_xfail_not_run": False, "test_xfail_runs": True}
+
+
 class ChunkEngine:
     def __init__(self) -> None:
         self.chunks: List[bytes] = []

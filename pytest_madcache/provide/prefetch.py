@@ -134,14 +134,18 @@ class Prefetcher:
         done = job.result()
         return Ahead(done.outcome, done.lines, done.error, done.seconds, time.monotonic() - start)
 
-    def stop(self) -> None:
-        """Cancel the jobs not started, stop the running ones' transfers, and wait for them."""
+    def stop(self) -> List[str]:
+        """Cancel the jobs not started, stop the running ones' transfers, and wait for them.  Returns
+        the warnings of jobs no test took (a test skipped, `-x`): the remote found down is said once,
+        by the job that found it, and must not be lost with it."""
         self.gate.stopped.set()
         with self._lock:
             jobs, self._jobs = list(self._jobs.values()), {}
         for job in jobs:
             job.cancel()
         self._pool.shutdown(wait=True)
+        untaken = [job.result() for job in jobs if not job.cancelled() and job.exception() is None]
+        return list(dict.fromkeys(line for done in untaken for line in done.lines if line.startswith("Warning:")))
 
 
 def _checked(chunks: Iterable[bytes], gate: Gate) -> Iterator[bytes]:
@@ -211,6 +215,7 @@ class StoppableRemote:
         self._gate = gate
 
     def find(self, key: str, have: Optional[Callable[[str], bool]] = None) -> Optional[RemoteEntry]:
+        self._gate.check("lookup")  # a session that ended asks the registry nothing more
         found = self._remote.find(key, have)
         if found is None:
             return None

@@ -181,11 +181,13 @@ class ImageService:
             self._prefetcher = Prefetcher(fetch_job(self._store_factory, self.engine, self.remote, self._lines), jobs)
         self._prefetcher.want(key for key in keys if key.digest not in self._memo)
 
-    def stop_prefetch(self) -> None:
-        """Stop what the prefetch still does (the session's end, Ctrl-C) and wait for its threads."""
-        if self._prefetcher is not None:
-            self._prefetcher.stop()
-            self._prefetcher = None
+    def stop_prefetch(self) -> List[str]:
+        """Stop what the prefetch still does (the session's end, Ctrl-C) and wait for its threads; the
+        warnings of jobs no test took."""
+        if self._prefetcher is None:
+            return []
+        prefetcher, self._prefetcher = self._prefetcher, None
+        return prefetcher.stop()
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:

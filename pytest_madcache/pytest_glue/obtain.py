@@ -163,13 +163,29 @@ def start_prefetch(items: Sequence[pytest.Item], state: State) -> None:
 def _item_key(item: pytest.Item, state: State) -> Optional["CacheKey"]:
     """The key `obtain_image` will ask for, computed ahead (the session picked tests that need an
     image); None for one marked skip, or one whose mark or Dockerfile fails (its test reports that)."""
-    if item.get_closest_marker("skip") is not None:
+    if not _will_run(item):
         return None
     params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
     try:
         return _keyed(item, _spec(item), params, state)[1]
-    except (Exception, pytest.fail.Exception):
+    except (Exception, pytest.fail.Exception, pytest.skip.Exception):
         return None
+
+
+def _will_run(item: pytest.Item) -> bool:
+    """Whether pytest will run the test: not skipped (`skip`, a true `skipif`) nor `xfail(run=False)`.
+    pytest's own evaluation (the conditions may be strings over the module's globals)."""
+    try:
+        from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+    except ImportError:  # pragma: no cover - pytest 7.4 to 9 have both
+        return item.get_closest_marker("skip") is None
+    try:
+        if evaluate_skip_marks(item) is not None:
+            return False
+        xfail = evaluate_xfail_marks(item)
+    except (Exception, pytest.fail.Exception):  # a bad condition: its test reports it
+        return True
+    return xfail is None or xfail.run or bool(item.config.option.runxfail)
 
 
 def _custom_build(state: State, config: pytest.Config) -> bool:
@@ -213,10 +229,10 @@ def model_runner(request: pytest.FixtureRequest, model_image: ModelImage) -> Cal
             return result
 
         start = time.time()
-        with _quiet(state):
-            result, baseline_runs, note = _side_by_side(item, state, model_image, on) if not options.keep_alive \
-                else (None, (), "")
-            if result is None:
+        result, baseline_runs, note = _side_by_side(item, state, model_image, on) if not options.keep_alive \
+            else (None, (), "")
+        if result is None:
+            with _quiet(state):
                 # the mark's perf_repeats and perf_warmup; --keep-alive keeps one container to look into: runs once
                 result = run_repeated(lambda: on(model_image), PerfSpec() if options.keep_alive else spec.perf)
         result.cache_hit = model_image.cache_hit
@@ -259,7 +275,8 @@ def _side_by_side(item: pytest.Item, state: State, image: ModelImage, on: Callab
     baseline_runs: Tuple[float, ...] = ()
     if plan is not None:
         state.reporter.say(f"A/B: {image.name}: {plan.pairs} pairs beside the baseline's image {plan.baseline.tag}")
-        pairs = ab.run_pairs(plan, image, on, lambda line: state.reporter.say(f"A/B: {image.name}: {line}"))
+        with _quiet(state):  # held only now: the baseline's image was obtained (plan) with transfers going
+            pairs = ab.run_pairs(plan, image, on, lambda line: state.reporter.say(f"A/B: {image.name}: {line}"))
         result, baseline_runs, note = pairs.result, pairs.baseline_runs, pairs.note
     if note:
         state.reporter.say(f"A/B: {image.name}: {note}; compared with the baseline's row")

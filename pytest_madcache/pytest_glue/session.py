@@ -44,7 +44,10 @@ class WorkerPrefetch:
 
             state = get_state(self.config)
             state.reporter.item = item
-            start_prefetch([nextitem], state)
+            try:
+                start_prefetch([nextitem], state)
+            except Exception:  # best effort (a warning raised under -W error): the test asks for itself
+                pass
 
 
 class SessionPlugin:
@@ -138,7 +141,10 @@ class SessionPlugin:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
         if state._service is not None:
-            state._service.stop_prefetch()  # before the limits: a load still under way is of no use now
+            # before the limits: a load still under way is of no use now
+            for line in state._service.stop_prefetch():
+                if line not in state.summary.warnings:
+                    state.summary.warnings.append(line)
         if state.is_worker:
             return
         if state.settings.enabled and state.summary.keys:
