@@ -168,6 +168,40 @@ def test_xfail_runs(): pass
         "test_xfail_not_run": False, "test_xfail_runs": True}
 
 
+def test_a_remote_entry_another_process_committed_meanwhile_is_a_hit_not_a_build() -> None:
+    """Two xdist workers (one prefetching) fetch one remote entry at once; the second to commit finds
+    the first's entry there (its rename fails): it loads that entry, it neither warns nor builds."""
+    from pytest_madcache.provide.decide import get_cached
+    from pytest_madcache.store import CacheUnwritable
+
+    config = "sha256:" + "c" * 64
+    theirs = Entry(id="run_1_0000000a", key="k", image_name="ci-m", image_tag="t", image_id=config, config=config,
+                   layers=[], sizes={config: 1}, created=1.0, last_used=1.0)
+    said: List[str] = []
+
+    class Racing:
+        entry = None
+        log = said.append
+
+        def lookup(self, key):
+            return self.entry
+
+        def load(self, entry):
+            return LoadResult("full", image_id=config)
+
+        def has_blob(self, digest):
+            return False
+
+        def import_entry(self, meta, open_blob):
+            self.entry = theirs  # the other process committed first
+            raise CacheUnwritable("cannot write to the cache directory /c: Directory not empty")
+
+    remote = SimpleNamespace(find=lambda key, have=None: RemoteEntry({"id": theirs.id}, lambda d: io.BytesIO()),
+                             failed=lambda key, exc: said.append(str(exc)), mark_used=lambda entry: None)
+    outcome = get_cached(Racing(), _key("k"), remote)  # type: ignore[arg-type]
+    assert outcome is not None and outcome.hit and outcome.entry is theirs and said == []
+
+
 class ChunkEngine:
     def __init__(self) -> None:
         self.chunks: List[bytes] = []

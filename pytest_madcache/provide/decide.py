@@ -143,6 +143,10 @@ def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
     try:
         entry, fetched = store.import_entry(found.meta, found.open_blob)
     except CacheUnwritable as exc:
+        # another process (an xdist worker's prefetch) may have committed this very entry meanwhile
+        hit = _try_hit(store, key, instead)
+        if hit:
+            return hit
         store.log(f"Warning: {exc}; not fetching from the remote cache")
         return None
     except RemoteError as exc:
