@@ -59,7 +59,7 @@ MEASURES = {
                             "python -m pytest_madcache.localengine -- python bench/new_user.py --label after --record"),
     "ab-trials.json": ([*GLUE, "pytest_madcache/perf", "pytest_madcache/provide", "examples/realistic/models/mlp",
                         "examples/realistic/prepare.py", "bench/bench_ab.py"],
-                       "python -m pytest_madcache.localengine -- python bench/bench_ab.py --json bench/results/ab-trials.json"),
+                       "python -m pytest_madcache.localengine -- python bench/bench_ab.py --trials 10 --json bench/results/ab-trials.json"),
     "ab-noise.json": (["pytest_madcache/perf/stats.py", "pytest_madcache/pytest_glue/ab.py",
                        "examples/realistic/models/mlp", "bench/bench_ab.py", "bench/ab_noise.py"],
                       "python -m pytest_madcache.localengine -- python bench/ab_noise.py --record"),
