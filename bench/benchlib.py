@@ -131,6 +131,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
 # -- the raw engine, through the SDK -------------------------------------------------
 
 
+def forget_models(engine: Engine, label: str) -> None:
+    """A fresh runner: no image carrying LABEL (the models), their layers forgotten; the base stays."""
+    for image in engine.api.images(filters={"label": label}):
+        engine.remove(image["Id"], force=True, prune_parents=True)
+    engine.forget_layers()
+
+
 def raw_save(engine: Engine, refs: Sequence[str], path: Path) -> int:
     """`docker save -o PATH REF...` through the SDK: the engine's own archive, written to a file."""
     api = engine.api

@@ -144,6 +144,14 @@ def prefetch_lines() -> List[str]:
     return "\n".join(lines).strip("\n").splitlines()
 
 
+def compare_lines() -> List[str]:
+    """The realistic suite five ways: no cache, BuildKit's cache, docker save tars, ours (bench_compare.render)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_compare import render
+
+    return "\n".join(render(load("compare.json"))[2:]).strip("\n").splitlines()
+
+
 def parallel_loads_lines() -> List[str]:
     """The suite's 2 images loaded one at a time against two at once, per engine kind."""
     rows = []
@@ -162,7 +170,7 @@ PASSAGES = {("cache.md", "bases-costs"): bases_lines, ("remote.md", "remote-faul
             ("remote.md", "remote-transfers"): remote_transfer_lines,
             ("perf-tracking.md", "ab-trials"): ab_trials_lines, ("perf-tracking.md", "ab-noise"): ab_noise_lines,
             ("perf-tracking.md", "history-size"): history_lines, ("performance.md", "prefetch"): prefetch_lines,
-            ("performance.md", "parallel-loads"): parallel_loads_lines}
+            ("performance.md", "parallel-loads"): parallel_loads_lines, ("performance.md", "compare"): compare_lines}
 
 
 def between(text: str, marker: str) -> str:

@@ -63,6 +63,10 @@ MEASURES = {
     "ab-noise.json": (["pytest_madcache/perf/stats.py", "pytest_madcache/pytest_glue/ab.py",
                        "examples/realistic/models/mlp", "bench/bench_ab.py", "bench/ab_noise.py"],
                       "python -m pytest_madcache.localengine -- python bench/ab_noise.py --record"),
+    "compare.json": ([*STORE, "pytest_madcache/provide", *GLUE, "pytest_madcache/engines", "examples/realistic",
+                      "bench/bench_compare.py"],
+                     "python -m pytest_madcache.localengine --engine debian13-containerd -- python bench/bench_compare.py "
+                     "--record"),
     "prefetch.json": ([*STORE, "pytest_madcache/provide", *GLUE, "examples/realistic", "bench/bench_prefetch.py"],
                       "python -m pytest_madcache.localengine -- python bench/bench_prefetch.py --record"),
     **{f"parallel-loads-{kind}.json": ([*STORE, "examples/realistic", "bench/bench_parallel_loads.py"],
