@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from pytest_madcache.core.images import BuildFailed, BuildResult, ImageInfo
 from pytest_madcache.engines.context import BuildRequest
@@ -27,9 +27,8 @@ def classic_build(api: Any, request: BuildRequest, inspect: Callable[[str], Opti
     try:
         source: Dict[str, Any] = {"path": str(request.context), "dockerfile": request.dockerfile_name}
         if request.tmp_dir is not None or request.exclude:
-            packed = _packed(request)
-            if packed is not None:
-                source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
+            packed = request.packed(request.tmp_dir)
+            source = {"fileobj": packed[0], "custom_context": True, "dockerfile": packed[1]}
         stream = api.build(**source, tag=request.tag, buildargs={**request.build_args, **request.secrets},
                            labels=dict(request.labels), rm=True, forcerm=True, decode=True)
         image_id = _read_stream(stream, lines, request.on_line)
@@ -46,15 +45,6 @@ def classic_build(api: Any, request: BuildRequest, inspect: Callable[[str], Opti
     if image_id is None:
         raise BuildFailed("docker build finished without an image id", "\n".join(lines))
     return BuildResult(image_id=image_id, duration=time.monotonic() - start, log="\n".join(lines))
-
-
-def _packed(request: BuildRequest) -> Optional[Tuple[Any, str]]:
-    """The context packed into the cache's tmp/; where that volume is full or read-only, into
-    TMPDIR when files must be left out, else None (the SDK packs it itself)."""
-    try:
-        return request.packed(request.tmp_dir)
-    except OSError:
-        return request.packed(None) if request.exclude else None
 
 
 def _read_stream(stream: Iterable[Dict[str, Any]], lines: List[str],

@@ -7,6 +7,7 @@ hashed (`util.dockerignore` decides both).
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,13 @@ from typing import BinaryIO, Callable, Mapping, Optional, Sequence, Tuple
 
 from pytest_madcache.util.dockerignore import included_paths, read_dockerignore
 
-__all__ = ["BuildRequest", "pack_context"]
+__all__ = ["BuildRequest", "ContextUnwritable", "pack_context"]
+
+_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # writing the packed context
+
+
+class ContextUnwritable(OSError):
+    """The packed context could not be written where it was asked to go."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,14 @@ class BuildRequest:
         return str(dockerfile.resolve())
 
     def packed(self, tmp_dir: Optional[Path]) -> Tuple[BinaryIO, str]:
-        return pack_context(Path(self.context), self.dockerfile_name, tmp_dir, self.exclude)
+        """The context packed into `tmp_dir` (the cache's tmp/); where that volume is full or
+        read-only, into TMPDIR: a cache that cannot be written never stops a build."""
+        if tmp_dir is not None:
+            try:
+                return pack_context(Path(self.context), self.dockerfile_name, tmp_dir, self.exclude)
+            except ContextUnwritable:
+                pass
+        return pack_context(Path(self.context), self.dockerfile_name, None, self.exclude)
 
 
 def pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Path],
@@ -64,8 +78,6 @@ def pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pat
     records, and buildx, reading a context from stdin, takes an archive whose first 1 KiB is not
     a whole tar header for a Dockerfile.  Whole-second GNU headers suit both builders.
     """
-    import io
-    import tarfile
     import tempfile
 
     from docker.api.build import process_dockerfile
@@ -75,9 +87,29 @@ def pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pat
     name, outside = process_dockerfile(dockerfile, str(context))  # outside: the Dockerfile's text, else None
     extra = {} if outside is None else {".dockerignore": "\n".join((patterns or [".dockerignore"]) + [name]),
                                         name: outside}
-    if tmp_dir is not None:
-        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-    fh = tempfile.TemporaryFile(dir=str(tmp_dir) if tmp_dir is not None else None, prefix="build-context-")
+    where = str(tmp_dir) if tmp_dir is not None else tempfile.gettempdir()
+    try:
+        if tmp_dir is not None:
+            Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+        fh = tempfile.TemporaryFile(dir=where, prefix="build-context-")
+    except OSError as exc:
+        raise ContextUnwritable(exc.errno, f"cannot pack the build context into {where}: {exc}") from None
+    try:
+        _write_tar(fh, root, patterns, name, extra)
+    except OSError as exc:
+        fh.close()
+        if exc.errno in _UNWRITABLE:
+            raise ContextUnwritable(exc.errno, f"cannot pack the build context into {where}: {exc}") from None
+        raise
+    fh.seek(0)
+    return fh, name or "Dockerfile"
+
+
+def _write_tar(fh: BinaryIO, root: str, patterns: Sequence[str], name: Optional[str],
+               extra: Mapping[str, str]) -> None:
+    import io
+    import tarfile
+
     with tarfile.open(mode="w", fileobj=fh, format=tarfile.GNU_FORMAT) as out:
         for rel in included_paths(root, patterns, name):
             if rel in extra:
@@ -88,10 +120,11 @@ def pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pat
             info.mtime = int(info.mtime)
             if info.isfile():
                 try:
-                    with open(os.path.join(root, rel), "rb") as src:
-                        out.addfile(info, src)
+                    src = open(os.path.join(root, rel), "rb")
                 except OSError as exc:
                     raise OSError(f"cannot read {os.path.join(root, rel)} of the build context: {exc}") from None
+                with src:
+                    out.addfile(info, src)
             else:
                 out.addfile(info)
         for rel, text in extra.items():
@@ -99,8 +132,6 @@ def pack_context(context: Path, dockerfile: Optional[str], tmp_dir: Optional[Pat
             info = tarfile.TarInfo(rel)
             info.size = len(data)
             out.addfile(info, io.BytesIO(data))
-    fh.seek(0)
-    return fh, name or "Dockerfile"
 
 
 def _inside(path: Path, root: Path) -> bool:
