@@ -97,8 +97,11 @@ class SessionPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         """--cache-prefetch: the tests whose images to ask for in the background, in the order they run.
         The first test that needs an image starts it (obtain.py): what it warns then belongs to a test."""
-        items = [i for i in session.items if needs_image(i)]
-        if items and not self.state.is_worker and self._prefetching(session.config):
+        if self.state.is_worker:
+            return
+        # an xdist controller collects nothing (under pytest 7.4 it has no `items` at all)
+        items = [i for i in getattr(session, "items", ()) if needs_image(i)]
+        if items and self._prefetching(session.config):
             self.state.prefetch_queue = items
 
     def _prefetching(self, config: pytest.Config) -> bool:
