@@ -37,6 +37,8 @@ def suite(engine, pytester: pytest.Pytester):
         body += [f'@pytest.mark.model("{name}", context="{name}")',
                  f"def test_{name}(model_image):",
                  "    if os.environ.get('INTERRUPT_AT') == " + repr(name) + ":",
+                 "        # a suite started in the background (`cmd &`, nohup) gets SIGINT ignored: Ctrl-C acts anyway",
+                 "        signal.signal(signal.SIGINT, signal.default_int_handler)",
                  "        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C",
                  "    assert model_image.image_id", ""]
     pytester.makepyfile(test_models="\n".join(body))
