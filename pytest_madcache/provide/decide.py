@@ -134,14 +134,15 @@ def _try_hit(store: Store, key: CacheKey, instead: str = "building instead") -> 
 
 def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
                 instead: str = "building instead") -> Optional[Outcome]:
-    """A local miss: fetch the entry's missing blobs from the remote cache, then load."""
+    """A local miss: the remote's entry, loaded into the engine while its blobs arrive and stored as
+    they pass (store/streaming.py); nothing of it is kept unless all of it came."""
     if remote is None:
         return None
     found = remote.find(key.digest, have=store.has_blob)
     if found is None:
         return None
     try:
-        entry, fetched = store.import_entry(found.meta, found.open_blob)
+        entry, fetched, load = store.import_and_load(found.meta, found.open_blob)
     except CacheUnwritable as exc:
         # another process (an xdist worker's prefetch) may have committed this very entry meanwhile
         hit = _try_hit(store, key, instead)
@@ -152,11 +153,15 @@ def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
     except RemoteError as exc:
         remote.failed(key.digest, exc)
         return None
+    except EntryCorrupt as exc:
+        store.log(f"{exc}; {instead}")
+        return None
+    except StoreError as exc:
+        store.log(f"Failed to load {found.meta.get('id', key.digest[:12])} from the remote cache ({exc}); {instead}")
+        return None
     remote.mark_used(entry)
-    hit = _try_hit(store, key, instead)
-    if hit:
-        hit.fetched_bytes = fetched
-    return hit
+    return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load, build_duration=entry.build_duration,
+                   fetched_bytes=fetched)
 
 
 def _build_uncached(build: Callable[[], Any], warning: str) -> Outcome:

@@ -26,8 +26,8 @@ from pytest_madcache.store.layout import Layout
 from pytest_madcache.util.codecs import STORE_CODECS, CodecMissing, Readable, decompressing, parse_codec, shrinks, zstd
 from pytest_madcache.util.progress import Progress
 
-__all__ = ["Blobs", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok", "logical_size",
-           "read_lines"]
+__all__ = ["Blobs", "BlobWriter", "Lease", "LeaseSink", "ZSTD_SUFFIX", "COMPRESSIONS", "CHUNK", "blob_ok",
+           "logical_size", "read_lines"]
 
 CHUNK = 1 << 20
 ZSTD_SUFFIX = ".zst"
@@ -130,39 +130,21 @@ class Lease:
 
     def write_blob(self, fh: Readable, progress: Progress, expect: Optional[str] = None,
                    size: Optional[int] = None) -> Tuple[str, int]:
-        """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`.
-
-        With zstd compression on, the first MiB decides: a blob that does not
-        shrink by codecs.MIN_GAIN is stored raw, so random weights cost
-        no CPU on load.  `size` (when known) goes into the zstd frame header.
-        """
-        tmp = self.dir / f"blob-{secrets.token_hex(6)}"
-        h = hashlib.sha256()
-        n = 0
-        suffix = ""
-        first = fh.read(CHUNK)
-        with open(tmp, "wb") as raw_out:
-            self.blobs.layout.share(tmp)
-            out: Any = raw_out
-            if self.blobs.compress == "zstd" and shrinks("zstd", first, level=1):
-                suffix = ZSTD_SUFFIX
-                out = zstd().ZstdCompressor(level=1, write_content_size=size is not None).stream_writer(
-                    raw_out, size=size if size is not None else -1, closefd=False)
-            chunk = first
+        """Copy a stream into a blob, hashing as it goes; refuse it if it is not `expect`."""
+        writer = self.writer(expect, size)
+        try:
+            chunk = fh.read(CHUNK)
             while chunk:
-                h.update(chunk)
-                out.write(chunk)
-                n += len(chunk)
+                writer.write(chunk)
                 progress.update(len(chunk))
                 chunk = fh.read(CHUNK)
-            if out is not raw_out:
-                out.close()
-        digest = "sha256:" + h.hexdigest()
-        if expect is not None and digest != expect:
-            os.unlink(tmp)
-            raise StoreError(f"fetched data for {expect} hashes to {digest}; refused")
-        self._place(tmp, digest, suffix)
-        return digest, n
+            return writer.finish()
+        finally:
+            writer.abort()
+
+    def writer(self, expect: Optional[str] = None, size: Optional[int] = None) -> "BlobWriter":
+        """A blob written as its bytes arrive (write_blob's loop, or a load that reads a fetch)."""
+        return BlobWriter(self, expect, size)
 
     def write_small_blob(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -176,6 +158,75 @@ class Lease:
         self._digests.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         self._lock.release()
+
+
+class BlobWriter:
+    """One blob written chunk by chunk into the lease's dir, hashed as it goes, placed by `finish`.
+
+    With zstd compression on, the first MiB decides: a blob that does not
+    shrink by codecs.MIN_GAIN is stored raw, so random weights cost no CPU on
+    load.  `size` (when known) goes into the zstd frame header.  `abort`
+    removes the temp file of a blob that was not finished (no-op after).
+    """
+
+    def __init__(self, lease: Lease, expect: Optional[str], size: Optional[int]) -> None:
+        self.lease = lease
+        self.expect = expect
+        self.size = size
+        self.tmp = lease.dir / f"blob-{secrets.token_hex(6)}"
+        self.written = 0
+        self.done = False
+        self._hash = hashlib.sha256()
+        self._first = b""  # held until a MiB decides the codec
+        self._raw: Optional[BinaryIO] = None
+        self._out: Any = None
+        self._suffix = ""
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.written += len(data)
+        if self._out is None:
+            self._first += data
+            if len(self._first) >= CHUNK:
+                self._open()
+            return
+        self._out.write(data)
+
+    def _open(self) -> None:
+        blobs = self.lease.blobs
+        self._raw = open(self.tmp, "wb")
+        blobs.layout.share(self.tmp)
+        self._out = self._raw
+        if blobs.compress == "zstd" and shrinks("zstd", self._first[:CHUNK], level=1):
+            self._suffix = ZSTD_SUFFIX
+            self._out = zstd().ZstdCompressor(level=1, write_content_size=self.size is not None).stream_writer(
+                self._raw, size=self.size if self.size is not None else -1, closefd=False)
+        first, self._first = self._first, b""
+        self._out.write(first)
+
+    def finish(self) -> Tuple[str, int]:
+        """Check the digest and place the blob; StoreError (and nothing placed) when it is not `expect`."""
+        if self._out is None:
+            self._open()
+        if self._out is not self._raw:
+            self._out.close()
+        assert self._raw is not None
+        self._raw.close()
+        digest = "sha256:" + self._hash.hexdigest()
+        if self.expect is not None and digest != self.expect:
+            raise StoreError(f"fetched data for {self.expect} hashes to {digest}; refused")
+        self.lease._place(self.tmp, digest, self._suffix)
+        self.done = True
+        return digest, self.written
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._raw is not None:
+            self._raw.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
 
 
 class LeaseSink:

@@ -29,6 +29,7 @@ from typing import (
 )
 
 from pytest_madcache.core.key import CacheKey
+from pytest_madcache.store import streaming
 from pytest_madcache.store.blobs import Blobs
 from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport
 from pytest_madcache.store.errors import EntryNotFound, StoreError
@@ -218,6 +219,17 @@ class Store:
         """Add an entry whose blobs come from elsewhere (a registry), fetching only the missing
         ones through `open_blob(digest)`; returns the entry and the bytes fetched."""
         return self._saver.import_entry(meta, open_blob, self.limits, last_used)
+
+    def import_and_load(self, meta: Mapping[str, Any],
+                        open_blob: Callable[[str], BinaryIO]) -> Tuple[Entry, int, LoadResult]:
+        """A remote entry into the cache and its image into the engine at once: the load reads each
+        blob as it arrives (streaming.py).  Returns the entry, the bytes fetched and the load."""
+        engine = self._engine("loading")
+        known = self._index.current().get(str(meta.get("id", "")))
+        if known is not None:
+            return known, 0, self._loader.load(engine, known)
+        return streaming.import_and_load(self._saver, self._loader, self._blobs, engine, meta, open_blob,
+                                         self.limits, self.log)
 
     def load(self, entry: Entry) -> LoadResult:
         """Get an entry's image into the engine as cheaply as that engine allows (see loading.py)."""

@@ -13,13 +13,14 @@ This module reads blobs and talks to the engine; it must not add entries.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Optional, Set
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Mapping, Optional, Set
 
 from pytest_madcache.store import archive
 from pytest_madcache.store.blobs import Blobs
 from pytest_madcache.store.entries import Entry, LoadResult
 from pytest_madcache.store.errors import EntryCorrupt, StoreError
 from pytest_madcache.store.evict import Evictor
+from pytest_madcache.store.imageformat import ArchiveError
 from pytest_madcache.store.index import Index
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.store.tarstream import ReadAhead
@@ -51,7 +52,7 @@ class Loader:
             self.index.touch(entry)
             return LoadResult("present", seconds=time.monotonic() - start, image_id=present.id)
         info = engine.info
-        have = self._present_layers(engine, entry, info.delta)
+        have = self.present_layers(engine, entry, info.delta)
         try:
             result = self._stream_load(engine, entry, have, info.load_layout)
             loaded = self.find_in_engine(engine, entry)
@@ -79,7 +80,7 @@ class Loader:
         found = engine.find(entry.engine_ids)
         return found if found is not None and list(found.diff_ids) == list(entry.layers) else None
 
-    def _present_layers(self, engine: StoreEngine, entry: Entry, delta: str) -> Set[str]:
+    def present_layers(self, engine: StoreEngine, entry: Entry, delta: str) -> Set[str]:
         """Layers a load may leave out: the lower chain the engine has ("chain"), or
         blobs of images we loaded into a containerd store before ("blobs")."""
         entries = self.index.current().values()
@@ -110,24 +111,34 @@ class Loader:
                     files[digest] = self.blobs.open(digest)
                 except FileNotFoundError:
                     self.evictor.drop_corrupt(entry, f"blob {digest} is missing")
-            total = sum(entry.sizes.get(d, 0) for d in files)
-            progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
-            stream = archive.LoadArchive(entry.config, entry.layers, entry.sizes, entry.repo_tags, files,
-                                         layout=layout, on_bytes=progress.update)
-            ahead = ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
             try:
-                engine.load(ahead)
-            except Exception as exc:
-                if stream.bad:
-                    self.evictor.drop_corrupt(entry, stream.bad)
-                raise StoreError(str(exc)) from None
-            finally:
-                ahead.close()
-                progress.close()
-            if stream.bad:
-                self.evictor.drop_corrupt(entry, stream.bad)
-            how = "delta" if have else "full"
-            return LoadResult(how, bytes_sent=stream.sent, layers_sent=len(send))
+                return self.stream(engine, entry, files, have, layout)
+            except ArchiveError as exc:
+                self.evictor.drop_corrupt(entry, str(exc))
+                raise AssertionError("unreachable") from None  # pragma: no cover (drop_corrupt raises)
         finally:
             for fh in files.values():
                 fh.close()
+
+    def stream(self, engine: StoreEngine, entry: Entry, files: Mapping[str, BinaryIO], have: Set[str],
+               layout: str) -> LoadResult:
+        """Send the load archive of `entry` holding `files` (config and the layers not in `have`).  A blob
+        that does not read or match raises ArchiveError (the engine's load ended short, nothing loaded);
+        the engine's own refusal raises StoreError."""
+        total = sum(entry.sizes.get(d, 0) for d in files)
+        progress = Progress(f"Loading {entry.id}", total=total, enabled=self.progress)
+        stream = archive.LoadArchive(entry.config, entry.layers, entry.sizes, entry.repo_tags, files,
+                                     layout=layout, on_bytes=progress.update)
+        ahead = ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
+        try:
+            engine.load(ahead)
+        except Exception as exc:
+            if stream.bad:
+                raise ArchiveError(stream.bad) from None
+            raise StoreError(str(exc)) from None
+        finally:
+            ahead.close(wait=True)  # no thread reads `files` once this returns
+            progress.close()
+        if stream.bad:
+            raise ArchiveError(stream.bad)
+        return LoadResult("delta" if have else "full", bytes_sent=stream.sent, layers_sent=len(files) - 1)

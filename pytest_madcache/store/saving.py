@@ -145,6 +145,10 @@ class Saver:
                 raise unwritable(exc, self.layout.dir) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def commit_import(self, entry: Entry, lease: Lease, limits: Limits) -> None:
+        """Commit a remote entry whose blobs streaming.py put under `lease` (SaveConflict when one went)."""
+        self._commit(entry, lease, limits, replace=True)
+
     def _commit(self, entry: Entry, lease: Lease, limits: Limits, replace: bool,
                 files: Optional[Mapping[str, Any]] = None) -> None:
         """Make a staged entry visible with one rename, then apply the limits."""

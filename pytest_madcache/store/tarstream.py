@@ -160,8 +160,12 @@ class ReadAhead:
             raise item
         return item
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the producer; with `wait`, return once it has left its current read (so the caller
+        may read what it was reading)."""
         self._stop.set()
+        if wait:
+            self._thread.join()
 
     def _put(self, item: Any) -> bool:
         """Queue an item unless the consumer has gone; False when it has."""
