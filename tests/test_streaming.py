@@ -174,3 +174,16 @@ def test_an_entry_already_cached_loads_from_the_store_and_fetches_nothing(tmp_pa
     meta.pop("_blobs")
     entry, fetched, load = store.import_and_load(meta, nothing)
     assert fetched == 0 and load.how == "full" and entry.config in engine.images and blobs
+
+
+def test_two_processes_importing_the_same_remote_entry_both_succeed(tmp_path: Path, monkeypatch) -> None:
+    """Two xdist workers (one prefetching) fetch one entry at once: the second to commit finds the
+    first's entry and takes it, rather than reporting the cache unwritable and building."""
+    meta = crafted_meta("m", LAYERS)
+    blobs = meta.pop("_blobs")
+    first, second = _store(tmp_path, ArchiveEngine()), _store(tmp_path, ArchiveEngine())
+    entry, _, _ = first.import_and_load(dict(meta), lambda d: Source(blobs[d]))
+    monkeypatch.setattr(second._index, "current", lambda: {})  # it looked before the first committed
+    again, _, load = second.import_and_load(dict(meta), lambda d: Source(blobs[d]))
+    assert again.id == entry.id and load.how == "full"
+    assert [e.id for e in first.entries()] == [entry.id] and first.verify().ok

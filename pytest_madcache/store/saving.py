@@ -163,6 +163,8 @@ class Saver:
         if entry.last_used and entry.last_used != entry.created:
             os.utime(staged / "used", (entry.last_used, entry.last_used))
         with self.layout.lock():
+            if (self.layout.entry_dir / entry.id).is_dir():
+                return  # a remote entry another process (an xdist worker's prefetch) imported meanwhile
             missing = [d for d in entry.blobs if not self.blobs.has(d)]
             if missing:
                 raise SaveConflict(missing)
