@@ -192,7 +192,7 @@ def test_a_remote_entry_another_process_committed_meanwhile_is_a_hit_not_a_build
         def has_blob(self, digest):
             return False
 
-        def import_entry(self, meta, open_blob):
+        def import_and_load(self, meta, open_blob):
             self.entry = theirs  # the other process committed first
             raise CacheUnwritable("cannot write to the cache directory /c: Directory not empty")
 
