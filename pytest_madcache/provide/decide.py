@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Type
 
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.remote.base import RemoteBackend, RemoteError
@@ -120,16 +120,7 @@ def _try_hit(store: Store, key: CacheKey, instead: str = "building instead") -> 
     entry = store.lookup(key)
     if entry is None:
         return None
-    try:
-        load = store.load(entry)
-    except EntryCorrupt as exc:
-        store.log(f"{exc}; {instead}")
-        return None
-    except StoreError as exc:
-        store.log(f"Failed to load {entry.id} from cache ({exc}); {instead}")
-        return None
-    return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load,
-                   build_duration=entry.build_duration)
+    return _hit(store, f"{entry.id} from cache", instead, lambda: (entry, 0, store.load(entry)))
 
 
 def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
@@ -142,24 +133,36 @@ def _try_remote(store: Store, remote: Optional[RemoteBackend], key: CacheKey,
     if found is None:
         return None
     try:
-        entry, fetched, load = store.import_and_load(found.meta, found.open_blob)
+        hit = _hit(store, f"{found.meta.get('id', key.digest[:12])} from the remote cache", instead,
+                   lambda: store.import_and_load(found.meta, found.open_blob), passing=(CacheUnwritable,))
     except CacheUnwritable as exc:
         # another process (an xdist worker's prefetch) may have committed this very entry meanwhile
         hit = _try_hit(store, key, instead)
-        if hit:
-            return hit
-        store.log(f"Warning: {exc}; not fetching from the remote cache")
-        return None
+        if hit is None:
+            store.log(f"Warning: {exc}; not fetching from the remote cache")
+        return hit
     except RemoteError as exc:
         remote.failed(key.digest, exc)
         return None
+    if hit is not None and hit.entry is not None:
+        remote.mark_used(hit.entry)
+    return hit
+
+
+def _hit(store: Store, what: str, instead: str, attempt: Callable[[], Tuple[Entry, int, LoadResult]],
+         passing: Tuple[Type[BaseException], ...] = ()) -> Optional[Outcome]:
+    """The hit `attempt` gives (entry, bytes fetched, its load), or None once a failed load is said
+    (a corrupt entry is dropped by the store); errors in `passing` are the caller's."""
+    try:
+        entry, fetched, load = attempt()
+    except passing:
+        raise
     except EntryCorrupt as exc:
         store.log(f"{exc}; {instead}")
         return None
     except StoreError as exc:
-        store.log(f"Failed to load {found.meta.get('id', key.digest[:12])} from the remote cache ({exc}); {instead}")
+        store.log(f"Failed to load {what} ({exc}); {instead}")
         return None
-    remote.mark_used(entry)
     return Outcome(entry, load.image_id or entry.image_id, hit=True, load=load, build_duration=entry.build_duration,
                    fetched_bytes=fetched)
 
