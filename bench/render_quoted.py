@@ -64,21 +64,32 @@ def remote_faults_lines() -> List[str]:
     data = load("remote-faults.json")
     s = data["summary"]
     trials, first = s["trials"], s["first_run"]
+    streamed = s.get("stream_trials", 0)
     killed = "every one" if s["killed_mid_transfer"] == trials else f"{s['killed_mid_transfer']} of them"
     half_remote = "none" if s["remote_half_entries"] == 0 else str(s["remote_half_entries"])
     half_local = "none" if s["local_half_entries"] == 0 else str(s["local_half_entries"])
     completed = f"in all {trials}" if s["next_run_completed"] == trials else f"in {s['next_run_completed']} of {trials}"
+    kinds = f"{s['push_trials']} pushes, {s['fetch_trials']} fetches"
+    if streamed:
+        kinds += f", {streamed} fetches streamed into {data.get('engine', 'an engine')}'s load"
     text = (
         "Both are held by a campaign that kills the registry (`SIGKILL`) at random points of pushes and "
         f"fetches: `{data['command']}` (results in `bench/results/remote-faults.json`, measured {when(data)}). "
-        f"In {trials} trials ({s['push_trials']} pushes, {s['fetch_trials']} fetches, {killed} killed "
+        f"In {trials} trials ({kinds}, {killed} killed "
         f"mid-transfer, the registry back after 0.1 to 3 s), {first['survived']} transfers rode the kill out on "
         f"retries and {first['failed']} gave up with one warning"
         + (f" ({first['completed']} completed before the kill)" if first["completed"] else "")
         + f"; {half_remote} left a manifest naming a missing or bad blob, {half_local} left an entry in the "
-        f"fetching cache that was not whole, and {completed} the next run (a push from the same cache, or a "
-        "fetch) completed the entry.")
+        "fetching cache that was not whole"
+        + (f", {_none_or(s['temp_files_left'])} left a temp file, {_none_or(s['engine_images_without_entry'])} "
+           "left an image in the engine without its entry in the cache" if streamed else "")
+        + f", and {completed} the next run (a push from the same cache, or a "
+        "fetch) completed the entry" + (" (and, streamed, its image in the engine)." if streamed else "."))
     return [text]
+
+
+def _none_or(n: int) -> str:
+    return "none" if n == 0 else str(n)
 
 
 def remote_transfer_lines() -> List[str]:

@@ -75,7 +75,8 @@ if step realistic; then
 fi
 if step remote; then
   $le --engine debian12 -- python bench/bench_remote.py --json "$out/remote.json" || failed+=(remote)
-  PYTHONPATH=. python bench/fault_campaign.py --out "$out/remote-faults.json" || failed+=("remote faults")
+  PYTHONPATH=. $le --engine debian12 -- python bench/fault_campaign.py --out "$out/remote-faults.json" \
+    || failed+=("remote faults")
 fi
 if step engines; then
   bash bench/engines.sh "$out" || failed+=(engines)

@@ -48,8 +48,9 @@ MEASURES = {
        for kind in ("debian12", "podman")},
     "remote.json": ([*STORE, "pytest_madcache/remote", "bench/bench_remote.py"],
                     "bash bench/run.sh --record (step remote)"),
-    "remote-faults.json": (["pytest_madcache/remote", "tests/fault_campaign.py", "bench/fault_campaign.py"],
-                           "PYTHONPATH=. python bench/fault_campaign.py --out bench/results/remote-faults.json"),
+    "remote-faults.json": ([*STORE, "pytest_madcache/remote", "tests/fault_campaign.py", "bench/fault_campaign.py"],
+                           "PYTHONPATH=. python -m pytest_madcache.localengine -- python bench/fault_campaign.py "
+                           "--out bench/results/remote-faults.json"),
     "fault-campaign.json": (["pytest_madcache/store", "pytest_madcache/util/fsutil.py", "scripts/fault_campaign.py",
                              "scripts/store_writes.py"],
                             "python -m pytest_madcache.localengine -- python scripts/fault_campaign.py --trials 300 --record"),
