@@ -14,6 +14,7 @@ from typing import List
 import pytest
 
 from pytest_madcache.core.events import ImageEvent
+from pytest_madcache.core.images import EngineInfo
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.core.model import spec_from_marks
 from pytest_madcache.core.settings import SettingsError, resolve
@@ -22,7 +23,8 @@ from pytest_madcache.provide.decide import Outcome
 from pytest_madcache.provide.prefetch import Gate, Interruptible, Prefetcher, StoppableRemote, Stopped
 from pytest_madcache.pytest_glue.summary import Summary, summary_lines
 from pytest_madcache.remote.base import RemoteEntry, RemoteError
-from pytest_madcache.store import Entry, LoadResult
+from pytest_madcache.store import Entry, LoadResult, LoadStopped, Store
+from tests.remote_helpers import put_entry
 
 
 def _key(name: str) -> CacheKey:
@@ -221,10 +223,44 @@ def test_a_load_ends_at_the_next_chunk_once_stopped() -> None:
         gate.stopped.set()  # the session ends while the load streams
         yield b"two"
 
-    with pytest.raises(Stopped, match="the session ended during this load"):
+    with pytest.raises(LoadStopped, match="the session ended during this load"):
         Interruptible(engine, gate).load(chunks())
     assert engine.chunks == [b"one"]
     assert Interruptible(ChunkEngine(), Gate()).load([b"x"]) == ["loaded"]
+
+
+class PartialEngine(ChunkEngine):
+    """Holds the lower layer of every image (a classic engine's delta load), loads nothing whole."""
+
+    info = EngineInfo("docker", "20.10", "1.41", "classic")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def load(self, data) -> List[str]:
+        self.loads += 1
+        return super().load(data)
+
+    def find(self, ids):
+        return None
+
+    def inspect(self, ref):
+        return None
+
+    def present_prefix(self, diff_ids, hints=()) -> int:
+        return 1
+
+
+def test_a_partial_load_the_session_ended_is_not_retried_in_full_nor_called_refused(tmp_path: Path) -> None:
+    gate, engine, said = Gate(), PartialEngine(), []
+    store = Store(tmp_path / "cache", engine=Interruptible(engine, gate), log=said.append)
+    entry = put_entry(store, "m", [b"lower" * 1000, b"upper" * 1000])
+    gate.stopped.set()
+    with pytest.raises(LoadStopped):
+        store.load(entry)
+    assert engine.loads == 1 and not [line for line in said if "Partial load" in line]
+    assert [e.id for e in store.entries()] == [entry.id]  # not dropped as corrupt
 
 
 def test_a_paused_load_waits_at_its_next_chunk_until_the_pause_ends() -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, Iterator, 
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.provide.decide import Outcome, get_cached
 from pytest_madcache.remote.base import RemoteBackend, RemoteEntry, RemoteError
+from pytest_madcache.store.errors import LoadStopped
 from pytest_madcache.store.protocols import StoreEngine
 
 if TYPE_CHECKING:
@@ -182,7 +183,15 @@ class Interruptible:
         return self._engine.save(image_id, chunk_size)
 
     def load(self, data: Iterable[bytes]) -> List[str]:
-        return self._engine.load(_checked(data, self._gate))
+        """The engine's load; LoadStopped when the session ended it (the store then neither retries it in
+        full nor says the engine refused it)."""
+        try:
+            return self._engine.load(_checked(data, self._gate))
+        except Exception as exc:
+            if self._gate.stopped.is_set():
+                raise LoadStopped(str(exc) if isinstance(exc, Stopped) else "the session ended during this load") \
+                    from None
+            raise
 
 
 class _StoppableReader:

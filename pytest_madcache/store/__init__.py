@@ -18,13 +18,20 @@ job (see front.py).  Nothing in this package knows builds or remotes.
 
 from pytest_madcache.store.blobs import ZSTD_SUFFIX
 from pytest_madcache.store.entries import Entry, LoadResult, Stats, VerifyReport, new_entry_id
-from pytest_madcache.store.errors import CacheUnwritable, EntryCorrupt, EntryNotFound, LockTimeout, StoreError
+from pytest_madcache.store.errors import (
+                                          CacheUnwritable,
+                                          EntryCorrupt,
+                                          EntryNotFound,
+                                          LoadStopped,
+                                          LockTimeout,
+                                          StoreError,
+)
 from pytest_madcache.store.evict import Limits, Session, choose_evictions
 from pytest_madcache.store.front import GB, Store
 from pytest_madcache.util.fsutil import atomic_write
 
 __all__ = [
     "Store", "Entry", "LoadResult", "Stats", "VerifyReport", "Limits", "Session", "choose_evictions",
-    "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable",
+    "StoreError", "EntryNotFound", "EntryCorrupt", "LockTimeout", "CacheUnwritable", "LoadStopped",
     "new_entry_id", "atomic_write", "ZSTD_SUFFIX", "GB",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 __all__ = ["StoreError", "CacheUnwritable", "LockTimeout", "EntryNotFound", "EntryCorrupt", "SaveConflict",
-           "unwritable"]
+           "LoadStopped", "unwritable"]
 
 
 class StoreError(RuntimeError):
@@ -56,6 +56,11 @@ class EntryNotFound(StoreError, KeyError):
 
 class EntryCorrupt(StoreError):
     """An entry's data is missing or does not match its digests; it has been dropped."""
+
+
+class LoadStopped(StoreError):
+    """The caller ended a load mid-stream (its session ended): not the engine's refusal, so nothing
+    is retried and nothing is dropped."""
 
 
 class SaveConflict(StoreError):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Mapping, Optional, S
 from pytest_madcache.store import archive
 from pytest_madcache.store.blobs import Blobs
 from pytest_madcache.store.entries import Entry, LoadResult
-from pytest_madcache.store.errors import EntryCorrupt, StoreError
+from pytest_madcache.store.errors import EntryCorrupt, LoadStopped, StoreError
 from pytest_madcache.store.evict import Evictor
 from pytest_madcache.store.imageformat import ArchiveError
 from pytest_madcache.store.index import Index
@@ -58,7 +58,7 @@ class Loader:
             loaded = self.find_in_engine(engine, entry)
             if loaded is None:
                 raise StoreError(f"the engine reported loading {entry.id} but has no image {entry.config}")
-        except EntryCorrupt:
+        except (EntryCorrupt, LoadStopped):
             raise
         except Exception as exc:
             if not have:
@@ -132,6 +132,8 @@ class Loader:
         ahead = ReadAhead(stream, depth=16)  # read, decompress and hash on a thread; send on this one
         try:
             engine.load(ahead)
+        except LoadStopped:
+            raise
         except Exception as exc:
             if stream.bad:
                 raise ArchiveError(stream.bad) from None

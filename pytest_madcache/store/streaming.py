@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Dict, Iterable, Mapping, Optional, Tuple,
 
 from pytest_madcache.store.blobs import CHUNK, Blobs, BlobWriter
 from pytest_madcache.store.entries import Entry, LoadResult
-from pytest_madcache.store.errors import SaveConflict, StoreError, unwritable
+from pytest_madcache.store.errors import LoadStopped, SaveConflict, StoreError, unwritable
 from pytest_madcache.store.evict import Limits
 from pytest_madcache.store.imageformat import ArchiveError
 from pytest_madcache.store.loading import Loader
@@ -94,6 +94,8 @@ def import_and_load(saver: Saver, loader: Loader, blobs: Blobs, engine: StoreEng
                 result: Optional[LoadResult] = None
                 try:
                     result = loader.stream(engine, entry, files, have, info.load_layout)
+                except LoadStopped:
+                    raise
                 except (StoreError, ArchiveError) as exc:
                     _raise_fetch_error(tees.values())
                     log(f"The engine did not take the streamed load of {entry.id} ({exc}); loading it from the cache")
