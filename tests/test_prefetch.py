@@ -370,6 +370,22 @@ def test_a_hit_found_ahead_is_the_tests_hit_with_its_lines_and_times(spec) -> No
     service.close()
 
 
+def test_entries_a_prefetch_evicted_count_in_its_tests_event(spec) -> None:
+    store, said = FakeStore([_entry("k1")]), []
+    store.evicted, load = [], store.load
+
+    def load_making_room(entry):  # as a remote entry's import does, committed over the limits
+        store.evicted.append(_entry("older"))
+        return load(entry)
+
+    store.load = load_making_room
+    service = _service(store, said, decide=lambda *a, **k: pytest.fail("a prefetched hit asks nothing more"))
+    service.prefetch([_key("k1")], jobs=1)
+    _, event = service.obtain(spec, _key("k1"), "ci-m:t", {}, {}, build=lambda: pytest.fail("no build"))
+    assert event.ahead and event.evicted == 1
+    service.close()
+
+
 def test_a_failed_prefetched_load_is_said_under_its_test_which_then_asks_itself(spec) -> None:
     store, said, asked = FakeStore([_entry("k1")], fail=True), [], []
 

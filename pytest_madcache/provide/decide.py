@@ -30,6 +30,7 @@ class Outcome:
     warning: Optional[str] = None
     fetched_bytes: int = 0  # bytes fetched from the remote cache (a remote hit)
     pushed_bytes: int = 0  # bytes pushed to the remote cache after a build
+    evicted: int = 0  # entries a prefetch job's own Store evicted to make room (the session counts its Store's)
 
 
 # -- get or build: the one place that decides hit, remote, build and save -----------

@@ -21,7 +21,7 @@ import contextlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
 from pytest_madcache.core.key import CacheKey
@@ -286,6 +286,9 @@ def fetch_job(open_store: Callable[[StoreEngine, Callable[[str], None]], "Store"
             if not hasattr(local, "store"):
                 local.store = open_store(Interruptible(engine, gate), lines.say)
             stoppable = StoppableRemote(remote, gate) if remote is not None else None
-            return get_cached(local.store, key, stoppable, instead="its test asks again")
+            before = len(local.store.evicted)
+            outcome = get_cached(local.store, key, stoppable, instead="its test asks again")
+            evicted = len(local.store.evicted) - before
+            return replace(outcome, evicted=evicted) if outcome is not None and evicted else outcome
 
     return fetch

@@ -254,7 +254,7 @@ class ImageService:
         evicted_before = len(store.evicted)
         ahead, event = self._ahead(key, event)
         if ahead is not None:
-            image, event = self._announce(ahead, spec, ref, key, params, event)
+            image, event = self._announce(ahead, spec, ref, key, params, replace(event, evicted=ahead.evicted))
             return self._remember(key.digest, image), event
         try:
             outcome = self._decide(store, key, build_and_announce, remote=self.remote, image_name=name,
