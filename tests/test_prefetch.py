@@ -132,6 +132,32 @@ def test_warnings_of_jobs_no_test_took_are_kept_for_the_summary() -> None:
                             "local cache only"]
 
 
+def test_a_test_interrupted_while_it_waits_leaves_its_job_to_stop(monkeypatch) -> None:
+    """Ctrl-C in a test waiting for its image: the session's stop still stops and waits for that job."""
+
+    def fetch(key: CacheKey, say, gate) -> None:
+        say("Warning: remote cache 127.0.0.1:5000/c is unavailable (connection refused); local cache only")
+        while True:
+            gate.check("download")  # a long download, until the session ends
+            time.sleep(0.01)
+
+    ahead = Prefetcher(fetch, jobs=1)
+    ahead.want([_key("a")])
+    time.sleep(0.1)
+
+    def interrupted(self, timeout=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr("concurrent.futures.Future.result", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ahead.take(_key("a"))
+    # stop() ended the job and kept its warning, as for any job no test took
+    assert ahead.stop() == ["Warning: remote cache 127.0.0.1:5000/c is unavailable (connection refused); "
+                            "local cache only"]
+    assert ahead._pool._threads and not any(t.is_alive() for t in ahead._pool._threads)
+
+
 def test_a_stopped_session_asks_the_registry_nothing_more() -> None:
     asked: list = []
     remote = SimpleNamespace(find=lambda key, have=None: asked.append(key))

@@ -132,7 +132,12 @@ class Prefetcher:
         if job is None or job.cancel():
             return None
         start = time.monotonic()
-        done = job.result()
+        try:
+            done = job.result()
+        except BaseException:  # the wait was interrupted (Ctrl-C): stop() must still see the job
+            with self._lock:
+                self._jobs.setdefault(key.digest, job)
+            raise
         return Ahead(done.outcome, done.lines, done.error, done.seconds, time.monotonic() - start)
 
     def stop(self) -> List[str]:
