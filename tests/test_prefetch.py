@@ -473,3 +473,49 @@ def test_the_summary_says_how_much_was_hidden_behind_tests() -> None:
     assert ("prefetched: 3 images obtained before their tests asked, in 9.0 s; 4.5 s of it hidden behind tests, "
             "4.5 s waited for") in summary_lines(summary)
     assert summary.as_dict()["prefetched"] == 3 and summary.as_dict()["prefetch_waited_seconds"] == 4.5
+
+
+def test_a_registry_retry_ends_when_the_session_stops_not_after_its_window() -> None:
+    """Ctrl-C while a prefetch job waits between a registry's 503s: the job ends at once, and the
+    registry is not blamed (the remote stays in use for the session's other work)."""
+    import http.server
+
+    from pytest_madcache.remote.oci import Registry, RetryPolicy
+    from pytest_madcache.remote.retry import WaitStopped, stop_waits_on
+    from pytest_madcache.util.refs import RemoteRef
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    registry = Registry(RemoteRef.parse(f"127.0.0.1:{server.server_port}/c"),
+                        retry=RetryPolicy(attempts=6, base=4.0, cap=8.0))  # about 20 s of waits in all
+    stopped, raised = threading.Event(), []
+
+    def job() -> None:
+        with stop_waits_on(stopped):
+            try:
+                registry.get_manifest("k")
+            except Exception as exc:
+                raised.append(exc)
+
+    try:
+        worker = threading.Thread(target=job)
+        start = time.monotonic()
+        worker.start()
+        time.sleep(0.3)
+        stopped.set()
+        worker.join(10)
+        assert time.monotonic() - start < 3 and len(raised) == 1 and isinstance(raised[0], WaitStopped)
+        blamed = []
+        StoppableRemote(SimpleNamespace(failed=lambda key, exc: blamed.append(exc)), Gate()).failed("k", raised[0])
+        assert blamed == []
+    finally:
+        server.shutdown()

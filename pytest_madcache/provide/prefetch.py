@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, Iterator, 
 from pytest_madcache.core.key import CacheKey
 from pytest_madcache.provide.decide import Outcome, get_cached
 from pytest_madcache.remote.base import RemoteBackend, RemoteEntry, RemoteError
+from pytest_madcache.remote.retry import WaitStopped, stop_waits_on
 from pytest_madcache.store.errors import LoadStopped
 from pytest_madcache.store.protocols import StoreEngine
 
@@ -241,7 +242,7 @@ class StoppableRemote:
         return RemoteEntry(found.meta, stoppable)
 
     def failed(self, key: str, exc: RemoteError) -> None:
-        if not isinstance(exc, Stopped):
+        if not isinstance(exc, (Stopped, WaitStopped)):  # the session ended it, not the registry
             self._remote.failed(key, exc)
 
     def mark_used(self, entry: "Entry") -> None:
@@ -287,7 +288,7 @@ def fetch_job(open_store: Callable[[StoreEngine, Callable[[str], None]], "Store"
     local = threading.local()
 
     def fetch(key: CacheKey, say: Callable[[str], None], gate: Gate) -> Optional[Outcome]:
-        with lines.collecting(say):
+        with lines.collecting(say), stop_waits_on(gate.stopped):  # no retry outlasts the session
             if not hasattr(local, "store"):
                 local.store = open_store(Interruptible(engine, gate), lines.say)
             stoppable = StoppableRemote(remote, gate) if remote is not None else None

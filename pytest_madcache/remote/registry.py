@@ -30,7 +30,6 @@ import hashlib
 import os
 import re
 import threading
-import time
 from typing import Any, BinaryIO, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urljoin
 
@@ -40,7 +39,7 @@ from pytest_madcache.remote import upload
 from pytest_madcache.remote.auth import Auth
 from pytest_madcache.remote.base import RemoteError, RemoteUnavailable
 from pytest_madcache.remote.credentials import Credentials
-from pytest_madcache.remote.retry import RETRY_STATUS, Dropped, RetryPolicy, short_reason
+from pytest_madcache.remote.retry import RETRY_STATUS, Dropped, RetryPolicy, pause, short_reason
 from pytest_madcache.remote.tls import TLSAdapter, TLSSetupError, certs_dirs, not_tls, tls_context
 from pytest_madcache.remote.upload import CHUNK, OpenAt, skip_to
 from pytest_madcache.util.refs import (
@@ -184,7 +183,7 @@ class Registry:
                     raise RemoteUnavailable(why) from None  # never answered: no point waiting
                 if attempt >= attempts:
                     raise (Dropped if not retry else RemoteUnavailable)(why) from None
-                time.sleep(self.retry.wait(attempt - 1))
+                pause(self.retry.wait(attempt - 1))
                 continue
             except requests.RequestException as exc:
                 raise RemoteError(f"{method} {url} failed: {short_reason(exc)}") from None
@@ -200,7 +199,7 @@ class Registry:
                 resp.close()
                 if attempt >= attempts:
                     raise (Dropped if not retry else RemoteUnavailable)(detail) from None
-                time.sleep(self.retry.wait(attempt - 1, retry_after))
+                pause(self.retry.wait(attempt - 1, retry_after))
                 continue
             if resp.status_code not in ok:
                 detail = resp.text[:300] if not kwargs.get("stream") else ""
@@ -273,7 +272,7 @@ class Registry:
                 if failures >= self.retry.attempts:
                     raise RemoteUnavailable(f"the download of {digest[:19]} from {self.ref.host} kept breaking: "
                                             f"{short_reason(exc)}") from None
-                time.sleep(self.retry.wait(failures - 1))
+                pause(self.retry.wait(failures - 1))
                 if on_resume is not None:
                     on_resume(done)
                 continue
@@ -283,7 +282,7 @@ class Registry:
                 failures += 1
                 if failures >= self.retry.attempts:
                     raise RemoteUnavailable(f"the download of {digest[:19]} from {self.ref.host} kept ending early")
-                time.sleep(self.retry.wait(failures - 1))
+                pause(self.retry.wait(failures - 1))
                 continue
             return done - offset
 

@@ -12,14 +12,13 @@ through the `Endpoint` it implements; it must not know what the blob holds
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, BinaryIO, Callable, Iterator, Optional, Protocol, Tuple, Union
 from urllib.parse import urljoin
 
 import requests
 
 from pytest_madcache.remote.base import RemoteError, RemoteUnavailable
-from pytest_madcache.remote.retry import Dropped, RetryPolicy
+from pytest_madcache.remote.retry import Dropped, RetryPolicy, pause
 from pytest_madcache.util.refs import RemoteRef
 
 __all__ = ["CHUNK", "OpenAt", "Endpoint", "Body", "push_blob", "opener", "skip_to"]
@@ -84,7 +83,7 @@ def push_blob(reg: Endpoint, digest: str, size: int, open_at: OpenAt) -> None:
             if restarts >= reg.retry.attempts:
                 raise RemoteUnavailable(f"registry {reg.ref.host} kept failing while {digest[:19]} was sent") \
                     from None
-            time.sleep(reg.retry.wait(restarts - 1))
+            pause(reg.retry.wait(restarts - 1))
             if reg.blob_size(digest) == size:  # the last attempt got through after all
                 return
 
@@ -120,7 +119,7 @@ def _push_once(reg: Endpoint, digest: str, size: int, open_at: OpenAt) -> None:
             failures += 1
             if failures >= reg.retry.attempts:
                 raise
-            time.sleep(reg.retry.wait(failures - 1))
+            pause(reg.retry.wait(failures - 1))
             location, offset = _upload_status(reg, location)  # raises Dropped when the upload is gone
     _put_final(reg, location, digest, 0, open_at, size)
 
