@@ -19,6 +19,7 @@ import pytest
 
 from pytest_madcache.store import archive
 from pytest_madcache.store.archive import ArchiveError, LoadArchive, read_image
+from pytest_madcache.store.imageformat import Descriptor
 from pytest_madcache.util.refs import full_reference
 
 
@@ -143,6 +144,20 @@ def test_every_flavour_reads_into_uncompressed_blobs_by_diff_id(flavour) -> None
     assert image.sizes == {sha(CONFIG): len(CONFIG), **{sha(d): len(d) for d in LAYERS}}
     for digest in [image.config, *image.layers]:
         assert sha(sink.blobs[digest]) == digest  # stored uncompressed, named by what it hashes to
+
+
+@pytest.mark.parametrize("with_manifest_json", [True, False])
+def test_the_engines_own_descriptors_of_compressed_layers_are_kept(with_manifest_json) -> None:
+    """The containerd store keeps a pulled layer as it came (gzip): the save names it so, and a load that
+    leaves the layer out must name it so too (loading.py)."""
+    image = read_image(oci(compress=True, with_manifest_json=with_manifest_json), Sink())
+    gz = [gzip.compress(d, mtime=0) for d in LAYERS]
+    assert image.descriptors == {
+        diff_id: Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", sha(blob), len(blob))
+        for diff_id, blob in zip(DIFF_IDS, gz)}
+    # layers the engine keeps uncompressed are named by their diffIDs: nothing to keep
+    assert read_image(oci(compress=False), Sink()).descriptors == {}
+    assert read_image(legacy(), Sink()).descriptors == {}
 
 
 def test_zstd_layers_are_decompressed() -> None:

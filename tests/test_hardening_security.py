@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_madcache.core.images import EngineInfo, ImageInfo
-from pytest_madcache.store import Store, StoreError
+from pytest_madcache.store import Entry, Store, StoreError
+from pytest_madcache.store.imageformat import Descriptor
 from tests.plugin_helpers import remove_images, tiny_context
 
 SECRET_ARG = "s3cr3t-BUILDARG-" + secrets.token_hex(4)
@@ -160,6 +161,29 @@ def test_poisoned_entry_metadata_is_refused_and_dropped(tmp_path: Path, kind) ->
     assert reopened.entries() == []  # refused, and dropped by the index repair
     assert not entry_dir.exists()
     print(f"\npoisoned metadata ({kind}): refused")
+
+
+LAYER = "sha256:" + "1" * 64
+GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+BAD_DESCRIPTORS = {
+    "digest with a path": {LAYER: {"mediaType": GZIP, "digest": "sha256:../../x", "size": 5}},
+    "media type with a newline": {LAYER: {"mediaType": GZIP + "\nevil", "digest": "sha256:" + "2" * 64, "size": 5}},
+    "size not a number": {LAYER: {"mediaType": GZIP, "digest": "sha256:" + "2" * 64, "size": "5"}},
+    "a layer the entry does not have": {"sha256:" + "3" * 64: {"mediaType": GZIP, "digest": "sha256:" + "2" * 64,
+                                                               "size": 5}},
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_DESCRIPTORS))
+def test_layer_descriptors_a_load_would_name_are_validated(tmp_path: Path, kind) -> None:
+    """They end up in a manifest the engine reads (loading.py): refused unless well formed."""
+    store = Store(tmp_path / "cache")
+    meta = _entry_meta(store, layers=[LAYER])
+    meta["sizes"][LAYER] = 5
+    good = dict(meta, descriptors={LAYER: {"mediaType": GZIP, "digest": "sha256:" + "2" * 64, "size": 5}})
+    assert Entry.from_json(good).descriptor(LAYER) == Descriptor(GZIP, "sha256:" + "2" * 64, 5)
+    with pytest.raises(StoreError, match="layer descriptor"):
+        Entry.from_json(dict(meta, descriptors=BAD_DESCRIPTORS[kind]))
 
 
 class TarEngine:

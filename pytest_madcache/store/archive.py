@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
-from pytest_madcache.store.imageformat import DOCKER_LIST, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
+from pytest_madcache.store.imageformat import (
+    DOCKER_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    ArchiveError,
+    Descriptor,
+)
 from pytest_madcache.store.loadarchive import LoadArchive, oci_image_id, oci_manifest
 from pytest_madcache.store.tarstream import CHUNK, ReadAhead, TarError, iter_tar, read_exact, safe_member
 from pytest_madcache.util.codecs import CodecMissing, CorruptStream, Readable, decompressing, sniff
@@ -67,6 +75,9 @@ class ArchiveImage:
     sizes: Dict[str, int]  # digest -> uncompressed bytes, config and layers
     repo_tags: List[str] = field(default_factory=list)
     layout: str = "docker-archive"  # or "oci"
+    # diffID -> how the saving engine's manifest names that layer, where not by its diffID (the
+    # containerd store keeps a pulled layer as the registry sent it: compressed)
+    descriptors: Dict[str, Descriptor] = field(default_factory=dict)
 
 
 # -- layers: compressed or not, hashed on the way in ---------------------------------
@@ -245,7 +256,8 @@ def _checked_small(members: _Members, name: str, digest: Optional[str]) -> bytes
     return data
 
 
-_Image = Tuple[str, List[Tuple[str, Optional[str]]], List[str]]  # config path, [(layer path, digest)], names
+_Layer = Tuple[str, Optional[str], Optional[Descriptor]]  # path, the digest it must hash to, the manifest's descriptor
+_Image = Tuple[str, List[_Layer], List[str]]  # config path, layers, names
 
 
 def _images_from_index(members: _Members) -> List[_Image]:
@@ -270,9 +282,17 @@ def _images_from_index(members: _Members) -> List[_Image]:
             config = data["config"]["digest"]
             if not members.has(_blob_name(config)):
                 continue  # a platform the save left out
-            layers = [(_blob_name(layer["digest"]), layer["digest"]) for layer in data.get("layers") or []]
+            layers = [(_blob_name(layer["digest"]), layer["digest"], _descriptor(layer))
+                      for layer in data.get("layers") or []]
             out.append((_blob_name(config), layers, here))
     return out
+
+
+def _descriptor(layer: Any) -> Optional[Descriptor]:
+    media, digest, size = layer.get("mediaType"), layer.get("digest"), layer.get("size")
+    if not isinstance(media, str) or not isinstance(digest, str) or isinstance(size, bool) or not isinstance(size, int):
+        return None
+    return Descriptor(media, digest, size)
 
 
 def _images_from_manifest(members: _Members) -> List[_Image]:
@@ -281,11 +301,11 @@ def _images_from_manifest(members: _Members) -> List[_Image]:
         raise ArchiveError("manifest.json is not a list of images")
     out = []
     for item in manifest:
-        layers = []
+        layers: List[_Layer] = []
         for path in item.get("Layers") or []:
             path = _safe(path)
             digest = "sha256:" + path.rsplit("/", 1)[1] if path.startswith("blobs/sha256/") else None
-            layers.append((path, digest))
+            layers.append((path, digest, None))
         out.append((_safe(item["Config"]), layers, list(item.get("RepoTags") or [])))
     return out
 
@@ -310,13 +330,17 @@ def read_image(fh: BinaryIO, sink: BlobSink, want: Sequence[str] = (), on_bytes=
     sizes = {config: len(config_data)}
     sink.write_small_blob(config_data)
     layers: List[str] = []
-    for path, digest in layer_paths:
+    descriptors: Dict[str, Descriptor] = {}
+    for path, digest, descriptor in layer_paths:
         diff_id, size = _layer(members, sink, path, digest)
         layers.append(diff_id)
         sizes[diff_id] = size
+        if descriptor is not None and descriptor.digest != diff_id:
+            descriptors[diff_id] = descriptor
     _check_diff_ids(config_data, layers)
     tags = [t for t in names if isinstance(t, str)]
-    return ArchiveImage(config=config, layers=layers, sizes=sizes, repo_tags=tags, layout=layout)
+    return ArchiveImage(config=config, layers=layers, sizes=sizes, repo_tags=tags, layout=layout,
+                        descriptors=descriptors)
 
 
 def _members_of(fh: BinaryIO, sink: BlobSink, on_bytes) -> _Members:
@@ -332,6 +356,8 @@ def _images(members: _Members) -> Tuple[str, List[_Image]]:
     """The archive's layout and the images its manifest lists."""
     if members.has("manifest.json"):
         layout, images = "docker-archive", _images_from_manifest(members)
+        if members.has("index.json"):
+            images = _with_descriptors(images, members)
     elif members.has("index.json"):
         layout, images = "oci", _images_from_index(members)
     else:
@@ -339,6 +365,22 @@ def _images(members: _Members) -> Tuple[str, List[_Image]]:
     if not images:
         raise ArchiveError("the archive's manifest lists no image")
     return layout, images
+
+
+def _with_descriptors(images: List[_Image], members: _Members) -> List[_Image]:
+    """Docker 25+ writes index.json beside manifest.json; its manifests say how the engine names each
+    layer (manifest.json gives paths only)."""
+    try:
+        named = {config: layers for config, layers, _ in _images_from_index(members)}
+    except (ArchiveError, ValueError, KeyError, TypeError):
+        return images
+    out = []
+    for config, layers, names in images:
+        theirs = named.get(config, [])
+        if len(theirs) == len(layers) and all(ours[0] == t[0] for ours, t in zip(layers, theirs)):
+            layers = [(path, digest, t[2]) for (path, digest, _), t in zip(layers, theirs)]
+        out.append((config, layers, names))
+    return out
 
 
 def _choose(members: _Members, images: List[_Image], want: Sequence[str]) -> _Image:

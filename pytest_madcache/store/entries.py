@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from pytest_madcache.store import archive
 from pytest_madcache.store.errors import StoreError
+from pytest_madcache.store.imageformat import Descriptor
 from pytest_madcache.util.refs import sha256_hex
 
 __all__ = ["Entry", "LoadResult", "Stats", "VerifyReport", "new_entry_id", "hex_of", "STORE_FORMAT"]
@@ -37,6 +38,7 @@ def hex_of(digest: str) -> str:
 
 _ENTRY_ID = re.compile(r"run_[0-9]{1,20}_[0-9a-f]{1,64}")
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
+_MEDIA_TYPE = re.compile(r"application/vnd\.[A-Za-z0-9.+-]{1,200}")
 
 
 def _validate_entry(entry: "Entry") -> None:
@@ -61,6 +63,29 @@ def _validate_entry(entry: "Entry") -> None:
     for digest in entry.blobs:
         if digest not in entry.sizes:
             raise StoreError(f"entry {entry.id}: no size for blob {digest}")
+    _validate_descriptors(entry)
+
+
+def _validate_descriptors(entry: "Entry") -> None:
+    """They become a load manifest's layer descriptors: one per layer of the entry, well formed."""
+    if not isinstance(entry.descriptors, dict):
+        raise StoreError(f"entry {entry.id}: malformed layer descriptors")
+    for diff_id, d in entry.descriptors.items():
+        if diff_id not in entry.layers or not _well_formed(d):
+            raise StoreError(f"entry {entry.id}: bad layer descriptor {d!r} for {diff_id}")
+
+
+def _well_formed(d: object) -> bool:
+    if not isinstance(d, dict) or not isinstance(d.get("mediaType"), str) or not _MEDIA_TYPE.fullmatch(d["mediaType"]):
+        return False
+    size = d.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 1 << 50:
+        return False
+    try:
+        sha256_hex(str(d.get("digest")))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -84,6 +109,9 @@ class Entry:
     key_components: Dict[str, Any] = field(default_factory=dict)
     run_config: Dict[str, Any] = field(default_factory=dict)
     stored: Dict[str, int] = field(default_factory=dict)  # blob digest -> bytes on disk (compressed or not)
+    # diffID -> the saving engine's descriptor of that layer where it is not the diffID (a layer the
+    # containerd store pulled, kept compressed): what a load names a layer it leaves out by (loading.py)
+    descriptors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     format: int = STORE_FORMAT
 
     @property
@@ -110,6 +138,10 @@ class Entry:
     def own_bytes(self) -> int:
         """Bytes on disk of every blob the entry references, shared or not."""
         return sum(self.disk_bytes(d) for d in set(self.blobs))
+
+    def descriptor(self, diff_id: str) -> Optional[Descriptor]:
+        d = self.descriptors.get(diff_id)
+        return Descriptor(d["mediaType"], d["digest"], d["size"]) if d else None
 
     def disk_bytes(self, digest: str) -> int:
         return self.stored.get(digest, self.sizes.get(digest, 0))

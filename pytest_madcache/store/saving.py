@@ -25,6 +25,7 @@ from pytest_madcache.store.blobs import CHUNK, Blobs, Lease, LeaseSink, logical_
 from pytest_madcache.store.entries import Entry, new_entry_id
 from pytest_madcache.store.errors import SaveConflict, StoreError, unwritable
 from pytest_madcache.store.evict import Evictor, Limits, Session
+from pytest_madcache.store.imageformat import Descriptor
 from pytest_madcache.store.index import Index
 from pytest_madcache.store.layout import FILES, Layout
 from pytest_madcache.store.protocols import StoreEngine
@@ -84,8 +85,9 @@ class Saver:
                     known = self.index.known_sizes()
                     sizes = {d: logical_size(self.blobs.file(d), known.get(d)) for d in wanted}
                     config, layers = wanted[0], list(info.diff_ids)
+            descriptors: Dict[str, Descriptor] = {}
             if sizes is None:
-                config, layers, sizes = self._ingest(engine, info.id, lease)
+                config, layers, sizes, descriptors = self._ingest(engine, info.id, lease)
                 wanted = [config, *layers]
             by_config = engine.info.image_store != "containerd"
             if (by_config and config != info.id) or layers != list(info.diff_ids):
@@ -99,6 +101,7 @@ class Saver:
                 key_components=dict(key.components) if isinstance(key, CacheKey) else {},
                 run_config=dict(run_config or {}),
                 stored=self.blobs.stored_sizes(wanted),
+                descriptors={d: desc.to_json() for d, desc in descriptors.items()},
             )
             self._commit(entry, lease, limits, replace, files)
             return entry
@@ -189,7 +192,8 @@ class Saver:
                 return entry.config
         return None
 
-    def _ingest(self, engine: StoreEngine, image_id: str, lease: Lease) -> Tuple[str, List[str], Dict[str, int]]:
+    def _ingest(self, engine: StoreEngine, image_id: str,
+                lease: Lease) -> Tuple[str, List[str], Dict[str, int], Dict[str, Descriptor]]:
         """Read the engine's save stream, whatever its layout, into blobs (see archive.py)."""
         progress = Progress(f"Saving {image_id[7:19]}", enabled=self.progress)
         reader = io.BufferedReader(Prefetch(engine.save(image_id)), CHUNK)
@@ -203,4 +207,4 @@ class Saver:
             raise unwritable(exc, self.layout.dir) from None
         finally:
             progress.close()
-        return image.config, list(image.layers), dict(image.sizes)
+        return image.config, list(image.layers), dict(image.sizes), dict(image.descriptors)
