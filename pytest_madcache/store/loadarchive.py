@@ -14,29 +14,34 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from pytest_madcache.store.imageformat import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError
+from pytest_madcache.store.imageformat import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, ArchiveError, Descriptor
 from pytest_madcache.store.tarstream import CHUNK
 from pytest_madcache.util.refs import full_reference
 
 __all__ = ["LoadArchive", "oci_manifest", "oci_image_id"]
 
-def oci_manifest(config: str, config_size: int, layers: Sequence[str], sizes: Mapping[str, int]) -> bytes:
-    """The OCI manifest we write for an image of uncompressed layers: same bytes every time."""
+def oci_manifest(config: str, config_size: int, layers: Sequence[str], sizes: Mapping[str, int],
+                 names: Optional[Mapping[str, Descriptor]] = None) -> bytes:
+    """The OCI manifest we write for an image of uncompressed layers: same bytes every time.  `names`:
+    layers the archive leaves out, named as the engine's content store holds them (compressed)."""
+    names = names or {}
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config, "size": config_size},
-        "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": sizes[d]} for d in layers],
+        "layers": [names[d].to_json() if d in names else {"mediaType": OCI_LAYER, "digest": d, "size": sizes[d]}
+                   for d in layers],
     }
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 
 
-def oci_image_id(config: str, layers: Sequence[str], sizes: Mapping[str, int]) -> str:
+def oci_image_id(config: str, layers: Sequence[str], sizes: Mapping[str, int],
+                 names: Optional[Mapping[str, Descriptor]] = None) -> str:
     """The id a containerd image store gives the image after loading our OCI archive."""
-    data = oci_manifest(config, sizes[config], layers, sizes)
+    data = oci_manifest(config, sizes[config], layers, sizes, names)
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -58,6 +63,7 @@ class LoadArchive:
     repo_tags: Sequence[str]
     files: Mapping[str, BinaryIO]  # digest -> reader of uncompressed bytes
     layout: str = "docker-archive"
+    names: Mapping[str, Descriptor] = field(default_factory=dict)  # oci: left-out layers as the engine names them
     on_bytes: Optional[Callable[[int], None]] = None
     sent: int = 0
     bad: Optional[str] = None
@@ -77,7 +83,7 @@ class LoadArchive:
 
     def _metadata(self) -> Iterable[Tuple[str, bytes]]:
         if self.layout == "oci":
-            manifest = oci_manifest(self.config, self.sizes[self.config], self.layers, self.sizes)
+            manifest = oci_manifest(self.config, self.sizes[self.config], self.layers, self.sizes, self.names)
             digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
             manifests = [{
                 "mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
