@@ -143,6 +143,21 @@ class Entry:
         d = self.descriptors.get(diff_id)
         return Descriptor(d["mediaType"], d["digest"], d["size"]) if d else None
 
+    def named_id(self, names: Mapping[str, Descriptor]) -> str:
+        """The id a containerd store gives a load of ours whose manifest names left-out layers `names`."""
+        return archive.oci_image_id(self.config, self.layers, self.sizes, names)
+
+    def named_ids(self) -> List[str]:
+        """The ids of loads that left out the lowest k layers, named by their recorded descriptors."""
+        ids: List[str] = []
+        names: Dict[str, Descriptor] = {}
+        for diff_id in self.layers:
+            d = self.descriptor(diff_id)
+            if d is not None:
+                names[diff_id] = d
+                ids.append(self.named_id(names))
+        return ids
+
     def disk_bytes(self, digest: str) -> int:
         return self.stored.get(digest, self.sizes.get(digest, 0))
 

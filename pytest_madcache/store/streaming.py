@@ -115,7 +115,7 @@ def import_and_load(saver: Saver, loader: Loader, blobs: Blobs, engine: StoreEng
     except OSError as exc:
         raise unwritable(exc, blobs.layout.dir) from None
     if result is not None:
-        loaded = loader.find_in_engine(engine, entry)
+        loaded = loader.find_in_engine(engine, entry, have.names)
         if loaded is not None:
             result.image_id = loaded.id
             result.seconds = time.monotonic() - start
