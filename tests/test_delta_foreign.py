@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from pytest_madcache.core.images import ImageInfo
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.store import Store
+from pytest_madcache.store.entries import Entry
+from pytest_madcache.store.imageformat import Descriptor
+from pytest_madcache.store.loading import Loader
 from tests.images import ImageFactory
-
-pytestmark = pytest.mark.engine
 
 MODEL_SIZE = 1_000_000
 
@@ -51,6 +53,7 @@ def _base_got_elsewhere(engine: Engine, images: ImageFactory, registry: str, tmp
     return ref
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("how", ["pulled", "loaded"])
 def test_a_hit_sends_only_the_layers_above_a_base_the_engine_got_elsewhere(
         engine: Engine, images: ImageFactory, registry: str, tmp_path: Path, how: str) -> None:
@@ -84,3 +87,29 @@ def test_a_hit_sends_only_the_layers_above_a_base_the_engine_got_elsewhere(
     assert sum(len(chunk) for chunk in engine.save(derived.image_id)) > MODEL_SIZE
     # The next hit finds it under the id that load gave it.
     assert store.load(entry).how == "present"
+
+
+class _TaggedOnly:
+    """An engine that knows one image, by its tag only."""
+
+    def __init__(self, info: ImageInfo, tag: str) -> None:
+        self.image, self.tag = info, tag
+
+    def find(self, ids: list) -> "ImageInfo | None":
+        return self.image if self.tag in ids else None
+
+
+def test_an_image_found_by_its_tag_is_ours_only_under_an_id_a_named_load_gives() -> None:
+    """A tag others can move proves nothing; the id (a manifest digest naming our config) does."""
+    layers = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+    pulled = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "9" * 64, 123)
+    entry = Entry(id="run_1_00000000", key=_key("k"), image_name="m", image_tag="1", image_id="sha256:" + "a" * 64,
+                  config="sha256:" + "c" * 64, layers=layers, sizes={"sha256:" + "c" * 64: 10, **{d: 1000 for d in layers}},
+                  repo_tags=["m:1"], descriptors={layers[0]: pulled.to_json()})
+    loader = Loader(None, None, None, False, print)  # type: ignore[arg-type]  # find_in_engine asks the engine only
+    named = entry.named_id({layers[0]: pulled})
+    assert entry.named_ids() == [named] and named not in entry.engine_ids
+    ours = _TaggedOnly(ImageInfo(named, layers, ["m:1"], 0), "m:1")
+    assert loader.find_in_engine(ours, entry).id == named  # type: ignore[arg-type, union-attr]
+    other = _TaggedOnly(ImageInfo("sha256:" + "e" * 64, layers, ["m:1"], 0), "m:1")
+    assert loader.find_in_engine(other, entry) is None  # type: ignore[arg-type]
