@@ -30,19 +30,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "examples" / "realistic"))
 
 import prepare  # noqa: E402
-from benchlib import loadavg, log, machine, rotate, stamp, timed  # noqa: E402
+from benchlib import forget_models, loadavg, log, machine, rotate, stamp, timed  # noqa: E402
 
 from pytest_madcache.engines.docker import Engine  # noqa: E402
 from pytest_madcache.store import Store  # noqa: E402
 
 SUITE = ROOT / "examples" / "realistic"
 MODEL_LABEL = "org.madcache.example"
-
-
-def forget_models(engine: Engine) -> None:
-    for image in engine.api.images(filters={"label": MODEL_LABEL}):
-        engine.remove(image["Id"], force=True, prune_parents=True)
-    engine.forget_layers()
 
 
 def load_all(cache: Path, serial: bool) -> None:
@@ -93,13 +87,13 @@ def main() -> int:
             raise RuntimeError(f"expected the suite's 2 entries in {cache}")
         for i in range(args.repeat):
             for way in rotate(list(samples), i):
-                forget_models(engine)
+                forget_models(engine, MODEL_LABEL)
                 seconds, _ = timed(lambda serial=way == "one at a time": load_all(cache, serial))
                 log(f"{i + 1}/{args.repeat} {way}: {seconds:.2f} s")
                 samples[way].append(round(seconds, 3))
     finally:
         try:
-            forget_models(engine)
+            forget_models(engine, MODEL_LABEL)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     medians = {way: statistics.median(s) for way, s in samples.items()}

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "examples" / "realistic"))
 
 import prepare  # noqa: E402
-from benchlib import loadavg, log, machine, rotate, stamp, table, timed  # noqa: E402
+from benchlib import forget_models, loadavg, log, machine, rotate, stamp, table, timed  # noqa: E402
 
 from pytest_madcache.engines.docker import Engine  # noqa: E402
 
@@ -50,9 +50,7 @@ class PrefetchBench:
 
     def forget_models(self) -> None:
         """A fresh runner: no model image, the base kept."""
-        for image in self.engine.api.images(filters={"label": MODEL_LABEL}):
-            self.engine.remove(image["Id"], force=True, prune_parents=True)
-        self.engine.forget_layers()
+        forget_models(self.engine, MODEL_LABEL)
 
     def run(self, mode: str, select: List[str]) -> Dict[str, Any]:
         self.forget_models()
