@@ -125,3 +125,29 @@ def test_xdist_workers_prefetch_their_own_next_tests(pytester, engine, suite, tm
     assert len(HIT.findall(out)) == 4, out
     found = PREFETCHED.search(out)
     assert found is not None and 1 <= int(found.group(1)) <= 4, out
+
+
+def test_each_base_image_line_is_said_under_the_first_test_that_uses_it(pytester, engine, images, tmp_path) -> None:
+    """The prefetch computes every test's key at the first test; what that says about a base image
+    is said under the first test built on it, as without the prefetch."""
+    tag = secrets.token_hex(3)
+    bases = [f"pfbase{n}-{tag}:1" for n in range(2)]
+    for base in bases:
+        images.make({"base.bin": 1000}, tag=base)
+    models = [f"pfb{n}{tag}" for n in range(2)]
+    body = ["import pytest", ""]
+    for name, base in zip(models, bases):
+        (pytester.path / name).mkdir()
+        (pytester.path / name / "Dockerfile").write_text(f"FROM {base}\nRUN echo {name} > /name\n")
+        body += [f'@pytest.mark.model("{name}", context="{name}")', f"def test_{name}(model_image):",
+                 "    assert model_image.image_id", ""]
+    pytester.makepyfile(test_bases="\n".join(body))
+    try:
+        result = _run(pytester, tmp_path / "cache", "--cache-base-key", "local")  # the base's image id: said
+        result.assert_outcomes(passed=2)
+        out = result.stdout.str()
+        second = out.index(f"test_bases.py::test_{models[1]}")
+        assert out.index(f"Base image {bases[0]}") < second < out.index(f"Base image {bases[1]}"), out
+    finally:
+        for name in models:
+            remove_images(engine, f"madcache.model={name}")

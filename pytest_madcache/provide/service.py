@@ -105,6 +105,7 @@ class ImageService:
         self._gone: set = set()  # baseline images looked for in vain (--perf-ab): asked once a session
         self._bases: Optional[BaseResolver] = None
         self._said_bases: set = set()
+        self._held: Dict[str, List[str]] = {}  # key digest -> lines its computation said, for its test
         self.key_caches = KeyCaches()  # file and context digests this session has seen
 
     def key(self, spec: KeySpec, cache_dir: Optional[Path]) -> CacheKey:
@@ -146,6 +147,20 @@ class ImageService:
                 self._said_bases.add(said)
                 self.say(said)
         return resolved
+
+    def key_ahead(self, compute: Callable[[], CacheKey]) -> CacheKey:
+        """A key computed before its test runs (for the prefetch): what computing it says (its base
+        images) is held for the test that asks for that key, not said under the test at hand."""
+        said: List[str] = []
+        try:
+            with self._lines.collecting(said.append):
+                key = compute()
+        except BaseException:
+            for line in said:  # said once per session: not lost, if early
+                self.say(line)
+            raise
+        self._held.setdefault(key.digest, []).extend(said)
+        return key
 
     def store(self) -> Optional[Store]:
         """The cache, or None when it cannot be opened (warned once, tests go on uncached)."""
@@ -221,6 +236,8 @@ class ImageService:
                run_config: Mapping[str, Any], build: Callable[[], Any]) -> Tuple[ModelImage, ImageEvent]:
         """The image for `key`, as a ModelImage plus its event for the summary."""
         event = ImageEvent(model=spec.name, key=key.digest)
+        for line in self._held.pop(key.digest, ()):
+            self.say(line)
         name, tag = split_reference(ref)
         store = self.store() if self.enabled else None
         if store is None:

@@ -167,7 +167,7 @@ def _item_key(item: pytest.Item, state: State) -> Optional["CacheKey"]:
         return None
     params = dict(getattr(getattr(item, "callspec", None), "params", {}) or {})
     try:
-        return _keyed(item, _spec(item), params, state)[1]
+        return state.service.key_ahead(lambda: _keyed(item, _spec(item), params, state)[1])
     except (Exception, pytest.fail.Exception, pytest.skip.Exception):
         return None
 
