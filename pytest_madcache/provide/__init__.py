@@ -4,14 +4,13 @@ build and save, for one key) and `limits.end_session`.  Everything the pytest gl
 it is named here."""
 
 from pytest_madcache.provide.decide import Outcome, build_output, get_or_build, run_build
+from pytest_madcache.provide.engineops import base_resolver, build_with_engine
 from pytest_madcache.provide.limits import SessionEnd, end_session
 from pytest_madcache.provide.service import (
     ImageError,
     ImageService,
     ModelImage,
     Reporter,
-    base_resolver,
-    build_with_engine,
 )
 
 __all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "Outcome", "SessionEnd", "end_session",

@@ -18,22 +18,22 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from pytest_madcache.core.bases import VIA, BaseResolver, ResolvedBase, resolve_bases
 from pytest_madcache.core.events import ImageEvent
-from pytest_madcache.core.images import BuildFailed, BuildResult, EngineError
+from pytest_madcache.core.images import BuildFailed, EngineError
 from pytest_madcache.core.key import CacheKey, KeyFiles, KeySpec, key_files, key_for
 from pytest_madcache.core.keymemo import KeyCaches
 from pytest_madcache.core.model import ModelSpec
 from pytest_madcache.core.why import MissReason, explain
 from pytest_madcache.engines.docker import Engine
 from pytest_madcache.provide.decide import Outcome, build_output, get_cached, get_or_build, run_build
+from pytest_madcache.provide.engineops import base_resolver
 from pytest_madcache.provide.prefetch import Lines, Prefetcher, fetch_job
 from pytest_madcache.remote.base import RemoteBackend
-from pytest_madcache.remote.registry import registry_digest
 from pytest_madcache.store import Entry, LoadResult, Store, StoreError
 from pytest_madcache.store.protocols import StoreEngine
 from pytest_madcache.util.progress import human_bytes
 from pytest_madcache.util.refs import split_reference
 
-__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter", "build_with_engine"]
+__all__ = ["ModelImage", "ImageService", "ImageError", "Reporter"]
 
 
 class Reporter(Protocol):
@@ -449,23 +449,3 @@ def _model_image(spec: ModelSpec, ref: str, image_id: str, key: CacheKey, params
     return ModelImage(spec, ref, image_id, key.digest, dict(key.components), cache_hit=hit,
                       cache_id=entry.id if entry is not None else None, load=load.how if load else None,
                       build_duration=build_duration, params=dict(params))
-
-
-def base_resolver(engine: Optional[Engine], warn: Callable[[str], None]) -> BaseResolver:
-    """How the plugin and `madcache key` resolve bases: through `engine` (None: no engine answers),
-    and the registry itself where the engine cannot ask it (Podman)."""
-    return BaseResolver(engine, engine_name=str(engine.host() or "") if engine is not None else "", warn=warn,
-                        direct=registry_digest)
-
-
-def build_with_engine(engine: Engine, spec: ModelSpec, tag: str, build_args: Mapping[str, str],
-                      labels: Mapping[str, str], on_line: Optional[Callable[[str], None]],
-                      tmp_dir: Optional[Path] = None) -> BuildResult:
-    """The default build: the mark's builder (BuildKit where buildx is found) with the spec's context
-    and Dockerfile (less what the session wrote into it); build args named in `secrets=` go to
-    BuildKit as secret mounts, not build args."""
-    secrets = {name: value for name, value in build_args.items() if name in spec.secrets}
-    plain = {name: value for name, value in build_args.items() if name not in secrets}
-    return engine.build(spec.context, dockerfile=spec.dockerfile, tag=tag, build_args=plain, labels=labels,
-                        on_line=on_line, tmp_dir=tmp_dir, builder=spec.builder, secrets=secrets,
-                        exclude=spec.context_excludes)
