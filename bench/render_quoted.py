@@ -109,6 +109,9 @@ def ab_trials_lines() -> List[str]:
 
     data = load("ab-trials.json")
     lines = table(data).splitlines()
+    if data["trials_per_condition"] != 20:  # bench_ab.table names the default command
+        lines = [line.replace("bench_ab.py --json", f"bench_ab.py --trials {data['trials_per_condition']} --json")
+                 for line in lines]
     pairs = [p for t in data["trials"] for p in t.get("pairs", [])]
     if pairs:
         most = data.get("max_pairs", data["pairs"])
