@@ -38,8 +38,9 @@ UNREACHED_BY_DESIGN = {
                                      "umask gave",
     ("fsutil.py", "_replaced", "unlink"): "removes its own temp file after a failed write; a kill there "
                                           "leaves what a kill during the write leaves",
-    ("blobs.py", "write_blob", "unlink"): "removes fetched data that does not hash to its digest (its own "
-                                          "temp file); a kill there leaves what a kill during the fetch leaves",
+    ("blobs.py", "abort", "unlink"): "a BlobWriter removing its own temp file (fetched data that does not hash "
+                                     "to its digest, or a fetch or streamed load that failed); a kill there "
+                                     "leaves what a kill during the fetch leaves",
 }
 
 
