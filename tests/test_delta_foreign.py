@@ -89,18 +89,19 @@ def test_a_hit_sends_only_the_layers_above_a_base_the_engine_got_elsewhere(
     assert store.load(entry).how == "present"
 
 
-class _TaggedOnly:
-    """An engine that knows one image, by its tag only."""
+class _OneImage:
+    """An engine holding one image, found by its id or its tag."""
 
     def __init__(self, info: ImageInfo, tag: str) -> None:
         self.image, self.tag = info, tag
 
     def find(self, ids: list) -> "ImageInfo | None":
-        return self.image if self.tag in ids else None
+        return self.image if self.image.id in ids or self.tag in ids else None
 
 
-def test_an_image_found_by_its_tag_is_ours_only_under_an_id_a_named_load_gives() -> None:
-    """A tag others can move proves nothing; the id (a manifest digest naming our config) does."""
+def test_an_image_a_named_load_gave_is_found_by_its_id_and_a_tag_proves_nothing() -> None:
+    """The id a load naming a pulled base's layers gives is one the entry goes by; another image
+    under the entry's tag, with the same layers, is not the entry's (its config may differ)."""
     layers = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
     pulled = Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "9" * 64, 123)
     entry = Entry(id="run_1_00000000", key=_key("k"), image_name="m", image_tag="1", image_id="sha256:" + "a" * 64,
@@ -108,8 +109,8 @@ def test_an_image_found_by_its_tag_is_ours_only_under_an_id_a_named_load_gives()
                   repo_tags=["m:1"], descriptors={layers[0]: pulled.to_json()})
     loader = Loader(None, None, None, False, print)  # type: ignore[arg-type]  # find_in_engine asks the engine only
     named = entry.named_id({layers[0]: pulled})
-    assert entry.named_ids() == [named] and named not in entry.engine_ids
-    ours = _TaggedOnly(ImageInfo(named, layers, ["m:1"], 0), "m:1")
+    assert entry.named_ids() == [named] and named in entry.engine_ids and named != entry.oci_id
+    ours = _OneImage(ImageInfo(named, layers, ["m:1"], 0), "m:1")
     assert loader.find_in_engine(ours, entry).id == named  # type: ignore[arg-type, union-attr]
-    other = _TaggedOnly(ImageInfo("sha256:" + "e" * 64, layers, ["m:1"], 0), "m:1")
+    other = _OneImage(ImageInfo("sha256:" + "e" * 64, layers, ["m:1"], 0), "m:1")
     assert loader.find_in_engine(other, entry) is None  # type: ignore[arg-type]

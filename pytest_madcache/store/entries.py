@@ -131,8 +131,9 @@ class Entry:
     def engine_ids(self) -> List[str]:
         """Every id this image goes by in an engine: as built; as classic Docker and
         Podman name it after a load (the config digest); as the containerd store
-        names it after a load (`oci_id`)."""
-        return list(dict.fromkeys([self.image_id, self.config, self.oci_id]))
+        names it after a load (`oci_id`, or a `named_id` when the load left out
+        layers the engine got elsewhere)."""
+        return list(dict.fromkeys([self.image_id, self.config, self.oci_id, *self.named_ids()]))
 
     @property
     def own_bytes(self) -> int:

@@ -97,12 +97,7 @@ class Loader:
         """The entry's image in the engine under any id it goes by, and only if its layers
         are the entry's: metadata others can write must not point us at another image.
         `names`: how the load just made named the layers it left out (that changes the id)."""
-        ids = [*entry.engine_ids, *([entry.named_id(names)] if names else [])]
-        found = engine.find(ids)
-        if found is None and entry.descriptors:
-            # An earlier load named layers the engine got elsewhere: its id proves what it is.
-            tagged = engine.find(entry.repo_tags)
-            found = tagged if tagged is not None and tagged.id in entry.named_ids() else None
+        found = engine.find([*entry.engine_ids, *([entry.named_id(names)] if names else [])])
         return found if found is not None and list(found.diff_ids) == list(entry.layers) else None
 
     def present_layers(self, engine: StoreEngine, entry: Entry, delta: str) -> Omitted:
