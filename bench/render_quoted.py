@@ -71,7 +71,9 @@ def remote_faults_lines() -> List[str]:
     completed = f"in all {trials}" if s["next_run_completed"] == trials else f"in {s['next_run_completed']} of {trials}"
     kinds = f"{s['push_trials']} pushes, {s['fetch_trials']} fetches"
     if streamed:
-        kinds += f", {streamed} fetches streamed into {data.get('engine', 'an engine')}'s load"
+        # The record keeps the engine's whole description; the name and version lead it.
+        engine = data.get("engine", "").split(";")[0].split(" (")[0].strip() or "the engine"
+        kinds += f", {streamed} fetches streamed into {engine}'s load"
     text = (
         "Both are held by a campaign that kills the registry (`SIGKILL`) at random points of pushes and "
         f"fetches: `{data['command']}` (results in `bench/results/remote-faults.json`, measured {when(data)}). "
