@@ -225,6 +225,21 @@ def test_each_kind_starts_builds_runs_and_leaves_nothing(kind, tmp_path, registr
     _assert_gone(base)
 
 
+@pytest.mark.engine
+@pytest.mark.own_engines  # starts engines of its own: run once, not once per engine kind
+@pytest.mark.parametrize("kind", ["debian13", "debian13-containerd"])
+def test_debian13_kinds_start_on_a_machine_without_debian12s_docker_proxy(kind, monkeypatch):
+    """dockerd 26 refuses to start without docker-proxy on PATH; a fresh machine gets Debian 12's
+    /usr/sbin/docker-proxy only once the debian12 kind installs docker.io, so a Debian 13 kind
+    started first must bring its own."""
+    _ready(kind)
+    path = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep)
+            if d and not (Path(d) / "docker-proxy").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
+    with private_engine(kind=kind) as host:
+        assert engine_answers(host), f"the {kind} engine at {host} does not answer"
+
+
 def _parametrized_signals():
     yield from ((signal.SIGTERM, kind) for kind in ENGINE_KINDS)
     yield from ((signal.SIGINT, kind) for kind in ("debian12", "podman"))

@@ -26,7 +26,9 @@ __all__ = ["dockerd_launch", "debian_runc", "buildx_path", "trixie"]
 RUNC_CANDIDATES = ("/usr/sbin/runc", "/usr/bin/runc")
 # Trixie's own runc needs glibc 2.38; Debian 12's runc (found through the
 # private bin dir) serves its containerd instead.
-TRIXIE_LINKS = ("containerd", "containerd-shim-runc-v2", "ctr")
+# dockerd 26 will not start without docker-proxy on PATH (its userland proxy is on by default), and
+# Debian 12's /usr/sbin one is there only once docker.io is installed: a fresh machine has none.
+TRIXIE_LINKS = ("containerd", "containerd-shim-runc-v2", "ctr", "docker-proxy")
 
 
 def debian_runc() -> Optional[str]:

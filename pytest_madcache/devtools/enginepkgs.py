@@ -32,6 +32,7 @@ MARKER = "complete"
 # Paths inside the unpacked tree that must exist for it to count as complete.
 TRIXIE_FILES = {
     "dockerd": "usr/sbin/dockerd",
+    "docker-proxy": "usr/sbin/docker-proxy",
     "containerd": "usr/bin/containerd",
     "containerd-shim-runc-v2": "usr/bin/containerd-shim-runc-v2",
     "ctr": "usr/bin/ctr",
