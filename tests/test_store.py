@@ -123,7 +123,7 @@ def test_round_trip_save_remove_load(store: Store, imgs: Images, engine: Engine)
     assert info is not None and info.diff_ids == entry.layers
     # Classic Docker and Podman give the image its id back; the containerd store names it
     # by the manifest of the archive we loaded, which the entry can compute.
-    expected = img.image_id if engine.info.image_store != "containerd" else entry.engine_ids[-1]
+    expected = img.image_id if engine.info.image_store != "containerd" else entry.oci_id
     assert info.id == expected
     assert "madcache-rt:v1" in info.repo_tags
     engine.remove("madcache-rt:v1")
