@@ -218,7 +218,8 @@ class RealisticBench(Measured):
                             if res.how != "full":
                                 raise RuntimeError(f"expected a full load, got {res}")
                             self.facts[f"{model}_bytes_sent"] = res.bytes_sent
-                        if self.engine.find([image_id, entry.image_id]) is None:
+                        # Our load on the containerd store names the image by our archive's manifest (oci_id).
+                        if self.engine.find([image_id, *entry.engine_ids]) is None:
                             raise RuntimeError(f"{who}'s load left no {model} image in the engine")
             self.phase_profile()
         finally:
@@ -233,7 +234,7 @@ class RealisticBench(Measured):
         log(f"profile: one save and one load of the {model} image under cProfile")
         self.empty_engine(entry.layers)
         self.profiles["load"] = {"model": model, "top": profile_top(lambda: store.load(entry))}
-        loaded = self.engine.find([image_id, entry.image_id])
+        loaded = self.engine.find([image_id, *entry.engine_ids])
         if loaded is None:
             raise RuntimeError(f"the profiled load left no {model} image in the engine")
         cache = Store(self.work / "profile-save", engine=self.engine, progress=False)
